@@ -1,0 +1,29 @@
+"""The DRF API under /api/.
+
+DRF authenticates sessions *and* tokens itself, so the product's API views opt out of
+LoginRequiredMiddleware (which only knows sessions and would redirect a token client to the
+login page) and rely on DRF permissions instead: anonymous callers get 403, never data.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.views import APIView
+
+from devices import apis as device_apis
+
+
+def _api(view: type[APIView]) -> Callable[..., Any]:
+    return login_not_required(view.as_view())
+
+
+urlpatterns = [
+    path("system/gpus", _api(device_apis.GpuListApi), name="api-gpus"),
+    path("system/gpu-config/detect", _api(device_apis.GpuDetectApi), name="api-detect"),
+    # Schema and Swagger UI stay behind the login middleware (session users browse them).
+    path("schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,17 @@
+"""URL map: settings pages, the API under /api/system/, the admin, and login."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from gpuconfig import views as gpuconfig_views
+
+urlpatterns = [
+    path("", gpuconfig_views.home, name="home"),
+    path("health", gpuconfig_views.health, name="health"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("settings/", include("gpuconfig.urls")),
+    path("api/", include("config.api_urls")),
+]
