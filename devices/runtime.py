@@ -1,0 +1,219 @@
+"""Which GPU should this AI service use?  (``get_target_gpu``)
+
+This file is meant to be copied into AI service images or imported on its own: it uses
+only the standard library plus ``pynvml`` (nvidia-ml-py), which it imports lazily, and it
+imports nothing from GPU Config or Django. It keeps to Python 3.8 syntax because service
+images often run an older interpreter than the GPU Config app.
+
+Why match by UUID, not by index: GPU Config hands a service its GPU through CDI
+(``nvidia.com/gpu=<uuid>``), so inside the container that GPU is the only one and CUDA
+calls it device 0, whatever its host index is. The generated override therefore sets
+
+* ``GPUCONFIG_GPU_UUID``: the assigned GPU's UUID, the identity to look for;
+* ``GPUCONFIG_GPU_INDEX``: its host index, only to make log messages recognisable.
+
+Usage in a service::
+
+    from runtime import get_target_gpu
+    device = f"cuda:{get_target_gpu()}"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, NamedTuple
+
+logger = logging.getLogger(__name__)
+
+UUID_ENV = "GPUCONFIG_GPU_UUID"
+INDEX_ENV = "GPUCONFIG_GPU_INDEX"
+
+
+class NoGpuAvailableError(RuntimeError):
+    """No GPU can be used in this process: NVML is unusable or no GPU is visible."""
+
+
+class _Device(NamedTuple):
+    """One GPU as this process sees it."""
+
+    uuid: str
+    # Bytes of free memory, or None when NVML cannot tell (ranked last for fallback).
+    free_bytes: int | None
+    # Why the GPU cannot be used (e.g. "GPU is lost"), or None when it is usable.
+    problem: str | None
+
+
+def get_target_gpu() -> int:
+    """Return the CUDA device index this service should use.
+
+    * ``GPUCONFIG_GPU_UUID`` set and that GPU visible: its local index (0 under CDI).
+    * Set but not visible or not usable: a warning is logged and the visible GPU with
+      the most free memory is returned, so the service still starts.
+    * Not set: the first usable visible GPU (normally 0).
+
+    The index counts the GPUs CUDA can see: NVML's list, narrowed and reordered by
+    ``CUDA_VISIBLE_DEVICES`` when that is set. When several GPUs are visible and
+    ``CUDA_DEVICE_ORDER`` is unset, it is set to ``PCI_BUS_ID`` so CUDA numbers them in
+    NVML's order (this only works when called before CUDA is initialised, e.g. before the
+    first ``torch.cuda`` call).
+
+    Raises :class:`NoGpuAvailableError` when NVML cannot be used or no GPU is usable.
+    """
+    assigned_uuid = os.environ.get(UUID_ENV, "").strip()
+    host_index = os.environ.get(INDEX_ENV, "").strip() or "unknown"
+
+    devices = _cuda_visible(_nvml_devices())
+    if not devices:
+        raise NoGpuAvailableError(_no_gpu_message(assigned_uuid, host_index, "no GPU is visible"))
+    if len(devices) > 1:
+        _align_cuda_order()
+
+    if assigned_uuid:
+        for local_index, device in enumerate(devices):
+            if device.uuid.lower() == assigned_uuid.lower():
+                if device.problem is None:
+                    return local_index
+                reason = f"NVML reports {device.problem}"
+                break
+        else:
+            visible = ", ".join(device.uuid for device in devices)
+            reason = f"not among the {len(devices)} visible GPU(s) ({visible})"
+        fallback = _most_free_memory(devices)
+        if fallback is None:
+            raise NoGpuAvailableError(
+                _no_gpu_message(assigned_uuid, host_index, f"{reason}, and no other GPU is usable")
+            )
+        free = devices[fallback].free_bytes
+        logger.warning(
+            "Assigned GPU %s (host index %s) unavailable: %s; falling back to GPU %d (%s)",
+            assigned_uuid,
+            host_index,
+            reason,
+            fallback,
+            "free memory unknown" if free is None else f"{free // 1024**2} MiB free",
+        )
+        return fallback
+
+    for local_index, device in enumerate(devices):
+        if device.problem is None:
+            return local_index
+    problems = "; ".join(f"GPU {i}: {device.problem}" for i, device in enumerate(devices))
+    raise NoGpuAvailableError(_no_gpu_message("", host_index, f"no GPU is usable ({problems})"))
+
+
+def _no_gpu_message(assigned_uuid: str, host_index: str, reason: str) -> str:
+    if assigned_uuid:
+        return (
+            f"No GPU available for assigned GPU {assigned_uuid} (host index {host_index}): "
+            f"{reason}."
+        )
+    return f"No GPU available: {reason}."
+
+
+def _nvml_devices() -> list[_Device]:
+    """Enumerate the GPUs NVML can see, in NVML (PCI bus) order.
+
+    A GPU whose handle or UUID cannot be read stays in the list, marked with its problem,
+    so the positions of the others keep matching CUDA's numbering.
+    """
+    try:
+        import pynvml  # Imported here so importing this module never needs the driver.
+    except ImportError:
+        raise NoGpuAvailableError(
+            "No GPU available: pynvml is not installed (pip install nvidia-ml-py)."
+        ) from None
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        raise NoGpuAvailableError(f"No GPU available: NVML cannot be used ({error}).") from error
+    try:
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError as error:
+            raise NoGpuAvailableError(
+                f"No GPU available: NVML cannot count the GPUs ({error})."
+            ) from error
+        return [_read_device(pynvml, index) for index in range(count)]
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError as error:
+            logger.debug("nvmlShutdown failed: %s", error)
+
+
+def _read_device(pynvml: Any, index: int) -> _Device:
+    """Read one GPU's UUID and free memory; NVML errors mark the GPU instead of aborting."""
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+    except pynvml.NVMLError as error:
+        return _Device(uuid=f"<NVML device {index}>", free_bytes=None, problem=str(error))
+    if isinstance(uuid, bytes):  # Older nvidia-ml-py releases return bytes.
+        uuid = uuid.decode("ascii", errors="replace")
+    try:
+        free_bytes: int | None = int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
+    except (pynvml.NVMLError_NotSupported, pynvml.NVMLError_NoPermission):
+        free_bytes = None  # Still usable; it just ranks last when picking a fallback.
+    except pynvml.NVMLError as error:
+        # The GPU answers to its name but not to a basic query (e.g. "GPU is lost").
+        return _Device(uuid=uuid, free_bytes=None, problem=str(error))
+    return _Device(uuid=uuid, free_bytes=free_bytes, problem=None)
+
+
+def _cuda_visible(devices: list[_Device]) -> list[_Device]:
+    """Narrow NVML's list to what CUDA sees, following ``CUDA_VISIBLE_DEVICES``.
+
+    NVML ignores that variable but CUDA renumbers from 0 along it. As in CUDA, an entry
+    is a device index or a (prefix of a) ``GPU-`` UUID, and the list stops at the first
+    entry that names no device; ``MIG-`` entries are not resolvable through NVML device
+    handles and stop it too.
+    """
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return devices
+    visible: list[_Device] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if entry.isdigit():
+            position = int(entry)
+            device = devices[position] if position < len(devices) else None
+        elif entry.upper().startswith("GPU-"):
+            matches = [d for d in devices if d.uuid.lower().startswith(entry.lower())]
+            device = matches[0] if len(matches) == 1 else None
+        else:
+            device = None
+        if device is None or any(seen is device for seen in visible):
+            break
+        visible.append(device)
+    return visible
+
+
+def _align_cuda_order() -> None:
+    """Make CUDA number several GPUs in NVML's (PCI bus) order, or warn that it won't.
+
+    CUDA's default order is "fastest first", so without this the index returned here
+    could name a different GPU in CUDA.
+    """
+    order = os.environ.get("CUDA_DEVICE_ORDER")
+    if order is None:
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    elif order != "PCI_BUS_ID":
+        logger.warning(
+            "CUDA_DEVICE_ORDER=%s: CUDA may number the GPUs differently from NVML; "
+            "set CUDA_DEVICE_ORDER=PCI_BUS_ID so the selected GPU is the intended one",
+            order,
+        )
+
+
+def _most_free_memory(devices: list[_Device]) -> int | None:
+    """Return the local index of the usable GPU with the most free memory, or None."""
+    usable = [(i, device) for i, device in enumerate(devices) if device.problem is None]
+    if not usable:
+        return None
+    # Unknown free memory ranks below any known amount; ties keep the lowest index.
+    best = max(
+        usable,
+        key=lambda item: (-1 if item[1].free_bytes is None else item[1].free_bytes, -item[0]),
+    )
+    return best[0]
