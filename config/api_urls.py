@@ -14,6 +14,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.views import APIView
 
 from devices import apis as device_apis
+from gpuconfig import apis as gpuconfig_apis
 
 
 def _api(view: type[APIView]) -> Callable[..., Any]:
@@ -22,7 +23,18 @@ def _api(view: type[APIView]) -> Callable[..., Any]:
 
 urlpatterns = [
     path("system/gpus", _api(device_apis.GpuListApi), name="api-gpus"),
+    path("system/gpu-config", _api(gpuconfig_apis.GpuConfigApi), name="api-gpu-config"),
     path("system/gpu-config/detect", _api(device_apis.GpuDetectApi), name="api-detect"),
+    path(
+        "system/gpu-config/preview",
+        _api(gpuconfig_apis.GpuConfigPreviewApi),
+        name="api-gpu-config-preview",
+    ),
+    path(
+        "system/gpu-config/versions",
+        _api(gpuconfig_apis.ConfigVersionListApi),
+        name="api-gpu-config-versions",
+    ),
     # Schema and Swagger UI stay behind the login middleware (session users browse them).
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

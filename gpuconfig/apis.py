@@ -1,0 +1,334 @@
+"""The configuration API: read, preview, save, and the saved versions (one view per operation)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gpuconfig import selectors
+from gpuconfig.changes import config_changes
+from gpuconfig.domain import (
+    RECOMMENDED_STRATEGY,
+    STRATEGY_DESCRIPTIONS,
+    STRATEGY_LABELS,
+    StrategyName,
+)
+from gpuconfig.registry import RegistryError
+from gpuconfig.services import (
+    AssignmentChange,
+    ConfigConflict,
+    ConfigFileError,
+    ConfigInputError,
+    Draft,
+    gpu_config_draft,
+    gpu_config_save,
+    validate_changes,
+)
+
+STRATEGY_CHOICES = [s.value for s in StrategyName]
+MAX_BUDGET_GB = 2000.0  # no GPU holds 2 TB; a larger budget is a typo
+
+
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class ServiceUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class FileWriteFailed(APIException):
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+
+
+class BoundedBodyApi(APIView):
+    """Refuse oversized bodies before parsing: DRF reads the request as a stream, which
+    bypasses Django's DATA_UPLOAD_MAX_MEMORY_SIZE check."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and length > limit:
+            raise BodyTooLarge(
+                f"Request body is {length} bytes; the limit is {limit} bytes. "
+                "A configuration is a few kilobytes."
+            )
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown keys are errors, not silently ignored: a typo ("gpu" for "gpu_index") must
+    not save a configuration that quietly differs from what the user meant."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise ValidationError(
+                    {
+                        key: [f"Unknown field; expected one of: {', '.join(self.fields)}."]
+                        for key in unknown
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+class AssignmentInputSerializer(StrictSerializer):
+    service = serializers.CharField(max_length=64)
+    gpu_index = serializers.IntegerField(
+        min_value=0, max_value=1023, allow_null=True, required=False, default=None
+    )
+    vram_budget_override = serializers.FloatField(
+        min_value=0.1, max_value=MAX_BUDGET_GB, allow_null=True, required=False, default=None
+    )
+    enabled = serializers.BooleanField(required=False, default=True)
+
+    def validate_vram_budget_override(self, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValidationError("Must be a finite number of GB.")
+        return value
+
+
+class GpuConfigInputSerializer(StrictSerializer):
+    strategy = serializers.ChoiceField(choices=STRATEGY_CHOICES)
+    assignments = AssignmentInputSerializer(many=True, required=False, max_length=512)
+    version = serializers.IntegerField(
+        min_value=0,
+        required=False,
+        help_text="The version you read (from GET). If someone saved since, the save gets 409.",
+    )
+
+    def validate_assignments(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        names = [item["service"] for item in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValidationError(
+                f"Each service may appear once; repeated: {', '.join(duplicates)}"
+            )
+        return value
+
+
+def _changes(data: dict[str, Any]) -> list[AssignmentChange]:
+    return [AssignmentChange(**item) for item in data.get("assignments", [])]
+
+
+def _strategies() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.value,
+            "label": STRATEGY_LABELS[s],
+            "description": STRATEGY_DESCRIPTIONS[s],
+            "recommended": s == RECOMMENDED_STRATEGY,
+        }
+        for s in StrategyName
+    ]
+
+
+def draft_body(draft: Draft) -> dict[str, Any]:
+    """The JSON shape shared by GET, preview and save responses."""
+    resolved = draft.resolved()
+    rows = []
+    for request in draft.requests:
+        entry = resolved[request.service.name]
+        rows.append(
+            {
+                "service": request.service.name,
+                "model": request.service.model,
+                "vram_estimate_mb": request.service.vram_estimate_mb,
+                "role": request.service.role,
+                "gpu_index": entry["gpu"],
+                "pinned_gpu_index": request.pinned_gpu,
+                "budget_adjustable": request.service.budget_env is not None,
+                "vram_budget_override": request.budget_override_gb,
+                "vram_budget": entry["vram_budget"],
+                "auto_adjusted": entry["budget_auto_adjusted"],
+                "enabled": request.enabled,
+            }
+        )
+    return {
+        "version": draft.saved_version,
+        "strategy": draft.strategy.value,
+        "assignments": rows,
+        "warnings": [w.message for w in draft.warnings],
+        "warning_details": [w.as_dict() for w in draft.warnings],
+        "planned_vram_mb": (
+            {str(k): v for k, v in draft.evaluation.planned_vram_mb.items()}
+            if draft.evaluation
+            else {}
+        ),
+        "error": draft.error or None,
+    }
+
+
+_draft_example = inline_serializer(
+    "GpuConfig",
+    fields={
+        "version": serializers.IntegerField(),
+        "strategy": serializers.ChoiceField(choices=STRATEGY_CHOICES),
+        "assignments": serializers.ListField(child=serializers.DictField()),
+        "warnings": serializers.ListField(child=serializers.CharField()),
+        "warning_details": serializers.ListField(child=serializers.DictField()),
+        "planned_vram_mb": serializers.DictField(child=serializers.IntegerField()),
+        "strategies": serializers.ListField(child=serializers.DictField()),
+        "error": serializers.CharField(allow_null=True),
+    },
+)
+_save_response = inline_serializer(
+    "GpuConfigSaved",
+    fields={
+        "success": serializers.BooleanField(),
+        "warnings": serializers.ListField(child=serializers.CharField()),
+        "warning_details": serializers.ListField(child=serializers.DictField()),
+        "version": serializers.IntegerField(),
+    },
+)
+_error = inline_serializer(
+    "Error",
+    fields={
+        "success": serializers.BooleanField(),
+        "error": serializers.CharField(),
+        "errors": serializers.DictField(required=False),
+    },
+)
+
+
+def _draft_or_503(**kwargs: Any) -> Draft:
+    try:
+        return gpu_config_draft(**kwargs)
+    except RegistryError as exc:
+        raise ServiceUnavailable(f"The compose file cannot be used: {exc}") from exc
+
+
+class GpuConfigApi(BoundedBodyApi):
+    """Current GPU assignments and available strategies (GET); save assignments (PUT)."""
+
+    @extend_schema(responses={200: _draft_example, 503: _error})
+    def get(self, request: Request) -> Response:
+        draft = _draft_or_503(replan=False)
+        return Response({**draft_body(draft), "strategies": _strategies()})
+
+    @extend_schema(
+        request=GpuConfigInputSerializer,
+        responses={200: _save_response, 400: _error, 403: _error, 409: _error, 500: _error},
+    )
+    def put(self, request: Request) -> Response:
+        serializer = GpuConfigInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            result = gpu_config_save(
+                user=request.user,
+                strategy=StrategyName(data["strategy"]),
+                changes=_changes(data),
+                expected_version=data.get("version"),
+            )
+        except ConfigInputError as exc:
+            raise ValidationError(exc.errors) from exc
+        except ConfigConflict as exc:
+            raise Conflict(str(exc)) from exc
+        except ConfigFileError as exc:
+            raise FileWriteFailed(str(exc)) from exc
+        except RegistryError as exc:
+            raise ServiceUnavailable(f"The compose file cannot be used: {exc}") from exc
+        warnings = result.draft.warnings
+        return Response(
+            {
+                "success": True,
+                "warnings": [w.message for w in warnings],
+                "warning_details": [w.as_dict() for w in warnings],
+                "version": result.version.number,
+            }
+        )
+
+
+class GpuConfigPreviewApi(BoundedBodyApi):
+    """What a strategy would assign, its warnings and which services would move; writes nothing."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("strategy", str, enum=STRATEGY_CHOICES, required=True)],
+        responses={200: _draft_example, 400: _error},
+    )
+    def get(self, request: Request) -> Response:
+        name = request.query_params.get("strategy", "")
+        if name not in STRATEGY_CHOICES:
+            raise ValidationError(
+                {"strategy": [f"{name!r} is not a strategy; one of: {', '.join(STRATEGY_CHOICES)}"]}
+            )
+        draft = _draft_or_503(strategy=StrategyName(name))
+        return Response(_preview_body(draft))
+
+    @extend_schema(request=GpuConfigInputSerializer, responses={200: _draft_example, 400: _error})
+    def post(self, request: Request) -> Response:
+        """The same body as PUT, evaluated without saving (the page re-validates with it).
+
+        Reading a preview changes nothing, so non-staff users may ask for one too.
+        """
+        serializer = GpuConfigInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            draft = _draft_or_503(strategy=StrategyName(data["strategy"]), changes=_changes(data))
+            validate_changes(_changes(data), draft.registry, draft.gpus)
+        except ConfigInputError as exc:
+            raise ValidationError(exc.errors) from exc
+        return Response(_preview_body(draft))
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAuthenticated()]
+
+
+def _preview_body(draft: Draft) -> dict[str, Any]:
+    return {
+        **draft_body(draft),
+        "changes": [c.as_dict() for c in draft.changes],
+        "moves": [c.service for c in draft.changes if c.moves],
+    }
+
+
+class ConfigVersionListApi(APIView):
+    """Saved configurations, newest first; ``?from=A&to=B`` gives the difference between two."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", int, required=False),
+            OpenApiParameter("to", int, required=False),
+        ]
+    )
+    def get(self, request: Request) -> Response:
+        versions = list(selectors.version_list()[:100])
+        body: dict[str, Any] = {"versions": [selectors.version_summary(v) for v in versions]}
+        if "from" in request.query_params or "to" in request.query_params:
+            numbers = {}
+            for key in ("from", "to"):
+                raw = request.query_params.get(key, "")
+                if not raw.isdigit():
+                    raise ValidationError({key: ["A version number is required."]})
+                numbers[key] = int(raw)
+            found = {
+                v.number: v for v in selectors.version_list().filter(number__in=numbers.values())
+            }
+            missing = [k for k, n in numbers.items() if n not in found]
+            if missing:
+                raise ValidationError({k: [f"No version {numbers[k]}."] for k in missing})
+            changes = config_changes(
+                found[numbers["from"]].assignments, found[numbers["to"]].assignments
+            )
+            body["changes"] = [c.as_dict() for c in changes]
+        return Response(body)

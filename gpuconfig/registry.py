@@ -1,0 +1,146 @@
+"""The service registry: which compose services GPU Config manages, read from their labels.
+
+The base compose file is the one source of truth; nothing about a service is hard-coded here.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from gpuconfig.domain import Role, Service
+
+LABEL_PREFIX = "gpuconfig."
+LABEL_MODEL = "gpuconfig.model"
+LABEL_VRAM = "gpuconfig.vram_estimate_mb"
+LABEL_ROLE = "gpuconfig.role"
+LABEL_BUDGET_ENV = "gpuconfig.budget_env"
+KNOWN_LABELS = {LABEL_MODEL, LABEL_VRAM, LABEL_ROLE, LABEL_BUDGET_ENV}
+ROLES: tuple[Role, ...] = ("llm", "critical", "standard")
+# The largest GPUs sold today hold under 200 GB; anything above 2 TB is a typo.
+MAX_VRAM_ESTIMATE_MB = 2_000_000
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SERVICE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+
+
+class RegistryError(ValueError):
+    """The compose file cannot be used; the message names the file, service and label."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    compose_file: Path
+    services: tuple[Service, ...]
+    compose: dict[str, Any]  # the parsed base file, for checks that need more than labels
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.services]
+
+    def get(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+def parse_registry(compose_file: Path, text: str) -> Registry:
+    """Parse compose YAML text into the registry of GPU-managed services (pure)."""
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise RegistryError(f"{compose_file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        raise RegistryError(f"{compose_file}: expected a compose file with a 'services' mapping")
+    services: list[Service] = []
+    for name, definition in data["services"].items():
+        labels = _labels(compose_file, str(name), definition)
+        if not any(key.startswith(LABEL_PREFIX) for key in labels):
+            continue  # not GPU-managed: GPU Config leaves it alone
+        services.append(_service(compose_file, str(name), labels))
+    return Registry(compose_file=compose_file, services=tuple(services), compose=data)
+
+
+def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
+    where = f"{compose_file}: service {name!r}"
+    if not isinstance(definition, dict):
+        raise RegistryError(f"{where}: expected a mapping")
+    raw = definition.get("labels") or {}
+    if isinstance(raw, list):  # compose also allows ["key=value", ...]
+        labels: dict[str, str] = {}
+        for item in raw:
+            key, sep, value = str(item).partition("=")
+            if not sep:
+                raise RegistryError(f"{where}: label {item!r} is not key=value")
+            labels[key.strip()] = value.strip()
+        return labels
+    if isinstance(raw, dict):
+        return {str(k): "" if v is None else str(v) for k, v in raw.items()}
+    raise RegistryError(f"{where}: 'labels' must be a mapping or a list of key=value")
+
+
+def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
+    def fail(label: str, problem: str) -> RegistryError:
+        return RegistryError(f"{compose_file}: service {name!r}, label {label}: {problem}")
+
+    if not _SERVICE_NAME.match(name):
+        raise RegistryError(
+            f"{compose_file}: service {name!r}: names of managed services must be 1-64 letters, "
+            "digits, '.', '_' or '-'"
+        )
+    unknown = sorted(k for k in labels if k.startswith(LABEL_PREFIX) and k not in KNOWN_LABELS)
+    if unknown:
+        raise fail(unknown[0], f"unknown label (known: {', '.join(sorted(KNOWN_LABELS))})")
+    if LABEL_VRAM not in labels:
+        raise fail(LABEL_VRAM, "missing: every GPU-managed service needs a VRAM estimate in MB")
+    raw_vram = labels[LABEL_VRAM].strip()
+    try:
+        vram = int(raw_vram)
+    except ValueError:
+        raise fail(LABEL_VRAM, f"{raw_vram!r} is not a whole number of MB") from None
+    if not 1 <= vram <= MAX_VRAM_ESTIMATE_MB:
+        raise fail(LABEL_VRAM, f"{vram} is out of range (1 to {MAX_VRAM_ESTIMATE_MB} MB)")
+    role = labels.get(LABEL_ROLE, "standard").strip() or "standard"
+    if role not in ROLES:
+        raise fail(LABEL_ROLE, f"{role!r} is not one of {', '.join(ROLES)}")
+    model = labels.get(LABEL_MODEL, "").strip() or name
+    if len(model) > 128:
+        raise fail(LABEL_MODEL, "longer than 128 characters")
+    budget_env = labels.get(LABEL_BUDGET_ENV, "").strip() or None
+    if budget_env is not None and not _ENV_NAME.match(budget_env):
+        raise fail(LABEL_BUDGET_ENV, f"{budget_env!r} is not a valid environment variable name")
+    return Service(
+        name=name,
+        model=model,
+        vram_estimate_mb=vram,
+        role=role,  # type: ignore[arg-type]  # checked against ROLES above
+        budget_env=budget_env,
+    )
+
+
+_cache_lock = threading.Lock()
+_cache: dict[Path, tuple[tuple[int, int], Registry]] = {}
+
+
+def load_registry(compose_file: Path) -> Registry:
+    """The registry for ``compose_file``, re-read only when the file changes."""
+    try:
+        stat = compose_file.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with _cache_lock:
+            cached = _cache.get(compose_file)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        text = compose_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(
+            f"{compose_file}: cannot read the compose file: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError:
+        raise RegistryError(f"{compose_file}: not UTF-8 text") from None
+    registry = parse_registry(compose_file, text)
+    with _cache_lock:
+        _cache[compose_file] = (stamp, registry)
+    return registry

@@ -1,0 +1,84 @@
+"""Reads: the inventory as the planner sees it, the saved configuration, the versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from devices.models import GpuDevice
+from devices.services import gpu_sample
+from gpuconfig.domain import Gpu
+from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
+from gpuconfig.system_settings import SystemConfig, system_config_from_rows
+
+
+def system_config() -> SystemConfig:
+    return system_config_from_rows(dict(SystemSetting.objects.values_list("key", "value")))
+
+
+def planning_gpus() -> tuple[Gpu, ...]:
+    """Every GPU the inventory knows (present or disappeared), with live used VRAM.
+
+    The inventory decides which indexes exist; the shared live sample adds what is in use
+    now. Before the first re-scan the live sample alone is used.
+    """
+    sample = gpu_sample()
+    live = {r.index: r for r in sample.readings}
+    devices = list(GpuDevice.objects.order_by("gpu_index"))
+    if not devices:
+        return tuple(
+            Gpu(
+                index=r.index,
+                name=r.name,
+                vram_total_mb=r.vram_total_mb or 0,
+                vram_used_mb=r.vram_used_mb,
+                compute_capability=r.compute_capability,
+                uuid=r.uuid,
+            )
+            for r in sample.readings
+        )
+    gpus = []
+    for d in devices:
+        reading = live.get(d.gpu_index)
+        present = d.present and (reading is not None or bool(sample.error))
+        gpus.append(
+            Gpu(
+                index=d.gpu_index,
+                name=d.name,
+                vram_total_mb=d.vram_total_mb or 0,
+                vram_used_mb=reading.vram_used_mb if reading else None,
+                compute_capability=d.compute_capability or None,
+                present=present,
+                uuid=d.uuid,
+            )
+        )
+    return tuple(gpus)
+
+
+def saved_rows() -> dict[str, GpuConfiguration]:
+    return {row.service_name: row for row in GpuConfiguration.objects.all()}
+
+
+def latest_version() -> ConfigVersion | None:
+    return ConfigVersion.objects.order_by("-number").first()
+
+
+def latest_applied_version() -> ConfigVersion | None:
+    return ConfigVersion.objects.filter(applied_at__isnull=False).order_by("-number").first()
+
+
+def version_list() -> QuerySet[ConfigVersion]:
+    return ConfigVersion.objects.select_related("created_by").order_by("-number")
+
+
+def version_summary(version: ConfigVersion) -> dict[str, Any]:
+    return {
+        "number": version.number,
+        "strategy": version.strategy,
+        "created_at": version.created_at,
+        "created_by": version.created_by.get_username() if version.created_by else None,
+        "applied_at": version.applied_at,
+        "assignments": version.assignments,
+        "warnings": version.warnings,
+    }

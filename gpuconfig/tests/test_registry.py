@@ -1,0 +1,113 @@
+"""The compose file is the registry: labels in, services out, clear errors for bad labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuconfig.registry import RegistryError, load_registry, parse_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+F = Path("/srv/compose.yml")
+
+
+def _compose(labels: str, name: str = "svc") -> str:
+    return f"services:\n  {name}:\n    image: x\n    labels:\n{labels}"
+
+
+def test_the_projects_compose_file_declares_the_designs_five_services():
+    registry = load_registry(ROOT / "docker-compose.prod.yml")
+    table = {s.name: (s.model, s.vram_estimate_mb, s.role, s.budget_env) for s in registry.services}
+    assert table == {
+        "ai-llm": ("Nemotron-3-Nano-30B (Q4_K_M)", 21700, "llm", None),
+        "ai-yolo26": ("YOLO26", 650, "critical", None),
+        "ai-florence": ("Florence-2-Large", 1500, "standard", None),
+        "ai-clip": ("CLIP ViT-L", 1200, "standard", None),
+        "ai-enrichment": ("Model Zoo (9 models)", 6800, "standard", "VRAM_BUDGET_GB"),
+    }
+
+
+def test_services_without_gpuconfig_labels_are_not_managed():
+    text = (
+        "services:\n"
+        "  db:\n    image: postgres\n    labels: {team: data}\n"
+        "  ai-x:\n    image: x\n    labels: {gpuconfig.vram_estimate_mb: '900'}\n"
+    )
+    registry = parse_registry(F, text)
+    assert registry.names() == ["ai-x"]
+    assert registry.get("ai-x").model == "ai-x", "the model name defaults to the service name"
+
+
+def test_list_form_labels_are_read():
+    text = _compose("      - gpuconfig.vram_estimate_mb=1200\n      - gpuconfig.role=critical\n")
+    (service,) = parse_registry(F, text).services
+    assert (service.vram_estimate_mb, service.role) == (1200, "critical")
+
+
+def test_forty_services_just_work():
+    body = "".join(
+        f"  svc-{i}:\n    image: x\n    labels: {{gpuconfig.vram_estimate_mb: '{100 + i}'}}\n"
+        for i in range(40)
+    )
+    registry = parse_registry(F, "services:\n" + body)
+    assert len(registry.services) == 40
+    assert registry.get("svc-39").vram_estimate_mb == 139
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("      gpuconfig.role: llm\n", "label gpuconfig.vram_estimate_mb: missing"),
+        ("      gpuconfig.vram_estimate_mb: lots\n", "'lots' is not a whole number of MB"),
+        ("      gpuconfig.vram_estimate_mb: '-5'\n", "-5 is out of range"),
+        ("      gpuconfig.vram_estimate_mb: '9999999999'\n", "out of range"),
+        (
+            "      gpuconfig.vram_estimate_mb: '10'\n      gpuconfig.role: boss\n",
+            "label gpuconfig.role: 'boss' is not one of llm, critical, standard",
+        ),
+        (
+            "      gpuconfig.vram_estimate_mb: '10'\n      gpuconfig.budget_env: 'VRAM BUDGET'\n",
+            "label gpuconfig.budget_env: 'VRAM BUDGET' is not a valid environment variable",
+        ),
+        (
+            "      gpuconfig.vram_estimte_mb: '10'\n",
+            "label gpuconfig.vram_estimte_mb: unknown label",
+        ),
+    ],
+)
+def test_bad_labels_name_the_file_service_and_label(labels, message):
+    with pytest.raises(RegistryError) as excinfo:
+        parse_registry(F, _compose(labels, name="ai-bad"))
+    text = str(excinfo.value)
+    assert str(F) in text
+    assert "service 'ai-bad'" in text
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("services: [a, b", "not valid YAML"),
+        ("version: '3'\n", "expected a compose file with a 'services' mapping"),
+        ("services:\n  a: 5\n", "service 'a': expected a mapping"),
+        ("services:\n  a:\n    labels: 7\n", "'labels' must be a mapping"),
+    ],
+)
+def test_unusable_compose_files_are_refused_clearly(text, message):
+    with pytest.raises(RegistryError, match=message):
+        parse_registry(F, text)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(RegistryError, match=f"{missing}: cannot read the compose file"):
+        load_registry(missing)
+
+
+def test_the_registry_is_reread_when_the_file_changes(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text(_compose("      gpuconfig.vram_estimate_mb: '100'\n"))
+    assert load_registry(path).services[0].vram_estimate_mb == 100
+    path.write_text(_compose("      gpuconfig.vram_estimate_mb: '2500'\n"))
+    assert load_registry(path).services[0].vram_estimate_mb == 2500
