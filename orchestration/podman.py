@@ -1,0 +1,531 @@
+"""Run podman-compose and podman, and read back what the containers really got.
+
+Everything here runs a subprocess from an argument list with an explicit cwd, environment and
+timeout, and keeps the tail of its output. Command failures are returned, not raised, where the
+caller decides what they mean (``compose_up``); reads that cannot answer raise
+:class:`PodmanCommandError`.
+
+Facts about podman 4.3 and podman-compose 1.6 this module relies on, checked on a real host:
+
+* podman-compose labels each container ``io.podman.compose.project`` and
+  ``io.podman.compose.service`` (and the ``com.docker.compose.*`` twins).
+* A CDI device requested with ``--device nvidia.com/gpu=1`` does not appear in
+  ``HostConfig.Devices`` (that stays ``[]``); the request is visible only in
+  ``Config.CreateCommand``, the podman command line that created the container.
+* ``Config.Env`` is the environment of the container's process after CDI edits were applied
+  (``STANDIN_GPU=1`` from a CDI spec shows there), whereas ``podman exec CONTAINER env`` does
+  not show CDI-added variables: ``/proc/1/environ`` inside the container does.
+* An unresolvable CDI device (``nvidia.com/gpu=7``) leaves the container created but never
+  started (``State.Status == "created"``) and podman-compose exits 125, printing
+  ``unresolvable CDI devices nvidia.com/gpu=7``; it still goes on with the other services.
+* There is no systemd here to run health-check timers: ``podman healthcheck run`` runs a check
+  on demand (exit 0 healthy, 1 unhealthy, 125 no check or not running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+MIN_PODMAN_COMPOSE = (1, 4)
+OUTPUT_TAIL_CHARS = 4000
+PROBE_TIMEOUT_S = 30.0
+QUERY_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 10.0
+
+PROJECT_LABEL = "io.podman.compose.project"
+SERVICE_LABEL = "io.podman.compose.service"
+
+INSTALL_COMPOSE_HINT = "pip install 'podman-compose>=1.4'"
+INSTALL_PODMAN_HINT = "apt-get install -y podman runc"
+
+# podman-compose and compose project names: what podman accepts in container names and labels.
+_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# "podman-compose version 1.6.0" (1.1+) and "podman-compose version: 1.0.3" (1.0.x).
+_COMPOSE_VERSION = re.compile(r"podman-compose(?:r)? version:?\s+v?(\d+(?:\.\d+)+)", re.IGNORECASE)
+_DOCKER_COMPOSE = re.compile(r"docker[ -]compose", re.IGNORECASE)
+# A fully qualified CDI device name: vendor/class=name, e.g. nvidia.com/gpu=1.
+_CDI_DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*=[A-Za-z0-9_.:-]+")
+
+
+class ComposeUnavailable(Exception):
+    """podman or podman-compose cannot be used; the message says what to install or start."""
+
+
+class PodmanCommandError(RuntimeError):
+    """A podman query failed, so the state of the containers is unknown."""
+
+    def __init__(self, message: str, result: CommandResult) -> None:
+        super().__init__(f"{message}: {result.output.strip() or f'exit {result.returncode}'}")
+        self.result = result
+
+
+@dataclass(frozen=True)
+class ComposeTool:
+    """A compose command that passed :func:`probe_compose`: its argv prefix and version."""
+
+    argv: tuple[str, ...]
+    version: str
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """One finished (or killed) command: what ran, how it ended, and the tail of its output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    duration_s: float
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What podman reports about the container of one compose service."""
+
+    id: str
+    name: str
+    service: str
+    running: bool
+    status: str  # podman's State.Status: created, running, exited, ...
+    health: str | None  # starting, healthy, unhealthy; None without a health check
+    cdi_devices: tuple[str, ...]  # CDI names requested at creation, e.g. "nvidia.com/gpu=1"
+    env: Mapping[str, str]  # the process environment, CDI edits included
+
+
+def probe_compose(
+    command: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None
+) -> ComposeTool:
+    """Check that ``command`` is a podman-compose >= 1.4 over a working podman, or raise.
+
+    Raises :class:`ComposeUnavailable` with a message saying what to install or start.
+    """
+    if not command:
+        raise ValueError("the compose command is empty")
+    run_env = _environment(env)
+    search_path = run_env.get("PATH", os.defpath)
+    executable = shutil.which(command[0], path=search_path)
+    if executable is None:
+        if Path(command[0]).name == "podman":
+            raise ComposeUnavailable(f"podman not found: {INSTALL_PODMAN_HINT}")
+        raise ComposeUnavailable(
+            f"{command[0]} not found: {INSTALL_COMPOSE_HINT} "
+            "(distribution packages such as Debian's 1.0.3 ignore GPU reservations)"
+        )
+    # podman-compose drives the podman found on PATH, so check that one, not ours.
+    if shutil.which("podman", path=search_path) is None:
+        raise ComposeUnavailable(f"podman not found on PATH: {INSTALL_PODMAN_HINT}")
+
+    argv = (executable, *command[1:])
+    shown = " ".join(command)
+    result = _run((*argv, "version"), cwd=cwd, env=run_env, timeout_s=PROBE_TIMEOUT_S)
+    # Checked before the exit code: `podman compose` may hand over to docker-compose, which
+    # accepts the same files and drops their GPU reservations without a word.
+    if _DOCKER_COMPOSE.search(result.output):
+        raise ComposeUnavailable(
+            f"`{shown}` runs docker-compose, which silently drops GPU reservations: "
+            f"{INSTALL_COMPOSE_HINT} and use podman-compose"
+        )
+    match = _COMPOSE_VERSION.search(result.output)
+    if not result.ok or match is None:
+        raise ComposeUnavailable(
+            f"`{shown} version` did not report a podman-compose version "
+            f"(exit {result.returncode}): {_last_line(result.output)}; {INSTALL_COMPOSE_HINT}"
+        )
+    version = match.group(1)
+    if _version_tuple(version) < MIN_PODMAN_COMPOSE:
+        raise ComposeUnavailable(
+            f"podman-compose {version} is too old: GPU reservations arrived in 1.2 and "
+            f"--no-deps is honoured only from 1.4, so an Apply would restart the wrong "
+            f"containers or none on a GPU: {INSTALL_COMPOSE_HINT}"
+        )
+
+    # `podman --version` works without storage; `podman info` needs the runtime and storage
+    # that creating containers needs, so a broken setup is refused here and not mid-Apply.
+    info = _run(
+        ("podman", "info", "--format", "json"), cwd=cwd, env=run_env, timeout_s=PROBE_TIMEOUT_S
+    )
+    if not info.ok:
+        raise ComposeUnavailable(
+            f"podman is installed but `podman info` failed: {_last_line(info.output)}; check "
+            "its storage and runtime (CONTAINERS_CONF, runc) or start podman's service"
+        )
+    return ComposeTool(argv=argv, version=version)
+
+
+def compose_up(
+    tool: ComposeTool,
+    *,
+    base: Path,
+    override: Path | None,
+    services: Sequence[str],
+    project_name: str,
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    """Recreate exactly ``services`` from ``base`` (plus ``override``), leaving others alone.
+
+    Never raises for a failing command: podman-compose carries on after a service fails to
+    start and exits non-zero, so the caller must inspect the containers either way.
+    """
+    if not services:
+        # podman-compose would take an empty list to mean every service.
+        raise ValueError("compose_up needs at least one service")
+    _check_project_name(project_name)
+    files = ["-f", str(base)]
+    if override is not None:
+        files += ["-f", str(override)]
+    argv = (
+        *tool.argv,
+        "-p",
+        project_name,
+        *files,
+        "up",
+        "-d",
+        "--force-recreate",
+        "--no-deps",
+        *services,
+    )
+    return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
+
+
+def inspect_services(
+    project_name: str,
+    services: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, ContainerState]:
+    """Return the container of each service of a compose project, by service name.
+
+    A service with no container is absent from the result. Where a service has several (scaled,
+    or a leftover), the running one is preferred, then the newest.
+    """
+    _check_project_name(project_name)
+    run_env = _environment(env)
+    listed = _query_json(
+        (
+            "podman",
+            "ps",
+            "-a",
+            "--filter",
+            f"label={PROJECT_LABEL}={project_name}",
+            "--format",
+            "json",
+        ),
+        env=run_env,
+        what=f"cannot list the containers of project {project_name}",
+    )
+    wanted = set(services) if services is not None else None
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in listed:
+        service = (row.get("Labels") or {}).get(SERVICE_LABEL)
+        if not service or (wanted is not None and service not in wanted):
+            continue
+        current = chosen.get(service)
+        if current is None or _preference(row) > _preference(current):
+            chosen[service] = row
+    if not chosen:
+        return {}
+
+    ids = [row["Id"] for row in chosen.values()]
+    inspected = _query_json(
+        ("podman", "container", "inspect", *ids),
+        env=run_env,
+        what=f"cannot inspect the containers of project {project_name}",
+        # A container removed between ps and inspect makes podman exit 125 but still print
+        # the others; those are what we want.
+        allow_partial=True,
+    )
+    states = [_container_state(data) for data in inspected]
+    return {state.service: state for state in sorted(states, key=lambda s: s.service)}
+
+
+def run_healthcheck(
+    container_id: str, *, timeout_s: float, env: Mapping[str, str] | None = None
+) -> bool | None:
+    """Run the container's health check once: True healthy, False not, None when it has none.
+
+    A container that is not running, or is gone, counts as not healthy.
+    """
+    run_env = _environment(env)
+    data = _inspect_one(container_id, env=run_env)
+    if data is None:
+        return False
+    if not _has_healthcheck(data):
+        return None
+    result = _run(
+        ("podman", "healthcheck", "run", container_id),
+        cwd=Path("/"),
+        env=run_env,
+        timeout_s=timeout_s,
+    )
+    return result.ok
+
+
+def wait_healthy(
+    container_id: str,
+    *,
+    timeout_s: float,
+    interval_s: float = 0.5,
+    env: Mapping[str, str] | None = None,
+) -> tuple[bool, str]:
+    """Run the health check until it passes, podman calls it unhealthy, or time runs out.
+
+    Returns whether the container is healthy (running, for one without a health check) and a
+    sentence saying why, for the Apply log. A failing check is retried until podman's own
+    verdict (its retries and start period apply) turns the container ``unhealthy``.
+    """
+    run_env = _environment(env)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = _inspect_one(container_id, env=run_env)
+        if data is None:
+            return False, f"container {container_id[:12]} no longer exists"
+        state = data.get("State") or {}
+        if not state.get("Running"):
+            return False, _not_running_reason(container_id, state)
+        if not _has_healthcheck(data):
+            return True, "running; it has no health check"
+
+        remaining = deadline - time.monotonic()
+        result = _run(
+            ("podman", "healthcheck", "run", container_id),
+            cwd=Path("/"),
+            env=run_env,
+            timeout_s=max(remaining, 1.0),
+        )
+        if result.ok:
+            return True, "healthy"
+        health = _inspect_one(container_id, env=run_env) or {}
+        health_state = (health.get("State") or {}).get("Health") or {}
+        if health_state.get("Status") == "unhealthy":
+            return False, (
+                f"unhealthy after {health_state.get('FailingStreak', '?')} failed checks"
+                f"{_last_check_output(health_state)}"
+            )
+        if time.monotonic() + interval_s >= deadline:
+            return False, (
+                f"not healthy within {timeout_s:g} s (health: "
+                f"{health_state.get('Status') or 'unknown'}){_last_check_output(health_state)}"
+            )
+        time.sleep(interval_s)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    # None means "this process's environment", made explicit so every command gets a copy.
+    return dict(os.environ if env is None else env)
+
+
+def _check_project_name(name: str) -> None:
+    if not _PROJECT_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid compose project name {name!r}: use lowercase letters, digits, - and _"
+        )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _trim(text: str) -> str:
+    if len(text) <= OUTPUT_TAIL_CHARS:
+        return text
+    return f"[... {len(text) - OUTPUT_TAIL_CHARS} characters cut ...]\n" + text[-OUTPUT_TAIL_CHARS:]
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+@dataclass(frozen=True)
+class _Completed:
+    result: CommandResult
+    stdout: str  # untrimmed, for JSON; empty when stderr was merged into result.output
+
+
+def _execute(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+    separate_stdout: bool = False,
+) -> _Completed:
+    started = time.monotonic()
+    try:
+        # A session of its own, so that a timeout kills podman-compose and the podman
+        # processes it started, not just the Python wrapper.
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if separate_stdout else subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+    except OSError as exc:
+        # Missing executable or cwd: report it like a failed command, with the shell's 127.
+        result = CommandResult(
+            tuple(argv),
+            127,
+            f"cannot run {argv[0]}: {exc.strerror or exc}",
+            time.monotonic() - started,
+            False,
+        )
+        return _Completed(result, "")
+
+    timed_out = False
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            stdout, stderr = proc.communicate(timeout=DRAIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # A process that left the group (conmon daemonizes) still holds the pipe open:
+            # stop reading rather than hang the caller.
+            stdout, stderr = "", ""
+            proc.wait()
+    duration = time.monotonic() - started
+    stdout = stdout or ""
+    output = stdout + (stderr or "") if separate_stdout else stdout
+    if timed_out:
+        output += f"\n[killed after {timeout_s:g} s]"
+    result = CommandResult(tuple(argv), proc.returncode, _trim(output), duration, timed_out)
+    return _Completed(result, stdout if separate_stdout else "")
+
+
+def _run(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout_s: float
+) -> CommandResult:
+    return _execute(argv, cwd=cwd, env=env, timeout_s=timeout_s).result
+
+
+def _query_json(
+    argv: Sequence[str], *, env: Mapping[str, str], what: str, allow_partial: bool = False
+) -> list[dict[str, Any]]:
+    # podman queries do not depend on the working directory; "/" keeps them from holding one.
+    done = _execute(argv, cwd=Path("/"), env=env, timeout_s=QUERY_TIMEOUT_S, separate_stdout=True)
+    if done.result.ok or (allow_partial and not done.result.timed_out and done.stdout.strip()):
+        try:
+            data = json.loads(done.stdout or "[]")
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, list):
+            return [item for item in data if isinstance(item, dict)]
+    raise PodmanCommandError(what, done.result)
+
+
+def _inspect_one(container_id: str, *, env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The container's ``podman container inspect`` data, or None when it does not exist."""
+    done = _execute(
+        ("podman", "container", "inspect", container_id),
+        cwd=Path("/"),
+        env=env,
+        timeout_s=QUERY_TIMEOUT_S,
+        separate_stdout=True,
+    )
+    try:
+        data = json.loads(done.stdout or "null")
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return data[0]
+    # For a missing container podman 4.3 prints "[]" and "no such container" and exits 125.
+    if data == [] and "no such container" in done.result.output.lower():
+        return None
+    raise PodmanCommandError(f"cannot inspect container {container_id}", done.result)
+
+
+def _preference(row: Mapping[str, Any]) -> tuple[bool, int]:
+    return row.get("State") == "running", int(row.get("Created") or 0)
+
+
+def _container_state(data: Mapping[str, Any]) -> ContainerState:
+    config = data.get("Config") or {}
+    state = data.get("State") or {}
+    labels = config.get("Labels") or {}
+    health = (state.get("Health") or {}).get("Status") or None
+    env: dict[str, str] = {}
+    for item in config.get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return ContainerState(
+        id=data.get("Id", ""),
+        name=data.get("Name", ""),
+        service=labels.get(SERVICE_LABEL, ""),
+        running=bool(state.get("Running")),
+        status=state.get("Status", "unknown"),
+        health=health if _has_healthcheck(data) else None,
+        cdi_devices=_requested_cdi_devices(
+            config.get("CreateCommand") or [], image=config.get("Image") or ""
+        ),
+        env=MappingProxyType(env),
+    )
+
+
+def _requested_cdi_devices(create_command: Sequence[str], *, image: str) -> tuple[str, ...]:
+    """The CDI device names in a ``podman create`` command line, in order.
+
+    podman 4.3 keeps CDI requests out of ``HostConfig.Devices``; the command line is the only
+    record. Parsing stops at the image, after which arguments belong to the container's command.
+    """
+    found: list[str] = []
+    args = list(create_command)
+    for i, arg in enumerate(args):
+        if image and arg == image:
+            break
+        if arg == "--device" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--device="):
+            value = arg.removeprefix("--device=")
+        else:
+            continue
+        if _CDI_DEVICE.fullmatch(value):
+            found.append(value)
+    return tuple(found)
+
+
+def _has_healthcheck(data: Mapping[str, Any]) -> bool:
+    test = ((data.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
+
+
+def _not_running_reason(container_id: str, state: Mapping[str, Any]) -> str:
+    reason = f"container {container_id[:12]} is {state.get('Status', 'not running')}"
+    if state.get("Status") == "exited":
+        reason += f" (exit code {state.get('ExitCode')})"
+    if state.get("Error"):
+        reason += f": {state['Error']}"
+    return reason
+
+
+def _last_check_output(health_state: Mapping[str, Any]) -> str:
+    log = health_state.get("Log") or []
+    output = (log[-1].get("Output") or "").strip() if log else ""
+    return f"; last check said: {output[-300:]}" if output else ""

@@ -1,0 +1,318 @@
+"""Real podman containers for tests: a stand-in image, a stand-in CDI spec, a compose project.
+
+The stand-ins behave like the real system where GPU Config touches it: five AI services with the
+labels GPU Config reads, health checks, and GPUs named through CDI exactly as on an NVIDIA host
+(``--device nvidia.com/gpu=N``), minus the GPUs: the CDI spec only sets ``STANDIN_GPU=N``, so a
+container shows which device podman really resolved for it.
+
+This module needs nothing from outside the repository at run time; the podman settings below
+are the two this kind of VM requires (see .ci/setup-podman.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+STANDIN_IMAGE = "localhost/gpuconfig-standin:test"
+BUSYBOX = Path("/bin/busybox")
+INSTALL_HINT = "apt-get install podman runc busybox-static"
+
+# The VM forbids raising rlimits, and crun refuses its hybrid cgroups: without these two
+# settings every container fails to start.
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]
+
+[engine]
+runtime = "runc"
+"""
+
+# podman 4.3 reads CDI specs only from /etc/cdi and /var/run/cdi; the latter is for generated,
+# temporary specs like this one.
+CDI_DIR = Path("/var/run/cdi")
+CDI_SPEC_PATH = CDI_DIR / "gpuconfig-test.yaml"
+CDI_SPEC = """\
+cdiVersion: "0.5.0"
+kind: nvidia.com/gpu
+devices:
+  - name: "0"
+    containerEdits: {env: [STANDIN_GPU=0]}
+  - name: "1"
+    containerEdits: {env: [STANDIN_GPU=1]}
+"""
+
+COMMAND_TIMEOUT_S = 120
+
+# The label scheme GPU Config reads from compose services (others parse these names).
+STANDIN_SERVICES: dict[str, dict[str, str]] = {
+    "ai-llm": {
+        "gpuconfig.model": "Nemotron-3-Nano-30B (Q4_K_M)",
+        "gpuconfig.vram_estimate_mb": "21700",
+        "gpuconfig.role": "llm",
+    },
+    "ai-yolo26": {
+        "gpuconfig.model": "YOLO26m",
+        "gpuconfig.vram_estimate_mb": "1800",
+        "gpuconfig.role": "critical",
+    },
+    "ai-florence": {
+        "gpuconfig.model": "Florence-2-large",
+        "gpuconfig.vram_estimate_mb": "3200",
+        "gpuconfig.role": "standard",
+    },
+    "ai-clip": {
+        "gpuconfig.model": "CLIP ViT-L/14",
+        "gpuconfig.vram_estimate_mb": "1700",
+        "gpuconfig.role": "standard",
+    },
+    "ai-enrichment": {
+        "gpuconfig.model": "Enrichment models (VRAM-budgeted)",
+        "gpuconfig.vram_estimate_mb": "4000",
+        "gpuconfig.role": "standard",
+        "gpuconfig.budget_env": "VRAM_BUDGET_GB",
+    },
+}
+
+
+def missing_tools() -> list[str]:
+    """What of podman, runc and a static busybox this machine lacks."""
+    missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
+    if not _is_static_binary(BUSYBOX):
+        missing.append("busybox-static")
+    return missing
+
+
+def _is_static_binary(path: Path) -> bool:
+    # A FROM-scratch image has no dynamic loader, so a dynamically linked busybox (the plain
+    # `busybox` package) would not run in it. The loader's path sits in the ELF header area.
+    try:
+        with path.open("rb") as binary:
+            head = binary.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x7fELF") and b"/ld-" not in head
+
+
+def podman_environment(conf_dir: Path) -> dict[str, str]:
+    """Write the containers.conf into ``conf_dir`` and return an environment that uses it."""
+    conf = conf_dir / "containers.conf"
+    conf.write_text(CONTAINERS_CONF, encoding="utf-8")
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "CONTAINERS_CONF": str(conf),
+    }
+    if "XDG_RUNTIME_DIR" in os.environ:  # rootless podman keeps its state there
+        env["XDG_RUNTIME_DIR"] = os.environ["XDG_RUNTIME_DIR"]
+    return env
+
+
+def podman(
+    *args: str, env: Mapping[str, str], check: bool = True, timeout_s: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run one podman command for test setup or teardown."""
+    return subprocess.run(
+        ["podman", *args],
+        cwd="/",
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=check,
+    )
+
+
+def ensure_standin_image(env: Mapping[str, str], build_dir: Path) -> str:
+    """Build the stand-in image (busybox FROM scratch) unless it exists; return its name."""
+    if podman("image", "exists", STANDIN_IMAGE, env=env, check=False).returncode == 0:
+        return STANDIN_IMAGE
+    build_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, build_dir / "busybox")
+    # busybox is also /bin/sh so that shell-form health checks and `sh -c` work too.
+    (build_dir / "Containerfile").write_text(
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        "COPY busybox /bin/sh\n"
+        'ENTRYPOINT ["/bin/busybox"]\n',
+        encoding="utf-8",
+    )
+    podman("build", "-t", STANDIN_IMAGE, str(build_dir), env=env)
+    return STANDIN_IMAGE
+
+
+@contextlib.contextmanager
+def installed_cdi_spec() -> Iterator[Path]:
+    """Install the stand-in CDI spec for as long as the block runs.
+
+    Several pytest processes (xdist workers, other apps' suites) may use it at once, and two
+    spec files naming the same devices would make podman drop both as conflicting, so they
+    share one file: each holder registers its pid, and the last one out removes the file.
+    """
+    CDI_DIR.mkdir(parents=True, exist_ok=True)
+    holders = CDI_DIR / ".gpuconfig-test.holders"
+    lock_path = CDI_DIR / ".gpuconfig-test.lock"
+    me = holders / str(os.getpid())
+    with _locked(lock_path):
+        _refuse_conflicting_specs()
+        holders.mkdir(exist_ok=True)
+        me.touch()
+        if not CDI_SPEC_PATH.exists() or CDI_SPEC_PATH.read_text(encoding="utf-8") != CDI_SPEC:
+            tmp = CDI_SPEC_PATH.with_name(f".{CDI_SPEC_PATH.name}.{os.getpid()}.tmp")
+            tmp.write_text(CDI_SPEC, encoding="utf-8")
+            tmp.replace(CDI_SPEC_PATH)  # podman never sees a half-written spec
+    try:
+        yield CDI_SPEC_PATH
+    finally:
+        with _locked(lock_path):
+            me.unlink(missing_ok=True)
+            live = [h for h in holders.iterdir() if _pid_alive(h.name)]
+            if not live:
+                for stale in holders.iterdir():
+                    stale.unlink(missing_ok=True)
+                holders.rmdir()
+                CDI_SPEC_PATH.unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
+
+
+def _refuse_conflicting_specs() -> None:
+    # Specs in /etc/cdi (a real host's nvidia.yaml) rank below /var/run/cdi, so ours wins there;
+    # another nvidia.com/gpu spec in /var/run/cdi itself would make both unresolvable.
+    for other in CDI_DIR.iterdir():
+        if other == CDI_SPEC_PATH or other.name.startswith(".") or not other.is_file():
+            continue
+        if "nvidia.com/gpu" in other.read_text(encoding="utf-8", errors="replace"):
+            raise RuntimeError(
+                f"{other} also defines nvidia.com/gpu devices, so podman would drop both specs'"
+                f" devices as conflicting; move it to /etc/cdi or remove it to run these tests"
+            )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(name: str) -> bool:
+    try:
+        os.kill(int(name), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def standin_compose(
+    image: str, *, healthchecks: Mapping[str, Sequence[str] | None] | None = None
+) -> dict[str, Any]:
+    """The base compose definition of the five stand-in services.
+
+    ``healthchecks`` replaces the health-check test of the named services, e.g.
+    ``{"ai-clip": ["CMD", "/bin/busybox", "false"]}`` for one that never becomes healthy, or
+    ``{"ai-clip": None}`` for one without a health check.
+    """
+    tests = healthchecks or {}
+    services: dict[str, Any] = {}
+    for name, labels in STANDIN_SERVICES.items():
+        service: dict[str, Any] = {
+            "image": image,
+            "command": ["sleep", "3600"],
+            # sleep ignores SIGTERM as PID 1: without this every stop waits the full 10 s.
+            "stop_grace_period": "1s",
+            "labels": dict(labels),
+        }
+        test = tests.get(name, ["CMD", "/bin/busybox", "true"])
+        if test is not None:
+            # No systemd here, so the interval never fires: checks run when a test asks.
+            service["healthcheck"] = {"test": list(test), "interval": "30s", "retries": 3}
+        services[name] = service
+    return {"services": services}
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    """A stand-in compose project in its own folder, under a name no other test uses."""
+
+    directory: Path
+    name: str
+    compose_command: tuple[str, ...]
+    env: Mapping[str, str]
+
+    @property
+    def base(self) -> Path:
+        return self.directory / "docker-compose.yml"
+
+    def write_base(self, definition: Mapping[str, Any]) -> Path:
+        """Write ``definition`` as the project's base compose file."""
+        write_yaml(self.base, definition)
+        return self.base
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run podman-compose on the base file alone, for setup and teardown."""
+        return subprocess.run(
+            [*self.compose_command, "-p", self.name, "-f", str(self.base), *args],
+            cwd=self.directory,
+            env=dict(self.env),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=check,
+        )
+
+    def start(self) -> None:
+        """Bring every service up from the base file, as the system runs before GPU Config."""
+        self.compose("up", "-d")
+
+    def remove(self) -> None:
+        """Remove the project's containers, pod and network, whatever state they are in."""
+        # By label rather than `podman-compose down`: that also catches containers of a
+        # half-failed up, and `-t 0` skips the stop grace period the test has no use for.
+        label = f"label=io.podman.compose.project={self.name}"
+        ids = podman("ps", "-aq", "--filter", label, env=self.env, check=False).stdout.split()
+        if ids:
+            podman("rm", "-f", "-t", "0", *ids, env=self.env, check=False)
+        podman("pod", "rm", "-f", "--ignore", f"pod_{self.name}", env=self.env, check=False)
+        networks = podman(
+            "network", "ls", "-q", "--filter", label, env=self.env, check=False
+        ).stdout.split()
+        if networks:
+            podman("network", "rm", "-f", *networks, env=self.env, check=False)
+
+
+def new_project_name() -> str:
+    """A compose project name unique to one test."""
+    return f"gpuctest{uuid.uuid4().hex[:10]}"
+
+
+def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    """Dump plain data as YAML (block style, keys in insertion order)."""
+    yaml = YAML()  # round-trip mode keeps insertion order; the safe dumper sorts keys
+    yaml.default_flow_style = False
+    with path.open("w", encoding="utf-8") as out:
+        yaml.dump(dict(data), out)
+
+
+def project_leftovers(name: str, env: Mapping[str, str]) -> list[str]:
+    """Containers, pods and networks of project ``name`` still present (for cleanup checks)."""
+    label = f"label=io.podman.compose.project={name}"
+    left = podman("ps", "-aq", "--filter", label, env=env, check=False).stdout.split()
+    left += podman("network", "ls", "-q", "--filter", label, env=env, check=False).stdout.split()
+    pods = podman("pod", "ps", "-q", "--filter", f"name=^pod_{name}$", env=env, check=False)
+    return left + pods.stdout.split()
