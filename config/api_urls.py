@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from devices import apis as device_apis
 from gpuconfig import apis as gpuconfig_apis
+from orchestration import apis as orchestration_apis
 
 
 def _api(view: type[APIView]) -> Callable[..., Any]:
@@ -35,6 +36,9 @@ urlpatterns = [
         _api(gpuconfig_apis.ConfigVersionListApi),
         name="api-gpu-config-versions",
     ),
+    path("system/gpu-config/apply", _api(orchestration_apis.ApplyApi), name="api-apply"),
+    path("system/gpu-config/rollback", _api(orchestration_apis.RollbackApi), name="api-rollback"),
+    path("system/gpu-config/status", _api(orchestration_apis.StatusApi), name="api-status"),
     # Schema and Swagger UI stay behind the login middleware (session users browse them).
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

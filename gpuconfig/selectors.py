@@ -65,7 +65,8 @@ def latest_version() -> ConfigVersion | None:
 
 
 def latest_applied_version() -> ConfigVersion | None:
-    return ConfigVersion.objects.filter(applied_at__isnull=False).order_by("-number").first()
+    # By when it was applied, not by number: a rollback applies an older configuration.
+    return ConfigVersion.objects.filter(applied_at__isnull=False).order_by("-applied_at").first()
 
 
 def version_list() -> QuerySet[ConfigVersion]:

@@ -103,6 +103,7 @@ class Draft:
                 "vram_budget": assignment.vram_budget_gb if assignment else None,
                 "budget_auto_adjusted": assignment.budget_auto_adjusted if assignment else False,
                 "pinned": request.pinned_gpu is not None,
+                "vram_budget_override": request.budget_override_gb,
                 "enabled": request.enabled,
             }
         return out
@@ -317,26 +318,15 @@ def gpu_config_save(
             draft = gpu_config_draft(strategy=strategy, changes=changes)
             if draft.error:
                 raise ConfigInputError({"strategy": draft.error})
-            resolved = draft.resolved()
-            _store_rows(draft, resolved)
-            version = ConfigVersion.objects.create(
+            version = _store_version(
                 number=current + 1,
-                created_by=user if user is not None and user.is_authenticated else None,
-                strategy=strategy.value,
-                assignments=resolved,
+                user=user,
+                strategy=strategy,
+                resolved=draft.resolved(),
                 warnings=[w.as_dict() for w in draft.warnings],
             )
-            SystemSetting.objects.update_or_create(
-                key=STRATEGY_KEY, defaults={"value": {"default": strategy.value}}
-            )
             # Last step inside the transaction: the rows commit only once the file is in place.
-            try:
-                write_atomic(path, render_assignments_file(version, timezone.now()))
-            except OSError as exc:
-                raise ConfigFileError(
-                    f"Could not write {path}: {exc.strerror or exc}. Nothing was saved."
-                ) from exc
-            file_written = True
+            file_written = _write_assignments_file(path, version)
     except IntegrityError as exc:
         # Two first-ever saves raced for version 1: the loser is told, not silently dropped.
         _restore(path, previous_text, file_written)
@@ -348,20 +338,16 @@ def gpu_config_save(
     return SaveResult(version=version, draft=draft)
 
 
-def _store_rows(draft: Draft, resolved: Mapping[str, Mapping[str, Any]]) -> None:
+def _store_rows(strategy: StrategyName, resolved: Mapping[str, Mapping[str, Any]]) -> None:
     existing = {row.service_name: row for row in GpuConfiguration.objects.select_for_update()}
-    for request in draft.requests:
-        name = request.service.name
-        entry = resolved[name]
+    for name, entry in resolved.items():
+        # A pinned service sits on its pin, so the resolved GPU *is* the pin.
+        pinned = entry["gpu"] if entry.get("pinned") else None
         values = {
-            "gpu_index": request.pinned_gpu,
-            "strategy": (
-                StrategyName.MANUAL.value
-                if request.pinned_gpu is not None
-                else draft.strategy.value
-            ),
-            "vram_budget_override": request.budget_override_gb,
-            "enabled": request.enabled,
+            "gpu_index": pinned,
+            "strategy": StrategyName.MANUAL.value if pinned is not None else strategy.value,
+            "vram_budget_override": entry.get("vram_budget_override"),
+            "enabled": entry.get("enabled", True),
             "resolved_gpu_index": entry["gpu"],
             "vram_budget_gb": entry["vram_budget"],
             "budget_auto_adjusted": entry["budget_auto_adjusted"],
@@ -373,6 +359,69 @@ def _store_rows(draft: Draft, resolved: Mapping[str, Mapping[str, Any]]) -> None
             for key, value in values.items():
                 setattr(row, key, value)
             row.save()
+
+
+def _store_version(
+    *,
+    number: int,
+    user: AbstractBaseUser | AnonymousUser | None,
+    strategy: StrategyName,
+    resolved: dict[str, Any],
+    warnings: list[dict[str, Any]],
+) -> ConfigVersion:
+    _store_rows(strategy, resolved)
+    SystemSetting.objects.update_or_create(
+        key=STRATEGY_KEY, defaults={"value": {"default": strategy.value}}
+    )
+    return ConfigVersion.objects.create(
+        number=number,
+        created_by=user if user is not None and user.is_authenticated else None,
+        strategy=strategy.value,
+        assignments=resolved,
+        warnings=warnings,
+    )
+
+
+def _write_assignments_file(path: Path, version: ConfigVersion) -> bool:
+    try:
+        write_atomic(path, render_assignments_file(version, timezone.now()))
+    except OSError as exc:
+        raise ConfigFileError(
+            f"Could not write {path}: {exc.strerror or exc}. Nothing was saved."
+        ) from exc
+    return True
+
+
+def gpu_config_restore(
+    *, version: ConfigVersion, user: AbstractBaseUser | AnonymousUser | None
+) -> ConfigVersion:
+    """Save a copy of an older version as the newest one (used by the manual rollback)."""
+    path = Path(settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
+    previous_text = _read_or_none(path)
+    file_written = False
+    try:
+        with transaction.atomic():
+            latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
+            restored = _store_version(
+                number=(latest.number if latest else 0) + 1,
+                user=user,
+                strategy=StrategyName(version.strategy),
+                resolved=dict(version.assignments),
+                warnings=[
+                    *version.warnings,
+                    {
+                        "code": "restored",
+                        "message": f"Restored from version {version.number}",
+                        "service": None,
+                        "gpu_index": None,
+                    },
+                ],
+            )
+            file_written = _write_assignments_file(path, restored)
+    except BaseException:
+        _restore(path, previous_text, file_written)
+        raise
+    return restored
 
 
 def _read_or_none(path: Path) -> str | None:

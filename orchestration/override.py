@@ -110,7 +110,7 @@ def _service_override(entry: OverrideEntry) -> CommentedMap:
     environment[GPU_INDEX_ENV] = DoubleQuotedScalarString(str(entry.gpu_index))
     if entry.budget_env is not None and entry.vram_budget_gb is not None:
         environment[entry.budget_env] = DoubleQuotedScalarString(
-            _format_budget(entry.vram_budget_gb)
+            format_budget(entry.vram_budget_gb)
         )
 
     service = CommentedMap()
@@ -127,7 +127,7 @@ def _flow_list(items: list[Any]) -> CommentedSeq:
     return seq
 
 
-def _format_budget(gb: float) -> str:
+def format_budget(gb: float) -> str:
     # Two decimals (10 MB) is finer than any budget means, and keeps float noise such as
     # 0.30000000000000004 out of a file people read.
     return f"{gb:.2f}".rstrip("0").rstrip(".")

@@ -56,29 +56,30 @@ COMMAND_TIMEOUT_S = 120
 
 # The label scheme GPU Config reads from compose services (others parse these names).
 STANDIN_SERVICES: dict[str, dict[str, str]] = {
+    # The design's five services with the design's estimates (as in docker-compose.prod.yml).
     "ai-llm": {
         "gpuconfig.model": "Nemotron-3-Nano-30B (Q4_K_M)",
         "gpuconfig.vram_estimate_mb": "21700",
         "gpuconfig.role": "llm",
     },
     "ai-yolo26": {
-        "gpuconfig.model": "YOLO26m",
-        "gpuconfig.vram_estimate_mb": "1800",
+        "gpuconfig.model": "YOLO26",
+        "gpuconfig.vram_estimate_mb": "650",
         "gpuconfig.role": "critical",
     },
     "ai-florence": {
-        "gpuconfig.model": "Florence-2-large",
-        "gpuconfig.vram_estimate_mb": "3200",
+        "gpuconfig.model": "Florence-2-Large",
+        "gpuconfig.vram_estimate_mb": "1500",
         "gpuconfig.role": "standard",
     },
     "ai-clip": {
-        "gpuconfig.model": "CLIP ViT-L/14",
-        "gpuconfig.vram_estimate_mb": "1700",
+        "gpuconfig.model": "CLIP ViT-L",
+        "gpuconfig.vram_estimate_mb": "1200",
         "gpuconfig.role": "standard",
     },
     "ai-enrichment": {
-        "gpuconfig.model": "Enrichment models (VRAM-budgeted)",
-        "gpuconfig.vram_estimate_mb": "4000",
+        "gpuconfig.model": "Model Zoo (9 models)",
+        "gpuconfig.vram_estimate_mb": "6800",
         "gpuconfig.role": "standard",
         "gpuconfig.budget_env": "VRAM_BUDGET_GB",
     },

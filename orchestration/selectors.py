@@ -1,0 +1,109 @@
+"""Reads: an apply run's progress and the state of every managed container now."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from django.conf import settings
+
+from gpuconfig.registry import RegistryError, load_registry
+from orchestration import podman
+from orchestration.models import ApplyRun
+from orchestration.services import compose_tool
+
+
+def run_body(run: ApplyRun) -> dict[str, Any]:
+    return {
+        "id": str(run.id),
+        "kind": run.kind,
+        "status": run.status,
+        "active": run.is_active,
+        "version": run.version.number,
+        "previous_version": run.previous_version.number if run.previous_version else None,
+        "requested_by": run.requested_by.get_username() if run.requested_by else None,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "heartbeat_at": run.heartbeat_at,
+        "error": run.error,
+        "command": run.command,
+        "output": run.output,
+        "steps": [
+            {
+                "service": step.service_name,
+                "status": step.status,
+                "from_gpu": step.from_gpu,
+                "to_gpu": step.to_gpu,
+                "message": step.message,
+                "updated_at": step.updated_at,
+            }
+            for step in run.steps.all()
+        ],
+    }
+
+
+def _gpu_of(state: podman.ContainerState) -> int | None:
+    for device in state.cdi_devices:
+        if device.startswith("nvidia.com/gpu="):
+            index = device.partition("=")[2]
+            return int(index) if index.isdigit() else None
+    return None
+
+
+def container_health() -> dict[str, Any]:
+    """Every managed service's container now: state, health and the GPU it really has."""
+    try:
+        managed = load_registry(settings.GPUCONFIG_COMPOSE_FILE).names()
+    except RegistryError as exc:
+        return {
+            "available": False,
+            "unavailable_reason": str(exc),
+            "containers": {},
+            "summary": str(exc),
+        }
+    try:
+        compose_tool()
+        states = podman.inspect_services(
+            settings.GPUCONFIG_COMPOSE_PROJECT, managed, env=os.environ
+        )
+    except (podman.ComposeUnavailable, podman.PodmanCommandError) as exc:
+        return {
+            "available": False,
+            "unavailable_reason": str(exc),
+            "containers": {},
+            "summary": f"Container status unavailable: {exc}",
+        }
+    containers: dict[str, Any] = {}
+    not_ok: list[str] = []
+    for name in managed:
+        state = states.get(name)
+        if state is None:
+            containers[name] = {"state": "missing", "health": None, "gpu": None, "id": None}
+            not_ok.append(f"{name} has no container")
+            continue
+        containers[name] = {
+            "state": state.status,
+            "health": state.health,
+            "gpu": _gpu_of(state),
+            "id": state.id[:12],
+        }
+        if not state.running:
+            not_ok.append(f"{name} is {state.status}")
+        elif state.health == "unhealthy":
+            not_ok.append(f"{name} is unhealthy")
+    summary = "All services running" if not not_ok else "; ".join(not_ok)
+    return {
+        "available": True,
+        "unavailable_reason": "",
+        "containers": containers,
+        "summary": summary,
+    }
+
+
+def apply_status(run_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """The run asked for (or the latest), plus the health of every managed container now."""
+    runs = ApplyRun.objects.select_related("version", "previous_version", "requested_by")
+    run = runs.filter(pk=run_id).first() if run_id else runs.order_by("-created_at").first()
+    return {"run": run_body(run) if run else None, **container_health()}

@@ -1,0 +1,25 @@
+"""Celery tasks: an interface only. They take a run's id and call the service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from orchestration.services import apply_run_execute
+
+# Worst case: forward and rollback each run compose up and wait for health checks.
+_SOFT_LIMIT = (
+    2 * (settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS + settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS)
+    + 60
+)
+
+
+@shared_task(
+    name="orchestration.apply_run",
+    acks_late=True,
+    soft_time_limit=_SOFT_LIMIT,
+    time_limit=_SOFT_LIMIT + 30,
+)
+def apply_run_task(run_id: str) -> str | None:
+    """Carry out one apply run. Redelivery is harmless: only a queued run is taken."""
+    return apply_run_execute(run_id)
