@@ -1,0 +1,346 @@
+"""Apply & Restart end to end: real podman containers, a CDI spec standing in for the GPUs,
+a real Celery worker on the real Redis, and PostgreSQL shared between this test and the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db import connection
+from rest_framework.test import APIClient
+
+from config.celery import app as celery_app
+from devices.services import gpu_inventory_rescan
+from orchestration import podman
+from orchestration.models import ApplyRun
+from orchestration.services import forget_probe
+from orchestration.tests.containers import ComposeProject, standin_compose
+from orchestration.tests.worker import CeleryWorker, start_worker
+
+pytestmark = [pytest.mark.containers, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_UUID = {
+    0: "GPU-00000000-0000-0000-0000-000000000000",
+    1: "GPU-00000000-0000-0000-0000-000000000001",
+}
+DESIGN = {
+    "ai-llm": 0,
+    "ai-yolo26": 0,
+    "ai-florence": 0,
+    "ai-clip": 0,
+    "ai-enrichment": 1,
+}
+FINAL = {"succeeded", "rolled_back", "rollback_failed", "failed", "interrupted"}
+
+
+def _body(assignments: dict[str, int]) -> dict[str, Any]:
+    return {
+        "strategy": "manual",
+        "assignments": [{"service": s, "gpu_index": g} for s, g in assignments.items()],
+    }
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    url = os.environ.get("GPUCONFIG_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {url} ({exc}); start redis-server")
+    previous = celery_app.conf.broker_url
+    celery_app.conf.broker_url = url
+    celery_app.close()  # drop pooled connections to the old broker
+    redis.Redis.from_url(url).flushdb()  # tasks of earlier tests must not reach this worker
+    yield url
+    celery_app.conf.broker_url = previous
+    celery_app.close()
+
+
+@pytest.fixture
+def stand(
+    compose_project: ComposeProject,
+    compose_command: tuple[str, ...],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ComposeProject:
+    """The app pointed at a running stand-in project, as an operator's host would be."""
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "apply tests share the database with a separate worker process, which an "
+            "in-memory SQLite test database cannot do; bin/test runs them on PostgreSQL"
+        )
+    monkeypatch.setenv("CONTAINERS_CONF", compose_project.env["CONTAINERS_CONF"])
+    settings.GPUCONFIG_COMPOSE_FILE = compose_project.base
+    settings.GPUCONFIG_OUTPUT_DIR = compose_project.directory / "config"
+    settings.GPUCONFIG_COMPOSE_PROJECT = compose_project.name
+    settings.GPUCONFIG_COMPOSE_COMMAND = list(compose_command)
+    settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS = 20
+    forget_probe()
+    compose_project.start()
+    gpu_inventory_rescan()
+    yield compose_project
+    forget_probe()
+
+
+def _worker_env(settings: Any, broker_url: str, **extra: str) -> dict[str, str]:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": broker_url,
+        "GPUCONFIG_COMPOSE_FILE": str(settings.GPUCONFIG_COMPOSE_FILE),
+        "GPUCONFIG_OUTPUT_DIR": str(settings.GPUCONFIG_OUTPUT_DIR),
+        "GPUCONFIG_COMPOSE_PROJECT": settings.GPUCONFIG_COMPOSE_PROJECT,
+        "GPUCONFIG_COMPOSE_COMMAND": ",".join(settings.GPUCONFIG_COMPOSE_COMMAND),
+        "GPUCONFIG_HEALTH_TIMEOUT_SECONDS": str(settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS),
+        "GPUCONFIG_STALE_RUN_SECONDS": str(settings.GPUCONFIG_STALE_RUN_SECONDS),
+        "GPUCONFIG_DATA_DIR": str(Path(settings.GPUCONFIG_OUTPUT_DIR).parent / ".data"),
+        **extra,
+    }
+
+
+@pytest.fixture
+def worker(stand, settings, broker_url, tmp_path) -> Iterator[CeleryWorker]:
+    started = start_worker(_worker_env(settings, broker_url), tmp_path / "worker.log")
+    yield started
+    started.stop()
+
+
+def _put(client: APIClient, body: dict[str, Any]) -> None:
+    response = client.put(
+        "/api/system/gpu-config", data=json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 200, response.json()
+
+
+def _wait(client: APIClient, run_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = client.get("/api/system/gpu-config/status", {"run": run_id}).json()
+        if body["run"]["status"] in FINAL:
+            return body
+        time.sleep(0.25)
+    raise AssertionError(f"run {run_id} did not finish: {body}")
+
+
+def _apply(client: APIClient, worker: CeleryWorker) -> dict[str, Any]:
+    response = client.post("/api/system/gpu-config/apply")
+    assert response.status_code == 202, response.json()
+    body = _wait(client, response.json()["run_id"])
+    assert body["run"]["status"] != "interrupted", worker.output()[-3000:]
+    return body
+
+
+def _containers(project: ComposeProject) -> dict[str, podman.ContainerState]:
+    return podman.inspect_services(project.name, env=project.env)
+
+
+def _steps(body: dict[str, Any]) -> dict[str, str]:
+    return {s["service"]: s["status"] for s in body["run"]["steps"]}
+
+
+def test_apply_moves_a_service_and_recreates_only_what_changed(stand, worker, staff_api):
+    _put(staff_api, _body(DESIGN))
+    first = _apply(staff_api, worker)
+    assert first["run"]["status"] == "succeeded", first["run"]
+    # Nothing applied before: every managed service gets its GPU.
+    assert set(_steps(first)) == set(DESIGN)
+    assert set(_steps(first).values()) == {"healthy"}
+    assert first["summary"] == "All services running"
+    before = _containers(stand)
+    zoo = before["ai-enrichment"]
+    assert zoo.cdi_devices == ("nvidia.com/gpu=1",)
+    assert zoo.env["STANDIN_GPU"] == "1", "the CDI spec really resolved GPU 1"
+    assert zoo.env["VRAM_BUDGET_GB"] == "3.5"
+    assert zoo.env["GPUCONFIG_GPU_UUID"] == REFERENCE_UUID[1]
+
+    _put(staff_api, _body({**DESIGN, "ai-clip": 1}))
+    second = _apply(staff_api, worker)
+
+    assert second["run"]["status"] == "succeeded", second["run"]
+    # CLIP moves; the zoo stays but now shares the A400, so its budget shrinks to 2.3 GB.
+    assert _steps(second) == {"ai-clip": "healthy", "ai-enrichment": "healthy"}
+    after = _containers(stand)
+    assert after["ai-clip"].cdi_devices == ("nvidia.com/gpu=1",)
+    assert after["ai-clip"].env["STANDIN_GPU"] == "1"
+    assert after["ai-clip"].env["GPUCONFIG_GPU_UUID"] == REFERENCE_UUID[1]
+    assert after["ai-enrichment"].env["VRAM_BUDGET_GB"] == "2.3"
+    for unchanged in ("ai-llm", "ai-yolo26", "ai-florence"):
+        assert after[unchanged].id == before[unchanged].id, f"{unchanged} was recreated"
+    override = (Path(stand.directory) / "config" / "docker-compose.gpu-override.yml").read_text()
+    assert "configuration version 2" in override
+    assert second["containers"]["ai-clip"]["gpu"] == 1
+
+    third = _apply(staff_api, worker)
+    assert third["run"]["status"] == "succeeded"
+    assert third["run"]["steps"] == [], "nothing changed, nothing recreated"
+    assert {n: c.id for n, c in _containers(stand).items()} == {n: c.id for n, c in after.items()}
+
+
+def test_a_gpu_missing_from_the_cdi_spec_fails_and_rolls_back(
+    stand, worker, staff_api, settings, tmp_path
+):
+    three = tmp_path / "three-gpus.json"
+    reference = json.loads((ROOT / "devices/simulated/reference-gpus.json").read_text())
+    extra = {**reference["gpus"][1], "index": 2, "uuid": "GPU-00000000-0000-0000-0000-000000000002"}
+    three.write_text(json.dumps({"gpus": [*reference["gpus"], extra]}))
+    settings.GPUCONFIG_SIMULATED_GPUS = three
+    gpu_inventory_rescan()
+    _put(staff_api, _body(DESIGN))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+    before = _containers(stand)
+
+    _put(staff_api, _body({**DESIGN, "ai-clip": 2}))
+    body = _apply(staff_api, worker)
+
+    run = body["run"]
+    assert run["status"] == "rolled_back", run
+    assert "ai-clip" in run["error"]
+    assert "unresolvable CDI devices nvidia.com/gpu=2" in run["output"]
+    assert _steps(body) == {"ai-clip": "rolled_back"}
+    clip = _containers(stand)["ai-clip"]
+    assert clip.running
+    assert clip.cdi_devices == ("nvidia.com/gpu=0",), "back on its previous GPU"
+    assert clip.id != before["ai-clip"].id
+    assert _containers(stand)["ai-llm"].id == before["ai-llm"].id
+    override = (Path(stand.directory) / "config" / "docker-compose.gpu-override.yml").read_text()
+    assert "configuration version 1" in override, "the previous override is restored"
+
+
+def test_a_failing_health_check_rolls_back(stand, worker, staff_api, standin_image):
+    # CLIP's health check fails whenever it runs on GPU 1 ("$$": compose interpolates "$").
+    stand.remove()
+    stand.write_base(
+        standin_compose(
+            standin_image,
+            healthchecks={
+                "ai-clip": [
+                    "CMD",
+                    "/bin/busybox",
+                    "sh",
+                    "-c",
+                    'test "$$GPUCONFIG_GPU_INDEX" != 1',
+                ]
+            },
+        )
+    )
+    stand.start()
+    _put(staff_api, _body(DESIGN))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+
+    _put(staff_api, _body({**DESIGN, "ai-clip": 1}))
+    body = _apply(staff_api, worker)
+
+    assert body["run"]["status"] == "rolled_back", body["run"]
+    assert "health check failed" in body["run"]["error"]
+    step = body["run"]["steps"][0]
+    assert (step["service"], step["status"]) == ("ai-clip", "rolled_back")
+    assert "health check failed" in step["message"]
+    clip = _containers(stand)["ai-clip"]
+    assert clip.cdi_devices == ("nvidia.com/gpu=0",)
+    assert podman.run_healthcheck(clip.id, timeout_s=20, env=stand.env) is True
+
+
+def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_url, tmp_path):
+    # A compose command that hangs in `up`, so the run is surely mid-way when the worker dies.
+    real = settings.GPUCONFIG_COMPOSE_COMMAND[0]
+    slow = tmp_path / "slow-podman-compose"
+    slow.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = up ] && sleep 60; done\nexec {real} "$@"\n'
+    )
+    slow.chmod(0o755)
+    settings.GPUCONFIG_COMPOSE_COMMAND = [str(slow)]
+    settings.GPUCONFIG_STALE_RUN_SECONDS = 5
+    forget_probe()
+    worker = start_worker(_worker_env(settings, broker_url), tmp_path / "worker.log")
+    try:
+        _put(staff_api, _body(DESIGN))
+        run_id = staff_api.post("/api/system/gpu-config/apply").json()["run_id"]
+        deadline = time.monotonic() + 60
+        while ApplyRun.objects.get(pk=run_id).status != "running":
+            assert time.monotonic() < deadline, worker.output()[-2000:]
+            time.sleep(0.2)
+        time.sleep(1)
+        worker.kill()
+
+        assert staff_api.get("/api/system/gpu-config/status").json()["run"]["status"] == (
+            "running"
+        ), "a fresh heartbeat is not yet stale"
+        time.sleep(6)
+        body = staff_api.get("/api/system/gpu-config/status").json()
+    finally:
+        worker.kill()
+
+    assert body["run"]["status"] == "interrupted"
+    assert "stopped reporting" in body["run"]["error"]
+    # The interrupted run no longer blocks the next apply.
+    settings.GPUCONFIG_COMPOSE_COMMAND = [real]
+    forget_probe()
+    assert staff_api.post("/api/system/gpu-config/apply").status_code == 202
+
+
+def test_two_applies_at_once_get_one_409(stand, worker, staff_api, staff_user):
+    _put(staff_api, _body(DESIGN))
+    codes: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def post() -> None:
+        client = APIClient()
+        client.force_login(staff_user)
+        barrier.wait()
+        codes.append(client.post("/api/system/gpu-config/apply").status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert sorted(codes) == [202, 409]
+    run = ApplyRun.objects.get()
+    assert _wait(staff_api, str(run.pk))["run"]["status"] == "succeeded"
+
+
+def test_manual_rollback_returns_to_the_previous_applied_version(stand, worker, staff_api):
+    _put(staff_api, _body(DESIGN))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+    _put(staff_api, _body({**DESIGN, "ai-florence": 1}))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+    assert _containers(stand)["ai-florence"].cdi_devices == ("nvidia.com/gpu=1",)
+
+    response = staff_api.post("/api/system/gpu-config/rollback")
+    assert response.status_code == 202, response.json()
+    body = _wait(staff_api, response.json()["run_id"])
+
+    assert body["run"]["status"] == "succeeded", body["run"]
+    assert body["run"]["kind"] == "rollback"
+    assert _containers(stand)["ai-florence"].cdi_devices == ("nvidia.com/gpu=0",)
+    # The rollback is a new saved version, so the page, the files and the containers agree.
+    config = staff_api.get("/api/system/gpu-config").json()
+    assert config["version"] == 3
+    assert {a["service"]: a["gpu_index"] for a in config["assignments"]}["ai-florence"] == 0
+
+
+def test_the_command_line_apply_prints_progress(stand, staff_api):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    _put(staff_api, _body(DESIGN))
+    out = StringIO()
+    call_command("apply_gpu_config", stdout=out)
+    text = out.getvalue()
+    assert "services to recreate: ai-clip, ai-enrichment, ai-florence, ai-llm, ai-yolo26" in text
+    assert "ai-enrichment: healthy" in text
+    assert "succeeded" in text
+    assert _containers(stand)["ai-enrichment"].cdi_devices == ("nvidia.com/gpu=1",)
