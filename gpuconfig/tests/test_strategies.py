@@ -1,0 +1,455 @@
+"""The five strategies: reference hardware by hand, random inventories by hypothesis.
+
+Pure tests: no database, no Django models; the planner is plain dataclasses in and out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.reference import brute_force_min_max
+from gpuconfig.domain import (
+    RECOMMENDED_STRATEGY,
+    STRATEGY_DESCRIPTIONS,
+    STRATEGY_LABELS,
+    Gpu,
+    Plan,
+    Service,
+    ServiceRequest,
+    StrategyName,
+    demand_mb,
+)
+from gpuconfig.strategies import StrategyError, fastest_gpu, largest_gpu, plan
+
+pytestmark: list[pytest.MarkDecorator] = []
+
+AUTOMATIC = [s for s in StrategyName if s is not StrategyName.MANUAL]
+
+# --- reference hardware and services (from the design) -------------------------------
+
+A5500 = Gpu(0, "NVIDIA RTX A5500", 24564, compute_capability="8.6")
+A400 = Gpu(1, "NVIDIA RTX A400", 4094, compute_capability="8.6")
+REFERENCE_GPUS = [A5500, A400]
+
+LLM = Service("ai-llm", "Nemotron-3-Nano-30B (Q4_K_M)", 21700, "llm")
+YOLO = Service("ai-yolo26", "YOLO26", 650, "critical")
+FLORENCE = Service("ai-florence", "Florence-2-Large", 1500)
+CLIP = Service("ai-clip", "CLIP ViT-L", 1200)
+ENRICHMENT = Service("ai-enrichment", "Model Zoo (9 models)", 6800, budget_env="VRAM_BUDGET_GB")
+REFERENCE_SERVICES = [LLM, YOLO, FLORENCE, CLIP, ENRICHMENT]
+
+
+def requests(*services: Service, **pins: int) -> list[ServiceRequest]:
+    """Enabled requests; keyword arguments pin a service (dashes as underscores)."""
+    return [ServiceRequest(s, pinned_gpu=pins.get(s.name.replace("-", "_"))) for s in services]
+
+
+def loads_of(result: Plan, reqs: Sequence[ServiceRequest]) -> dict[int, int]:
+    """MB per GPU index under the plan."""
+    loads: dict[int, int] = {}
+    for r in reqs:
+        if r.service.name in result.assignments:
+            gpu = result.assignments[r.service.name]
+            loads[gpu] = loads.get(gpu, 0) + demand_mb(r)
+    return loads
+
+
+# --- names and descriptions ----------------------------------------------------------
+
+
+def test_labels_descriptions_and_recommendation_cover_every_strategy() -> None:
+    assert set(STRATEGY_LABELS) == set(StrategyName) == set(STRATEGY_DESCRIPTIONS)
+    assert STRATEGY_LABELS[StrategyName.VRAM_BASED] == "VRAM-based"
+    assert STRATEGY_DESCRIPTIONS[StrategyName.ISOLATION_FIRST] == "LLM gets dedicated GPU"
+    assert RECOMMENDED_STRATEGY is StrategyName.VRAM_BASED
+
+
+# --- manual ---------------------------------------------------------------------------
+
+
+def test_manual_keeps_every_pin_even_over_capacity_or_on_missing_gpus() -> None:
+    reqs = requests(LLM, CLIP, ENRICHMENT, ai_llm=1, ai_clip=7, ai_enrichment=1)
+    result = plan(StrategyName.MANUAL, REFERENCE_GPUS, reqs)
+    assert result.assignments == {"ai-llm": 1, "ai-clip": 7, "ai-enrichment": 1}
+    assert result.over_capacity == ()  # the user's call; the validator warns about it
+
+
+def test_manual_rejects_an_unpinned_enabled_service_and_names_it() -> None:
+    reqs = requests(LLM, CLIP, ai_llm=0)
+    with pytest.raises(StrategyError, match="ai-clip"):
+        plan(StrategyName.MANUAL, REFERENCE_GPUS, reqs)
+
+
+def test_manual_ignores_disabled_services_even_unpinned() -> None:
+    reqs = [ServiceRequest(LLM, pinned_gpu=0), ServiceRequest(CLIP, enabled=False)]
+    assert plan("manual", REFERENCE_GPUS, reqs).assignments == {"ai-llm": 0}
+
+
+# --- the automatic strategies on the reference hardware -------------------------------
+
+
+def test_vram_based_on_reference_hardware() -> None:
+    # Largest first onto the GPU with the most free MB: the LLM (21.7 GB) takes the
+    # A5500 (2.9 GB left), then the enrichment zoo (6.8 GB) takes the A400, which has more
+    # free MB (4.1 GB) although it cannot hold it. Florence (1.5) and CLIP (1.2) then see
+    # more room on the A5500 than on the overfull A400, and so does YOLO (0.65), which no
+    # longer fits there: 21.7 + 1.5 + 1.2 + 0.65 = 25.05 GB > 24.56 GB. The total (31.85 GB)
+    # exceeds both cards (28.66 GB), so no placement fits and the rule's one is kept.
+    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, requests(*REFERENCE_SERVICES))
+    assert result.assignments == {
+        "ai-llm": 0,
+        "ai-yolo26": 0,
+        "ai-florence": 0,
+        "ai-clip": 0,
+        "ai-enrichment": 1,
+    }
+    # Over capacity, in request order: YOLO is the one that no longer fits the A5500, and
+    # the zoo does not fit the A400 (the validator then shrinks its budget to 3.5 GB).
+    assert result.over_capacity == ("ai-yolo26", "ai-enrichment")
+
+
+def test_vram_based_without_the_zoo_fits_and_evens_free_megabytes() -> None:
+    # LLM -> A5500 (2864 MB free). Florence -> A400 (4094 > 2864 free). CLIP: 2864 free on
+    # the A5500 vs 2594 on the A400 -> A5500 (1664 left). YOLO: 2594 > 1664 -> A400.
+    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, requests(LLM, YOLO, FLORENCE, CLIP))
+    assert result.assignments == {"ai-llm": 0, "ai-yolo26": 1, "ai-florence": 1, "ai-clip": 0}
+    assert result.over_capacity == ()
+
+
+def test_latency_optimized_on_reference_hardware() -> None:
+    # Both cards are Ampere (8.6), so the bigger A5500 is the fastest: the LLM and the
+    # critical YOLO go there (22.35 GB). The rest prefers the A400: the zoo (6.8 GB) fits
+    # neither card, so it goes to its preferred one, the A400. Florence (1.5) no longer
+    # fits the A400 but fits the A5500's 2.2 GB left: the fallback. CLIP (1.2) then fits
+    # neither, so it too goes to the preferred A400 (where the zoo's budget will shrink).
+    result = plan(StrategyName.LATENCY_OPTIMIZED, REFERENCE_GPUS, requests(*REFERENCE_SERVICES))
+    assert result.assignments == {
+        "ai-llm": 0,
+        "ai-yolo26": 0,
+        "ai-florence": 0,
+        "ai-clip": 1,
+        "ai-enrichment": 1,
+    }
+    # On the A400, counted largest first, the zoo is what does not fit; CLIP then does.
+    assert result.over_capacity == ("ai-enrichment",)
+
+
+def test_isolation_first_on_reference_hardware() -> None:
+    # The LLM alone on the biggest card; everything else shares the A400, even though it is
+    # over capacity there (the zoo's budget is what gives).
+    result = plan(StrategyName.ISOLATION_FIRST, REFERENCE_GPUS, requests(*REFERENCE_SERVICES))
+    assert result.assignments == {
+        "ai-llm": 0,
+        "ai-yolo26": 1,
+        "ai-florence": 1,
+        "ai-clip": 1,
+        "ai-enrichment": 1,
+    }
+    assert result.over_capacity == ("ai-enrichment",)
+    assert result.notes == ()
+
+
+def test_isolation_first_with_one_gpu_shares_it_and_says_so() -> None:
+    result = plan(StrategyName.ISOLATION_FIRST, [A5500], requests(LLM, YOLO, CLIP))
+    assert result.assignments == {"ai-llm": 0, "ai-yolo26": 0, "ai-clip": 0}
+    assert len(result.notes) == 1
+    assert "Only one GPU" in result.notes[0]
+
+
+def test_isolation_first_keeps_others_off_the_gpu_an_llm_is_pinned_to() -> None:
+    big = Gpu(2, "NVIDIA H100", 81559, compute_capability="9.0")
+    reqs = requests(LLM, CLIP, FLORENCE, ai_llm=1)
+    result = plan(StrategyName.ISOLATION_FIRST, [A5500, A400, big], reqs)
+    # No unpinned LLM, so the H100 is free for the others; only the A400 is the LLM's.
+    assert result.assignments["ai-llm"] == 1
+    assert result.assignments["ai-clip"] != 1
+    assert result.assignments["ai-florence"] != 1
+
+
+def test_balanced_on_reference_hardware() -> None:
+    # The zoo fits nowhere: on the A400 it alone is 166%; next to the LLM on the A5500 it is
+    # (21.7 + 6.8) / 24.564 = 116%, the least possible maximum. The small services then go
+    # to the A400 (3.35 / 4.094 = 82%), which keeps the A5500 at that 116%.
+    result = plan(StrategyName.BALANCED, REFERENCE_GPUS, requests(*REFERENCE_SERVICES))
+    assert result.assignments == {
+        "ai-llm": 0,
+        "ai-yolo26": 1,
+        "ai-florence": 1,
+        "ai-clip": 1,
+        "ai-enrichment": 0,
+    }
+    assert result.over_capacity == ("ai-enrichment",)
+
+
+def test_balanced_evens_utilization_not_megabytes() -> None:
+    # 8 GB and 24 GB cards, 16 x 1 GB: even utilization is 4 on the small card and 12 on
+    # the big one (50% each); evening free MB would give 0 and 16 instead.
+    gpus = [Gpu(0, "small", 8000), Gpu(1, "big", 24000)]
+    reqs = [ServiceRequest(Service(f"s{i}", "m", 1000)) for i in range(16)]
+    loads = loads_of(plan(StrategyName.BALANCED, gpus, reqs), reqs)
+    assert loads == {0: 4000, 1: 12000}
+    loads = loads_of(plan(StrategyName.VRAM_BASED, gpus, reqs), reqs)
+    assert loads == {1: 16000}
+
+
+def test_rule_strategies_rearrange_when_the_plain_rule_overloads_but_a_fit_exists() -> None:
+    # Most-free-first puts 5 and 5 on different cards, then 4 and 3, and the last 3 no
+    # longer fits anywhere, while {5, 5} + {4, 3, 3} fills both cards exactly.
+    gpus = [Gpu(0, "a", 10000), Gpu(1, "b", 10000)]
+    reqs = [
+        ServiceRequest(Service(f"s{i}", "m", d))
+        for i, d in enumerate([5000, 5000, 4000, 3000, 3000])
+    ]
+    result = plan(StrategyName.VRAM_BASED, gpus, reqs)
+    assert result.over_capacity == ()
+    assert sorted(loads_of(result, reqs).values()) == [10000, 10000]
+    assert result.notes and "rearranged" in result.notes[0]
+
+
+def test_pinned_services_stay_put_and_count_as_load() -> None:
+    gpus = [Gpu(0, "a", 24000), Gpu(1, "b", 24000)]
+    reqs = requests(LLM, CLIP, FLORENCE, ai_llm=0)
+    for strategy in AUTOMATIC:
+        result = plan(strategy, gpus, reqs)
+        assert result.assignments["ai-llm"] == 0
+        if strategy in (StrategyName.VRAM_BASED, StrategyName.BALANCED):
+            # The pinned LLM fills GPU 0, so the small services go to GPU 1.
+            assert result.assignments["ai-clip"] == result.assignments["ai-florence"] == 1
+
+
+def test_pin_to_a_missing_gpu_is_kept_and_does_not_load_present_ones() -> None:
+    gpus = [A5500, Gpu(1, "gone", 24564, present=False)]
+    reqs = requests(LLM, CLIP, ai_clip=1)
+    for strategy in AUTOMATIC:
+        result = plan(strategy, gpus, reqs)
+        assert result.assignments == {"ai-llm": 0, "ai-clip": 1}
+        assert result.over_capacity == ()
+
+
+def test_absent_gpus_are_never_candidates() -> None:
+    gpus = [Gpu(0, "gone", 80000, present=False), A400]
+    for strategy in AUTOMATIC:
+        result = plan(strategy, gpus, requests(CLIP, YOLO))
+        assert set(result.assignments.values()) == {1}
+
+
+def test_no_gpus_is_an_error_when_something_must_be_placed() -> None:
+    gone = [Gpu(0, "gone", 8000, present=False)]
+    for strategy in AUTOMATIC:
+        with pytest.raises(StrategyError, match="No GPUs"):
+            plan(strategy, gone, requests(CLIP))
+        # Nothing to place (only a pin): an empty inventory is no obstacle.
+        assert plan(strategy, [], requests(CLIP, ai_clip=0)).assignments == {"ai-clip": 0}
+
+
+@pytest.mark.parametrize(
+    ("gpus", "reqs", "message"),
+    [
+        (REFERENCE_GPUS, requests(CLIP, CLIP), "listed twice"),
+        ([A5500, Gpu(0, "twin", 8000)], requests(CLIP), "reported twice"),
+        ([Gpu(0, "empty", 0)], requests(CLIP), "no VRAM"),
+        (REFERENCE_GPUS, requests(Service("neg", "m", -1)), "negative"),
+    ],
+)
+def test_invalid_input_raises_strategy_error(
+    gpus: list[Gpu], reqs: list[ServiceRequest], message: str
+) -> None:
+    with pytest.raises(StrategyError, match=message):
+        plan(StrategyName.BALANCED, gpus, reqs)
+
+
+def test_unknown_strategy_is_a_strategy_error() -> None:
+    with pytest.raises(StrategyError, match="Unknown strategy"):
+        plan("fastest", REFERENCE_GPUS, requests(CLIP))
+
+
+def test_fastest_gpu_compares_capability_numerically_then_size_then_index() -> None:
+    turing = Gpu(0, "T4", 15360, compute_capability="7.5")
+    blackwell = Gpu(1, "RTX 5090", 32607, compute_capability="12.0")
+    hopper = Gpu(2, "H100", 81559, compute_capability="9.0")
+    unknown = Gpu(3, "mystery", 99999)
+    # "12.0" > "9.0" numerically although not as strings; unknown capability ranks last.
+    assert fastest_gpu([turing, hopper, blackwell, unknown]) == blackwell
+    # Same generation: the bigger card; same size too: the lower index.
+    assert fastest_gpu([A400, A5500]) == A5500
+    twin = Gpu(5, "twin", 24564, compute_capability="8.6")
+    assert fastest_gpu([twin, A5500]) == A5500
+    assert largest_gpu([turing, hopper, blackwell, unknown]) == unknown
+
+
+# --- random inventories -----------------------------------------------------------------
+
+ROLES = ("llm", "critical", "standard", "standard")
+
+
+@st.composite
+def inventories(
+    draw: st.DrawFn, max_gpus: int = 8, max_services: int = 10
+) -> tuple[list[Gpu], list[ServiceRequest]]:
+    """1..max_gpus GPUs of 4..80 GB (some absent), services of 0.2..40 GB with pins."""
+    gpu_count = draw(st.integers(1, max_gpus))
+    gpus = [
+        Gpu(
+            index=i,
+            name=f"GPU {i}",
+            vram_total_mb=draw(st.integers(4000, 80000)),
+            compute_capability=draw(st.sampled_from([None, "7.5", "8.6", "8.9", "9.0", "12.0"])),
+            present=draw(st.booleans()) if i else True,  # keep at least one present
+        )
+        for i in range(gpu_count)
+    ]
+    service_count = draw(st.integers(0, max_services))
+    reqs = []
+    for i in range(service_count):
+        service = Service(
+            name=f"svc-{i}",
+            model=f"model {i}",
+            vram_estimate_mb=draw(st.integers(200, 40000)),
+            role=draw(st.sampled_from(ROLES)),
+        )
+        pinned = draw(st.none() | st.none() | st.integers(0, gpu_count))  # gpu_count: missing
+        reqs.append(ServiceRequest(service, pinned_gpu=pinned, enabled=draw(st.booleans())))
+    return gpus, reqs
+
+
+def allowed_gpus(
+    strategy: StrategyName, gpus: Sequence[Gpu], reqs: Sequence[ServiceRequest]
+) -> dict[str, list[int]]:
+    """GPU indexes each unpinned enabled service may use under the strategy's hard rules.
+
+    Written from the strategy descriptions, independently of the implementation.
+    """
+    present = [g for g in gpus if g.present]
+    everywhere = [g.index for g in present]
+    movable = [r for r in reqs if r.enabled and r.pinned_gpu is None]
+    if strategy is StrategyName.LATENCY_OPTIMIZED:
+        fast = fastest_gpu(present).index
+        return {
+            r.service.name: [fast] if r.service.role in ("llm", "critical") else everywhere
+            for r in movable
+        }
+    if strategy is StrategyName.ISOLATION_FIRST and len(present) > 1:
+        big = largest_gpu(present).index
+        llm_gpus = {big} if any(r.service.role == "llm" for r in movable) else set()
+        llm_gpus |= {
+            r.pinned_gpu
+            for r in reqs
+            if r.enabled and r.service.role == "llm" and r.pinned_gpu in everywhere
+        }
+        shared = [i for i in everywhere if i not in llm_gpus] or everywhere
+        return {r.service.name: [big] if r.service.role == "llm" else shared for r in movable}
+    return {r.service.name: everywhere for r in movable}
+
+
+def check_plan_shape(
+    strategy: StrategyName, gpus: Sequence[Gpu], reqs: Sequence[ServiceRequest], result: Plan
+) -> None:
+    """Invariants every automatic plan satisfies."""
+    enabled = [r for r in reqs if r.enabled]
+    present = {g.index: g for g in gpus if g.present}
+    allowed = allowed_gpus(strategy, gpus, reqs)
+    # Every enabled service exactly once (dict keys), disabled ones absent.
+    assert list(result.assignments) == [r.service.name for r in enabled]
+    for r in enabled:
+        chosen = result.assignments[r.service.name]
+        if r.pinned_gpu is not None:
+            assert chosen == r.pinned_gpu
+        else:
+            assert chosen in allowed[r.service.name]
+    assert set(result.over_capacity) <= set(allowed)
+    # Listed services sit on an overloaded GPU; an overloaded GPU with services the
+    # strategy placed lists at least one of them.
+    loads = loads_of(result, enabled)
+    for name in result.over_capacity:
+        where = result.assignments[name]
+        assert loads[where] > present[where].vram_total_mb
+    for index, gpu in present.items():
+        placed_here = [n for n in allowed if result.assignments[n] == index]
+        if loads.get(index, 0) > gpu.vram_total_mb and placed_here:
+            pinned_load = sum(demand_mb(r) for r in enabled if r.pinned_gpu == index)
+            # Unless the pins alone overflow it, something placed here is listed.
+            if pinned_load <= gpu.vram_total_mb:
+                assert set(placed_here) & set(result.over_capacity)
+
+
+@settings(max_examples=150, deadline=None)
+@given(inventories(), st.sampled_from(AUTOMATIC))
+def test_every_enabled_service_is_placed_once_respecting_pins(
+    inventory: tuple[list[Gpu], list[ServiceRequest]], strategy: StrategyName
+) -> None:
+    gpus, reqs = inventory
+    result = plan(strategy, gpus, reqs)
+    check_plan_shape(strategy, gpus, reqs, result)
+    assert plan(strategy, gpus, reqs) == result  # deterministic
+
+
+def brute_force(
+    strategy: StrategyName, gpus: Sequence[Gpu], reqs: Sequence[ServiceRequest]
+) -> float:
+    """Least possible highest utilization over the present GPUs under the strategy's rules."""
+    present = [g for g in gpus if g.present]
+    position = {g.index: p for p, g in enumerate(present)}
+    fixed = [0] * len(present)
+    for r in reqs:
+        if r.enabled and r.pinned_gpu in position:
+            fixed[position[r.pinned_gpu]] += demand_mb(r)
+    allowed = allowed_gpus(strategy, gpus, reqs)
+    movable = [r for r in reqs if r.enabled and r.pinned_gpu is None]
+    best, _ = brute_force_min_max(
+        [g.vram_total_mb for g in present],
+        [demand_mb(r) for r in movable],
+        fixed,
+        [[position[i] for i in allowed[r.service.name]] for r in movable],
+    )
+    return best
+
+
+def highest_utilization(gpus: Sequence[Gpu], reqs: Sequence[ServiceRequest], result: Plan) -> float:
+    """Highest load / capacity over the present GPUs."""
+    loads = loads_of(result, [r for r in reqs if r.enabled])
+    return max(loads.get(g.index, 0) / g.vram_total_mb for g in gpus if g.present)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(inventories(max_gpus=4, max_services=7), st.sampled_from(AUTOMATIC))
+def test_within_capacity_whenever_a_placement_within_capacity_exists(
+    inventory: tuple[list[Gpu], list[ServiceRequest]], strategy: StrategyName
+) -> None:
+    gpus, reqs = inventory
+    result = plan(strategy, gpus, reqs)
+    check_plan_shape(strategy, gpus, reqs, result)
+    if brute_force(strategy, gpus, reqs) <= 1.0:
+        assert highest_utilization(gpus, reqs, result) <= 1.0
+        assert result.over_capacity == ()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(inventories(max_gpus=4, max_services=7))
+def test_balanced_reaches_the_brute_force_optimum_on_small_instances(
+    inventory: tuple[list[Gpu], list[ServiceRequest]],
+) -> None:
+    gpus, reqs = inventory
+    result = plan(StrategyName.BALANCED, gpus, reqs)
+    optimum = brute_force(StrategyName.BALANCED, gpus, reqs)
+    assert math.isclose(highest_utilization(gpus, reqs, result), optimum, rel_tol=1e-9)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(8000, 80000), min_size=2, max_size=3),
+    st.lists(st.integers(200, 40000), min_size=9, max_size=10),
+)
+def test_balanced_reaches_the_optimum_at_the_exact_search_limit(
+    caps: list[int], demands: list[int]
+) -> None:
+    # 3 GPUs x 10 services = 59049 placements: the largest the exact search guarantees.
+    gpus = [Gpu(i, f"GPU {i}", c) for i, c in enumerate(caps)]
+    reqs = [ServiceRequest(Service(f"s{i}", "m", d)) for i, d in enumerate(demands)]
+    result = plan(StrategyName.BALANCED, gpus, reqs)
+    optimum, _ = brute_force_min_max(caps, demands)
+    assert math.isclose(highest_utilization(gpus, reqs, result), optimum, rel_tol=1e-9)

@@ -1,0 +1,383 @@
+"""Warnings, budget auto-adjustment and planned VRAM (`gpuconfig.validation.evaluate`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuconfig.domain import (
+    Gpu,
+    PlanWarning,
+    Service,
+    ServiceRequest,
+    StrategyName,
+    WarningCode,
+    demand_mb,
+    format_gb,
+    format_gpu_capacity,
+)
+from gpuconfig.strategies import plan
+from gpuconfig.tests.test_strategies import (
+    A400,
+    A5500,
+    CLIP,
+    ENRICHMENT,
+    FLORENCE,
+    LLM,
+    REFERENCE_GPUS,
+    REFERENCE_SERVICES,
+    YOLO,
+    requests,
+)
+from gpuconfig.validation import MIN_BUDGET_GB, evaluate
+
+pytestmark: list[pytest.MarkDecorator] = []
+
+
+def codes(warnings: tuple[PlanWarning, ...]) -> list[WarningCode]:
+    """Just the codes, in order."""
+    return [w.code for w in warnings]
+
+
+def only(warnings: tuple[PlanWarning, ...], code: WarningCode) -> PlanWarning:
+    """The single warning with that code."""
+    (found,) = [w for w in warnings if w.code is code]
+    return found
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mb", "text"),
+    [(4094, "4 GB"), (24564, "24 GB"), (81559, "80 GB"), (16000, "16.0 GB"), (4000, "4.0 GB")],
+)
+def test_gpu_capacity_reads_as_the_marketed_size(mb: int, text: str) -> None:
+    assert format_gpu_capacity(mb) == text
+
+
+@pytest.mark.parametrize(
+    ("mb", "text"),
+    [(6800, "6.8 GB"), (23000, "23.0 GB"), (21700, "21.7 GB"), (3550, "3.6 GB"), (49, "0.0 GB")],
+)
+def test_gb_has_one_decimal_and_rounds_halves_up(mb: int, text: str) -> None:
+    assert format_gb(mb) == text
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def test_reference_zoo_alone_on_the_a400_is_adjusted_to_3_5_gb() -> None:
+    # The design's case, through the recommended strategy: the zoo ends up alone on GPU 1,
+    # and floor((4094 - 512) / 100) / 10 = 3.5 GB.
+    reqs = requests(*REFERENCE_SERVICES)
+    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, reqs)
+    evaluation = evaluate(REFERENCE_GPUS, reqs, result.assignments, reserve_mb=512)
+    zoo = next(a for a in evaluation.assignments if a.service == "ai-enrichment")
+    assert (zoo.gpu_index, zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (1, 3.5, True)
+    warning = only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED)
+    assert warning.message == (
+        "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4 GB). Auto-adjusted to 3.5 GB."
+    )
+    assert (warning.service, warning.gpu_index) == ("ai-enrichment", 1)
+    assert evaluation.planned_vram_mb == {0: 25050, 1: 3500}
+
+
+def test_budget_left_alone_when_it_fits() -> None:
+    evaluation = evaluate(REFERENCE_GPUS, requests(ENRICHMENT), {"ai-enrichment": 0})
+    (zoo,) = evaluation.assignments
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (None, False)
+    assert evaluation.warnings == ()
+    assert evaluation.planned_vram_mb == {0: 6800, 1: 0}
+
+
+def test_budget_shrinks_to_what_the_other_services_leave() -> None:
+    # 24564 - 21700 - 512 = 2352 MB left next to the LLM -> 2.3 GB.
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(LLM, ENRICHMENT), {"ai-llm": 0, "ai-enrichment": 0}
+    )
+    zoo = evaluation.assignments[1]
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.3, True)
+    assert only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED).message == (
+        "ai-enrichment VRAM budget (6.8 GB) exceeds the 2.3 GB left on GPU 0 (24 GB). "
+        "Auto-adjusted to 2.3 GB."
+    )
+    assert evaluation.planned_vram_mb[0] == 21700 + 2300
+
+
+def test_budget_never_goes_below_the_minimum_and_says_so() -> None:
+    # Florence + CLIP + YOLO take 3350 MB of the A400: 4094 - 3350 - 512 = 232 MB -> 0.2 GB;
+    # add another 200 MB service and only 32 MB remain: clamped to 0.1 GB with a warning.
+    tiny = Service("ai-tiny", "tiny", 200)
+    reqs = requests(FLORENCE, CLIP, YOLO, tiny, ENRICHMENT)
+    evaluation = evaluate(REFERENCE_GPUS, reqs, dict.fromkeys((s.service.name for s in reqs), 1))
+    zoo = evaluation.assignments[-1]
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (MIN_BUDGET_GB, True)
+    warning = only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED)
+    assert "0.1 GB minimum" in warning.message
+    assert WarningCode.COMBINED_EXCEEDS_GPU not in codes(evaluation.warnings)  # 3650 fits
+
+
+def test_two_adjustable_services_split_the_room_in_proportion() -> None:
+    other = Service("ai-other", "other", 3400, budget_env="VRAM_BUDGET_GB")
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(ENRICHMENT, other), {"ai-enrichment": 1, "ai-other": 1}
+    )
+    # Room 3582 MB split 2:1 -> 2388 and 1194 MB -> 2.3 and 1.1 GB, 3.4 GB in total.
+    budgets = [a.vram_budget_gb for a in evaluation.assignments]
+    assert budgets == [2.3, 1.1]
+    assert evaluation.planned_vram_mb[1] == 3400 <= 4094 - 512
+
+
+def test_override_wins_over_auto_adjustment() -> None:
+    reqs = [ServiceRequest(ENRICHMENT, budget_override_gb=3.0)]
+    evaluation = evaluate(REFERENCE_GPUS, reqs, {"ai-enrichment": 1})
+    (zoo,) = evaluation.assignments
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (3.0, False)
+    assert evaluation.warnings == ()
+    assert evaluation.planned_vram_mb[1] == 3000
+
+
+def test_override_too_large_is_kept_and_warned_about() -> None:
+    reqs = [ServiceRequest(ENRICHMENT, budget_override_gb=5.0)]
+    evaluation = evaluate(REFERENCE_GPUS, reqs, {"ai-enrichment": 1})
+    (zoo,) = evaluation.assignments
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (5.0, False)
+    warning = only(evaluation.warnings, WarningCode.BUDGET_OVERRIDE_TOO_LARGE)
+    assert warning.message == (
+        "ai-enrichment VRAM budget override (5.0 GB) exceeds the 3.5 GB left on GPU 1 (4 GB)"
+    )
+    assert (warning.service, warning.gpu_index) == ("ai-enrichment", 1)
+    assert codes(evaluation.warnings) == [WarningCode.BUDGET_OVERRIDE_TOO_LARGE]
+
+
+def test_demand_uses_the_override_when_set() -> None:
+    assert demand_mb(ServiceRequest(ENRICHMENT)) == 6800
+    assert demand_mb(ServiceRequest(ENRICHMENT, budget_override_gb=3.5)) == 3500
+
+
+# --- each warning -------------------------------------------------------------------------
+
+
+def test_llm_on_small_gpu() -> None:
+    evaluation = evaluate(REFERENCE_GPUS, requests(LLM), {"ai-llm": 1})
+    warning = only(evaluation.warnings, WarningCode.LLM_ON_SMALL_GPU)
+    assert warning.message == "Nemotron-3-Nano-30B (Q4_K_M) requires ~21.7 GB, GPU 1 only has 4 GB"
+    assert (warning.service, warning.gpu_index) == ("ai-llm", 1)
+
+
+def test_service_exceeds_gpu() -> None:
+    big = Service("ai-big", "Big", 5000)
+    evaluation = evaluate(REFERENCE_GPUS, requests(big), {"ai-big": 1})
+    warning = only(evaluation.warnings, WarningCode.SERVICE_EXCEEDS_GPU)
+    assert warning.message == "ai-big needs ~5.0 GB, exceeds GPU 1 (4 GB)"
+    assert (warning.service, warning.gpu_index) == ("ai-big", 1)
+
+
+def test_combined_exceeds_gpu() -> None:
+    extra = Service("ai-extra", "Extra", 1300)
+    evaluation = evaluate(REFERENCE_GPUS, requests(LLM, extra), {"ai-llm": 1, "ai-extra": 1})
+    warning = only(evaluation.warnings, WarningCode.COMBINED_EXCEEDS_GPU)
+    assert warning.message == "Combined VRAM (~23.0 GB) exceeds GPU 1 capacity (4 GB)"
+    assert (warning.service, warning.gpu_index) == (None, 1)
+    assert codes(evaluation.warnings) == [
+        WarningCode.LLM_ON_SMALL_GPU,
+        WarningCode.COMBINED_EXCEEDS_GPU,
+    ]
+
+
+def test_single_service_over_capacity_is_not_also_a_combined_warning() -> None:
+    evaluation = evaluate(REFERENCE_GPUS, requests(LLM), {"ai-llm": 1})
+    assert codes(evaluation.warnings) == [WarningCode.LLM_ON_SMALL_GPU]
+
+
+@pytest.mark.parametrize(
+    "gpus", [REFERENCE_GPUS, [A5500, A400, Gpu(2, "gone", 8192, present=False)]]
+)
+def test_gpu_missing(gpus: list[Gpu]) -> None:
+    evaluation = evaluate(gpus, requests(CLIP), {"ai-clip": 2})
+    warning = only(evaluation.warnings, WarningCode.GPU_MISSING)
+    assert warning.message == "ai-clip is assigned to GPU 2, which is not detected"
+    assert (warning.service, warning.gpu_index) == ("ai-clip", 2)
+    assert evaluation.assignments[0].gpu_index == 2
+    assert evaluation.planned_vram_mb == {0: 0, 1: 0}  # present GPUs only
+
+
+def test_external_vram_use() -> None:
+    busy = Gpu(0, "NVIDIA RTX A5500", 24564, vram_used_mb=23800, compute_capability="8.6")
+    evaluation = evaluate([busy, A400], requests(LLM), {"ai-llm": 0}, applied={"ai-llm": 0})
+    warning = only(evaluation.warnings, WarningCode.EXTERNAL_VRAM_USE)
+    # 23800 used - 21700 for the running LLM = 2100 MB outside; 24564 - 2100 = 22464 free.
+    assert warning.message == (
+        "GPU 0 has 2.1 GB in use by processes outside the managed services; "
+        "real free VRAM is 22.5 GB"
+    )
+    assert (warning.service, warning.gpu_index) == (None, 0)
+
+
+def test_external_use_within_the_reserve_is_not_reported() -> None:
+    busy = Gpu(0, "A5500", 24564, vram_used_mb=22200)
+    evaluation = evaluate([busy], requests(LLM), {"ai-llm": 0}, applied={"ai-llm": 0})
+    assert evaluation.warnings == ()  # 500 MB outside <= 512 MB reserve
+
+
+def test_without_applied_all_used_vram_is_external() -> None:
+    busy = Gpu(0, "A5500", 24564, vram_used_mb=1000)
+    evaluation = evaluate([busy], requests(CLIP), {"ai-clip": 0})
+    assert codes(evaluation.warnings) == [WarningCode.EXTERNAL_VRAM_USE]
+
+
+def test_no_gpus() -> None:
+    evaluation = evaluate([], requests(CLIP), {"ai-clip": 0})
+    assert codes(evaluation.warnings) == [WarningCode.NO_GPUS, WarningCode.GPU_MISSING]
+    assert evaluation.warnings[0].service is None
+    assert evaluation.warnings[0].gpu_index is None
+    assert evaluation.planned_vram_mb == {}
+
+
+def test_single_gpu_isolation() -> None:
+    reqs = requests(LLM, CLIP)
+    result = plan(StrategyName.ISOLATION_FIRST, [A5500], reqs)
+    evaluation = evaluate([A5500], reqs, result.assignments, strategy=StrategyName.ISOLATION_FIRST)
+    warning = only(evaluation.warnings, WarningCode.SINGLE_GPU_ISOLATION)
+    assert (warning.service, warning.gpu_index) == (None, 0)
+    assert "only GPU 0" in warning.message
+    # Only for isolation-first.
+    other = evaluate([A5500], reqs, result.assignments, strategy=StrategyName.BALANCED)
+    assert other.warnings == ()
+
+
+def test_not_placed_within_capacity_except_when_a_budget_makes_it_fit() -> None:
+    reqs = requests(*REFERENCE_SERVICES)
+    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, reqs)
+    assert result.over_capacity == ("ai-yolo26", "ai-enrichment")
+    evaluation = evaluate(
+        REFERENCE_GPUS, reqs, result.assignments, over_capacity=result.over_capacity
+    )
+    # The zoo's shrunk budget fits, so only YOLO is reported as not placed within capacity.
+    warning = only(evaluation.warnings, WarningCode.NOT_PLACED_WITHIN_CAPACITY)
+    assert (warning.service, warning.gpu_index) == ("ai-yolo26", 0)
+    assert warning.message == (
+        "ai-yolo26 could not be placed within any GPU's capacity; it is assigned to GPU 0 anyway"
+    )
+    assert codes(evaluation.warnings) == [
+        WarningCode.NOT_PLACED_WITHIN_CAPACITY,
+        WarningCode.BUDGET_ADJUSTED,
+        WarningCode.COMBINED_EXCEEDS_GPU,
+    ]
+    assert only(evaluation.warnings, WarningCode.COMBINED_EXCEEDS_GPU).message == (
+        "Combined VRAM (~25.1 GB) exceeds GPU 0 capacity (24 GB)"
+    )
+
+
+def test_disabled_and_unassigned_services_are_ignored() -> None:
+    reqs = [ServiceRequest(LLM, enabled=False), ServiceRequest(CLIP), ServiceRequest(YOLO)]
+    evaluation = evaluate(REFERENCE_GPUS, reqs, {"ai-llm": 1, "ai-clip": 1, "ghost": 3})
+    assert [a.service for a in evaluation.assignments] == ["ai-clip"]
+    assert evaluation.warnings == ()
+
+
+def test_warning_as_dict() -> None:
+    warning = PlanWarning(WarningCode.GPU_MISSING, "gone", "ai-clip", 2)
+    assert warning.as_dict() == {
+        "code": "gpu_missing",
+        "message": "gone",
+        "service": "ai-clip",
+        "gpu_index": 2,
+    }
+
+
+# --- random inputs --------------------------------------------------------------------------
+
+
+@st.composite
+def setups(draw: st.DrawFn) -> tuple[list[Gpu], list[ServiceRequest], dict[str, int]]:
+    """Random GPUs, services (some budget-driven, some overridden) and assignments."""
+    gpu_count = draw(st.integers(0, 4))
+    gpus = [
+        Gpu(
+            i,
+            f"GPU {i}",
+            draw(st.integers(4000, 80000)),
+            vram_used_mb=draw(st.none() | st.integers(0, 80000)),
+            present=draw(st.booleans()),
+        )
+        for i in range(gpu_count)
+    ]
+    reqs: list[ServiceRequest] = []
+    assignments: dict[str, int] = {}
+    for i in range(draw(st.integers(0, 8))):
+        service = Service(
+            f"svc-{i}",
+            f"model {i}",
+            draw(st.integers(200, 40000)),
+            draw(st.sampled_from(["llm", "critical", "standard"])),
+            draw(st.sampled_from([None, "VRAM_BUDGET_GB"])),
+        )
+        override = draw(st.none() | st.floats(0.1, 40.0).map(lambda x: round(x, 1)))
+        reqs.append(
+            ServiceRequest(service, enabled=draw(st.booleans()), budget_override_gb=override)
+        )
+        assignments[service.name] = draw(st.integers(0, gpu_count))
+    return gpus, reqs, assignments
+
+
+@settings(max_examples=300, deadline=None)
+@given(setups(), st.integers(0, 2048))
+def test_evaluation_invariants(
+    setup: tuple[list[Gpu], list[ServiceRequest], dict[str, int]], reserve_mb: int
+) -> None:
+    gpus, reqs, assignments = setup
+    evaluation = evaluate(gpus, reqs, assignments, reserve_mb=reserve_mb)
+    present = {g.index: g for g in gpus if g.present}
+    enabled = {r.service.name: r for r in reqs if r.enabled}
+
+    assert [a.service for a in evaluation.assignments] == list(enabled)
+    assert set(evaluation.planned_vram_mb) == set(present)
+    planned = dict.fromkeys(present, 0)
+    for resolved in evaluation.assignments:
+        request = enabled[resolved.service]
+        assert resolved.gpu_index == assignments[resolved.service]
+        if request.budget_override_gb is not None:  # an override always wins
+            assert resolved.vram_budget_gb == request.budget_override_gb
+            assert not resolved.budget_auto_adjusted
+        elif not request.service.budget_env:
+            assert resolved.vram_budget_gb is None
+        if resolved.budget_auto_adjusted:
+            assert resolved.vram_budget_gb is not None
+            assert resolved.vram_budget_gb >= MIN_BUDGET_GB
+            assert resolved.vram_budget_gb * 1000 < request.service.vram_estimate_mb
+            assert math.isclose(resolved.vram_budget_gb * 10, round(resolved.vram_budget_gb * 10))
+        if resolved.gpu_index in present:
+            if resolved.budget_auto_adjusted and resolved.vram_budget_gb is not None:
+                planned[resolved.gpu_index] += round(resolved.vram_budget_gb * 1000)
+            else:
+                planned[resolved.gpu_index] += demand_mb(request)
+    assert evaluation.planned_vram_mb == planned
+
+    for index, gpu in present.items():
+        adjusted = [
+            a
+            for a in evaluation.assignments
+            if a.gpu_index == index and a.budget_auto_adjusted and a.vram_budget_gb != MIN_BUDGET_GB
+        ]
+        fixed = sum(
+            demand_mb(enabled[a.service])
+            for a in evaluation.assignments
+            if a.gpu_index == index and not a.budget_auto_adjusted
+        )
+        # Budgets that were not clamped to the minimum fit next to the fixed demands.
+        if adjusted and fixed + reserve_mb <= gpu.vram_total_mb:
+            assert planned[index] <= gpu.vram_total_mb - reserve_mb
+
+    for warning in evaluation.warnings:
+        assert isinstance(warning.code, WarningCode)
+        assert warning.message
+        if warning.service is not None:
+            assert warning.service in enabled
+        if warning.code in (WarningCode.COMBINED_EXCEEDS_GPU, WarningCode.EXTERNAL_VRAM_USE):
+            assert warning.gpu_index in present and warning.service is None
+    assert (WarningCode.NO_GPUS in codes(evaluation.warnings)) == (not present)

@@ -1,0 +1,284 @@
+"""Check a set of assignments: warnings, VRAM budgets and planned VRAM per GPU.
+
+Pure function over the dataclasses of `gpuconfig.domain`: no Django, no I/O. Warnings
+never block; they tell the user what will not fit and what was adjusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from gpuconfig.domain import (
+    MB_PER_GB,
+    STRATEGY_LABELS,
+    Evaluation,
+    Gpu,
+    PlanWarning,
+    ResolvedAssignment,
+    ServiceRequest,
+    StrategyName,
+    WarningCode,
+    demand_mb,
+    format_gb,
+    format_gpu_capacity,
+)
+
+__all__ = ["MIN_BUDGET_GB", "evaluate"]
+
+# The smallest VRAM budget handed to a service, in GB (budgets are whole tenths of a GB).
+MIN_BUDGET_GB = 0.1
+_MB_PER_TENTH = MB_PER_GB // 10
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """Outcome of the budget step for one service on a present GPU."""
+
+    planned_mb: int
+    budget_gb: float | None
+    auto_adjusted: bool
+    warning: PlanWarning | None = None
+    fits_by_adjustment: bool = False
+
+
+def evaluate(
+    gpus: Sequence[Gpu],
+    requests: Sequence[ServiceRequest],
+    assignments: Mapping[str, int],
+    *,
+    reserve_mb: int = 512,
+    applied: Mapping[str, int] | None = None,
+    strategy: StrategyName | None = None,
+    over_capacity: Collection[str] = (),
+) -> Evaluation:
+    """Resolve budgets and collect warnings for `assignments` (service name -> GPU index).
+
+    Only enabled services that have an assignment are evaluated; assignments of unknown or
+    disabled services are ignored.
+
+    * Budgets: a service with `budget_env` and no override that does not fit on its GPU
+      (its estimate exceeds capacity - other services' demands - `reserve_mb`) gets
+      floor(room / 100 MB) / 10 GB, at least 0.1 GB. When several such services share a
+      GPU, the room left by the others is split in proportion to their estimates (for one
+      service this is exactly the rule above). An explicit override always wins.
+    * `applied` (service -> GPU of the configuration running now; None means nothing
+      managed is running) lets the VRAM in use on a GPU be split into managed services
+      (their estimates) and outside processes.
+    * `strategy` enables the strategy-specific warning SINGLE_GPU_ISOLATION.
+    * `over_capacity` (usually `Plan.over_capacity`) turns into NOT_PLACED_WITHIN_CAPACITY
+      warnings, except for services whose auto-adjusted budget makes them fit.
+
+    Messages print VRAM in GB with one decimal and GPU sizes with `format_gpu_capacity`.
+    """
+    present = {g.index: g for g in gpus if g.present}
+    chosen = [
+        (r, assignments[r.service.name])
+        for r in requests
+        if r.enabled and r.service.name in assignments
+    ]
+
+    warnings: list[PlanWarning] = []
+    if not present:
+        warnings.append(
+            PlanWarning(WarningCode.NO_GPUS, "No NVIDIA GPUs detected; services cannot run.")
+        )
+
+    # Budgets are decided per GPU, since each depends on what else shares the card.
+    on_gpu: dict[int, list[ServiceRequest]] = {index: [] for index in present}
+    for request, index in chosen:
+        if index in present:
+            on_gpu[index].append(request)
+    budgets: dict[str, _Budget] = {}
+    for index, sharing in on_gpu.items():
+        budgets |= _budgets(present[index], sharing, reserve_mb)
+    planned = {
+        index: sum(budgets[r.service.name].planned_mb for r in sharing)
+        for index, sharing in sorted(on_gpu.items())
+    }
+
+    resolved: list[ResolvedAssignment] = []
+    for request, index in chosen:
+        name = request.service.name
+        budget = budgets.get(name)
+        if budget is None:  # the GPU is not there: nothing to size the budget against
+            # Same sentence whether the GPU was never seen or has disappeared since.
+            warnings.append(
+                PlanWarning(
+                    WarningCode.GPU_MISSING,
+                    f"{name} is assigned to GPU {index}, which is not detected",
+                    name,
+                    index,
+                )
+            )
+            resolved.append(ResolvedAssignment(name, index, request.budget_override_gb, False))
+            continue
+        resolved.append(ResolvedAssignment(name, index, budget.budget_gb, budget.auto_adjusted))
+        if budget.warning is not None:
+            warnings.append(budget.warning)
+        warnings.extend(_size_warnings(request, present[index]))
+        # An adjusted budget is what makes such a service fit: no need to alarm the user.
+        if name in over_capacity and not budget.fits_by_adjustment:
+            warnings.append(
+                PlanWarning(
+                    WarningCode.NOT_PLACED_WITHIN_CAPACITY,
+                    f"{name} could not be placed within any GPU's capacity; "
+                    f"it is assigned to GPU {index} anyway",
+                    name,
+                    index,
+                )
+            )
+
+    for index, sharing in sorted(on_gpu.items()):
+        gpu = present[index]
+        if len(sharing) > 1 and planned[index] > gpu.vram_total_mb:
+            warnings.append(
+                PlanWarning(
+                    WarningCode.COMBINED_EXCEEDS_GPU,
+                    f"Combined VRAM (~{format_gb(planned[index])}) exceeds GPU {index} "
+                    f"capacity ({format_gpu_capacity(gpu.vram_total_mb)})",
+                    None,
+                    index,
+                )
+            )
+        external = _external_use(gpu, requests, applied or {})
+        if external is not None and external > reserve_mb:
+            real_free = max(0, gpu.vram_total_mb - external)
+            warnings.append(
+                PlanWarning(
+                    WarningCode.EXTERNAL_VRAM_USE,
+                    f"GPU {index} has {format_gb(external)} in use by processes outside the "
+                    f"managed services; real free VRAM is {format_gb(real_free)}",
+                    None,
+                    index,
+                )
+            )
+
+    if strategy is StrategyName.ISOLATION_FIRST and len(present) == 1:
+        (only,) = present
+        warnings.append(
+            PlanWarning(
+                WarningCode.SINGLE_GPU_ISOLATION,
+                f"{STRATEGY_LABELS[strategy]} needs two GPUs, but only GPU {only} is detected: "
+                "the LLM shares it with every other service",
+                None,
+                only,
+            )
+        )
+
+    return Evaluation(
+        assignments=tuple(resolved), warnings=tuple(warnings), planned_vram_mb=planned
+    )
+
+
+def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[str, _Budget]:
+    """Decide the budget and planned MB of every service on one present GPU."""
+    total = gpu.vram_total_mb
+    capacity = format_gpu_capacity(total)
+    # Services whose demand is set (no budget variable, or an explicit override) are
+    # fixed; the adjustable ones share whatever room the fixed ones and the reserve leave.
+    adjustable = [r for r in sharing if r.service.budget_env and r.budget_override_gb is None]
+    fixed = [r for r in sharing if r not in adjustable]
+    fixed_mb = sum(demand_mb(r) for r in fixed)
+    room = total - fixed_mb - reserve_mb
+    wanted = sum(r.service.vram_estimate_mb for r in adjustable)
+
+    result: dict[str, _Budget] = {}
+    for request in adjustable:
+        name, estimate = request.service.name, request.service.vram_estimate_mb
+        if wanted <= room:
+            result[name] = _Budget(estimate, None, False)
+            continue
+        # Proportional share of the room; floor to whole tenths so the sum stays inside.
+        share = room * estimate / wanted if wanted else 0
+        tenths = math.floor(share / _MB_PER_TENTH)
+        fits = tenths >= 1
+        if fits:
+            budget_gb = tenths / 10
+            if estimate > total:
+                reason = f"exceeds GPU {gpu.index} ({capacity})"
+            else:
+                reason = f"exceeds the {_room_gb(room)} left on GPU {gpu.index} ({capacity})"
+            message = (
+                f"{name} VRAM budget ({format_gb(estimate)}) {reason}. "
+                f"Auto-adjusted to {budget_gb:.1f} GB."
+            )
+        else:
+            tenths = 1
+            budget_gb = MIN_BUDGET_GB
+            message = (
+                f"{name} VRAM budget ({format_gb(estimate)}) does not fit on GPU {gpu.index} "
+                f"({capacity}): only {_room_gb(share)} is left after the other "
+                f"services and the {format_gb(reserve_mb)} reserve. Set to the "
+                f"{MIN_BUDGET_GB:.1f} GB minimum."
+            )
+        warning = PlanWarning(WarningCode.BUDGET_ADJUSTED, message, name, gpu.index)
+        result[name] = _Budget(
+            tenths * _MB_PER_TENTH, budget_gb, True, warning, fits_by_adjustment=fits
+        )
+
+    adjusted_mb = sum(result[r.service.name].planned_mb for r in adjustable)
+    for request in fixed:
+        name, demand = request.service.name, demand_mb(request)
+        override = request.budget_override_gb
+        too_large: PlanWarning | None = None
+        if override is not None:
+            left = total - (fixed_mb - demand) - adjusted_mb - reserve_mb
+            if demand > left:
+                too_large = PlanWarning(
+                    WarningCode.BUDGET_OVERRIDE_TOO_LARGE,
+                    f"{name} VRAM budget override ({override:.1f} GB) exceeds the "
+                    f"{_room_gb(left)} left on GPU {gpu.index} ({capacity})",
+                    name,
+                    gpu.index,
+                )
+        result[name] = _Budget(demand, override, False, too_large)
+    return result
+
+
+def _room_gb(mb: float) -> str:
+    """Room left on a GPU in GB, rounded down like budgets so the numbers agree."""
+    tenths = max(0, math.floor(mb / _MB_PER_TENTH))
+    return f"{tenths // 10}.{tenths % 10} GB"
+
+
+def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
+    """A service that alone exceeds its GPU (budget-driven services are handled above)."""
+    service = request.service
+    if service.budget_env or request.budget_override_gb is not None:
+        return []  # its budget was adjusted, or the override warning already says it
+    demand = demand_mb(request)
+    if demand <= gpu.vram_total_mb:
+        return []
+    capacity = format_gpu_capacity(gpu.vram_total_mb)
+    if service.role == "llm":
+        return [
+            PlanWarning(
+                WarningCode.LLM_ON_SMALL_GPU,
+                f"{service.model} requires ~{format_gb(demand)}, "
+                f"GPU {gpu.index} only has {capacity}",
+                service.name,
+                gpu.index,
+            )
+        ]
+    return [
+        PlanWarning(
+            WarningCode.SERVICE_EXCEEDS_GPU,
+            f"{service.name} needs ~{format_gb(demand)}, exceeds GPU {gpu.index} ({capacity})",
+            service.name,
+            gpu.index,
+        )
+    ]
+
+
+def _external_use(
+    gpu: Gpu, requests: Sequence[ServiceRequest], applied: Mapping[str, int]
+) -> int | None:
+    """MB in use on the GPU beyond the estimates of the managed services running there."""
+    if gpu.vram_used_mb is None:
+        return None
+    managed = sum(
+        r.service.vram_estimate_mb for r in requests if applied.get(r.service.name) == gpu.index
+    )
+    return gpu.vram_used_mb - managed
