@@ -145,7 +145,7 @@ def _requests(
 
 def _applied_assignments() -> dict[str, int] | None:
     """Where the managed services run now, as far as GPU Config knows (for external-use checks)."""
-    version = selectors.latest_applied_version() or selectors.latest_version()
+    version = selectors.latest_applied_version()
     if version is None:
         return None
     return {
@@ -214,18 +214,9 @@ def gpu_config_draft(
             reserve_mb=config.vram_reserve_mb,
             applied=_applied_assignments(),
             strategy=strategy,
+            over_capacity=plan_result.over_capacity if plan_result else (),
         )
         warnings.extend(evaluation.warnings)
-        for name in plan_result.over_capacity if plan_result else ():
-            warnings.append(
-                PlanWarning(
-                    WarningCode.NOT_PLACED_WITHIN_CAPACITY,
-                    f"{name} could not be placed within any GPU's capacity; "
-                    f"assigned to GPU {assignments[name]} anyway",
-                    service=name,
-                    gpu_index=assignments[name],
-                )
-            )
     draft = Draft(
         strategy=strategy,
         registry=registry,

@@ -63,9 +63,9 @@ def evaluate(
       floor(room / 100 MB) / 10 GB, at least 0.1 GB. When several such services share a
       GPU, the room left by the others is split in proportion to their estimates (for one
       service this is exactly the rule above). An explicit override always wins.
-    * `applied` (service -> GPU of the configuration running now; None means nothing
-      managed is running) lets the VRAM in use on a GPU be split into managed services
-      (their estimates) and outside processes.
+    * `applied` (service -> GPU of the configuration running now) lets the VRAM in use on
+      a GPU be split into managed services (their estimates) and outside processes. None
+      means unknown (nothing applied through GPU Config yet): no outside-use warning then.
     * `strategy` enables the strategy-specific warning SINGLE_GPU_ISOLATION.
     * `over_capacity` (usually `Plan.over_capacity`) turns into NOT_PLACED_WITHIN_CAPACITY
       warnings, except for services whose auto-adjusted budget makes them fit.
@@ -142,7 +142,9 @@ def evaluate(
                     index,
                 )
             )
-        external = _external_use(gpu, requests, applied or {})
+        # Without a record of what runs where (nothing applied yet), used VRAM cannot be
+        # split into ours and theirs: say nothing rather than blame the services' own use.
+        external = _external_use(gpu, requests, applied) if applied is not None else None
         if external is not None and external > reserve_mb:
             real_free = max(0, gpu.vram_total_mb - external)
             warnings.append(

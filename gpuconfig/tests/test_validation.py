@@ -224,9 +224,16 @@ def test_external_use_within_the_reserve_is_not_reported() -> None:
     assert evaluation.warnings == ()  # 500 MB outside <= 512 MB reserve
 
 
-def test_without_applied_all_used_vram_is_external() -> None:
+def test_without_a_record_of_what_runs_used_vram_is_not_blamed_on_others() -> None:
+    # Nothing applied through GPU Config yet: the 19 GB in use may be our own LLM.
+    busy = Gpu(0, "A5500", 24564, vram_used_mb=19000)
+    evaluation = evaluate([busy], requests(CLIP), {"ai-clip": 0}, applied=None)
+    assert codes(evaluation.warnings) == []
+
+
+def test_with_nothing_managed_running_all_used_vram_is_external() -> None:
     busy = Gpu(0, "A5500", 24564, vram_used_mb=1000)
-    evaluation = evaluate([busy], requests(CLIP), {"ai-clip": 0})
+    evaluation = evaluate([busy], requests(CLIP), {"ai-clip": 0}, applied={})
     assert codes(evaluation.warnings) == [WarningCode.EXTERNAL_VRAM_USE]
 
 
