@@ -3,8 +3,10 @@ a real Celery worker on the real Redis, and PostgreSQL shared between this test 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -279,6 +281,9 @@ def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_
         body = staff_api.get("/api/system/gpu-config/status").json()
     finally:
         worker.kill()
+        # compose runs in its own process group (so a timeout can kill all of it), which
+        # outlives the worker: stop it, or it would create containers after the test.
+        _kill_processes_running(slow)
 
     assert body["run"]["status"] == "interrupted"
     assert "stopped reporting" in body["run"]["error"]
@@ -286,6 +291,19 @@ def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_
     settings.GPUCONFIG_COMPOSE_COMMAND = [real]
     forget_probe()
     assert staff_api.post("/api/system/gpu-config/apply").status_code == 202
+
+
+def _kill_processes_running(script: Path) -> None:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(script).encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def test_two_applies_at_once_get_one_409(stand, worker, staff_api, staff_user):
