@@ -1,0 +1,419 @@
+"""Forms of the Settings pages, and the rows the GPU Configuration table renders.
+
+The GPU Configuration form is built from the service registry: one GPU choice per service and a
+budget field for services that take one. Parsing it gives ``AssignmentChange`` values for the
+same services the API uses, so the page and the API cannot disagree about what a choice means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.db import transaction
+
+from gpuconfig.changes import ServiceChange
+from gpuconfig.domain import (
+    MB_PER_GB,
+    RECOMMENDED_STRATEGY,
+    STRATEGY_DESCRIPTIONS,
+    STRATEGY_LABELS,
+    Gpu,
+    PlanWarning,
+    Service,
+    StrategyName,
+    WarningCode,
+    format_gb,
+    format_gpu_capacity,
+)
+from gpuconfig.models import SystemSetting
+from gpuconfig.services import AssignmentChange, Draft
+from gpuconfig.system_settings import (
+    GPU_POLL_KEY,
+    RESERVE_KEY,
+    SPECS,
+    STATUS_POLL_KEY,
+    STRATEGY_KEY,
+    SettingError,
+    SystemConfig,
+    validate_setting,
+)
+
+ACTIONS = ("revalidate", "preview", "save", "apply", "rollback")
+OFF = "off"  # the GPU choice that disables a service (no GPU reservation)
+MAX_BUDGET_GB = 2000.0  # the API's bound: no GPU holds 2 TB
+
+
+def gpu_field(service: str) -> str:
+    return f"gpu-{service}"
+
+
+def budget_field(service: str) -> str:
+    return f"budget-{service}"
+
+
+def budget_auto_field(service: str) -> str:
+    # The automatic budget the page showed: a budget posted back unchanged is no override.
+    return f"budget_auto-{service}"
+
+
+class GpuConfigForm(forms.Form):
+    """What the GPU Configuration form posts: a strategy and, per service, a GPU and a budget."""
+
+    strategy = forms.ChoiceField(choices=[(s.value, STRATEGY_LABELS[s]) for s in StrategyName])
+    # The strategy the table on the page was planned with: when the user picks another one,
+    # the table's choices belong to the old plan and are not carried over.
+    table_strategy = forms.ChoiceField(
+        choices=[("", "")] + [(s.value, s.value) for s in StrategyName], required=False
+    )
+    version = forms.IntegerField(min_value=0, required=False)
+    action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS], required=False)
+
+    def __init__(self, *args: Any, services: Sequence[Service], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.services = tuple(services)
+        for service in self.services:
+            self.fields[gpu_field(service.name)] = forms.CharField(required=False, max_length=8)
+            if service.budget_env is not None:
+                self.fields[budget_field(service.name)] = forms.FloatField(
+                    required=False, min_value=0.1, max_value=MAX_BUDGET_GB
+                )
+                self.fields[budget_auto_field(service.name)] = forms.CharField(
+                    required=False, max_length=16
+                )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        for service in self.services:
+            name = gpu_field(service.name)
+            raw = (cleaned.get(name) or "").strip()
+            if raw not in ("", OFF) and not raw.isdigit():
+                self.add_error(name, f"{raw!r} is not a GPU; choose one from the list.")
+        return cleaned
+
+    @property
+    def chosen_strategy(self) -> StrategyName | None:
+        value = self.cleaned_data.get("strategy") if hasattr(self, "cleaned_data") else None
+        return StrategyName(value) if value else None
+
+    @property
+    def chosen_action(self) -> str:
+        return (self.cleaned_data.get("action") if hasattr(self, "cleaned_data") else "") or (
+            "revalidate"
+        )
+
+    def strategy_switched(self) -> bool:
+        table = self.cleaned_data.get("table_strategy") or ""
+        return bool(table) and table != self.cleaned_data.get("strategy")
+
+    def changes(self) -> list[AssignmentChange]:
+        """The user's choice for every service the page showed (none after a strategy switch).
+
+        Services missing from the post (added to the compose file after the page loaded) and
+        services whose fields did not validate keep what is saved.
+        """
+        if self.strategy_switched():
+            return []
+        out = []
+        for service in self.services:
+            name = gpu_field(service.name)
+            if name not in self.data or name in self.errors:
+                continue
+            if budget_field(service.name) in self.errors:
+                continue
+            raw = (self.cleaned_data.get(name) or "").strip()
+            out.append(
+                AssignmentChange(
+                    service=service.name,
+                    gpu_index=int(raw) if raw.isdigit() else None,
+                    vram_budget_override=self._budget_override(service),
+                    enabled=raw != OFF,
+                )
+            )
+        return out
+
+    def _budget_override(self, service: Service) -> float | None:
+        if service.budget_env is None:
+            return None
+        value = self.cleaned_data.get(budget_field(service.name))
+        if value is None:
+            return None  # an empty field means "automatic"
+        shown = (self.cleaned_data.get(budget_auto_field(service.name)) or "").strip()
+        try:
+            if shown and math.isclose(float(shown), value):
+                return None  # the automatic budget, posted back as it was shown
+        except ValueError:
+            pass
+        return round(float(value), 3)
+
+    def error_messages_by_service(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for service in self.services:
+            for name in (gpu_field(service.name), budget_field(service.name)):
+                for message in self.errors.get(name, []):
+                    label = "VRAM budget" if name.startswith("budget") else "GPU"
+                    out.setdefault(service.name, []).append(f"{label}: {message}")
+        return out
+
+
+# --- what the page renders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrategyOption:
+    value: str
+    label: str
+    description: str
+    recommended: bool
+    checked: bool
+
+
+def strategy_options(selected: StrategyName) -> list[StrategyOption]:
+    return [
+        StrategyOption(
+            value=s.value,
+            label=STRATEGY_LABELS[s],
+            description=STRATEGY_DESCRIPTIONS[s],
+            recommended=s == RECOMMENDED_STRATEGY,
+            checked=s == selected,
+        )
+        for s in StrategyName
+    ]
+
+
+@dataclass(frozen=True)
+class GpuOption:
+    value: str
+    label: str
+    selected: bool
+
+
+@dataclass(frozen=True)
+class AssignmentRow:
+    """One service in the assignments table, ready to render."""
+
+    service: str
+    model: str
+    estimate: str
+    role: str
+    options: list[GpuOption]
+    budget_adjustable: bool
+    budget_value: str
+    budget_auto: str
+    auto_adjusted: bool
+    warnings: list[PlanWarning]
+    errors: list[str]
+    change_text: str  # "GPU 0 → GPU 1" when the row differs from the saved version
+    enabled: bool
+
+
+def change_detail(change: ServiceChange) -> str:
+    """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
+    if not change.from_enabled and change.from_gpu is None and change.to_enabled:
+        # Nothing saved for it yet: say where it goes, not "enabled; unassigned → GPU 0".
+        where = "no GPU" if change.to_gpu is None else f"GPU {change.to_gpu}"
+        budget = f", budget {change.to_budget:g} GB" if change.to_budget is not None else ""
+        return f"new: {where}{budget}"
+    return change.describe().removeprefix(f"{change.service}: ")
+
+
+def described(changes: Sequence[ServiceChange]) -> list[dict[str, str]]:
+    return [{"service": c.service, "text": change_detail(c)} for c in changes]
+
+
+def estimate_text(mb: int) -> str:
+    """The design's VRAM estimate column: "21.7 GB", and "650 MB" below a gigabyte."""
+    return f"{mb} MB" if mb < MB_PER_GB else format_gb(mb)
+
+
+def short_gpu_name(name: str) -> str:
+    return name.removeprefix("NVIDIA ").strip() or name
+
+
+def _gpu_label(gpu: Gpu) -> str:
+    label = (
+        f"GPU {gpu.index} · {short_gpu_name(gpu.name)} ({format_gpu_capacity(gpu.vram_total_mb)})"
+    )
+    return label if gpu.present else f"{label}, not detected"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def assignment_rows(
+    draft: Draft, *, errors: Mapping[str, list[str]] | None = None
+) -> list[AssignmentRow]:
+    """The table: one row per registry service with its GPU choices, budget and warnings."""
+    errors = errors or {}
+    resolved = draft.resolved()
+    manual = draft.strategy == StrategyName.MANUAL
+    # Beside each row, what differs from the saved version (nothing to compare before a save).
+    changes = {c.service: c for c in draft.changes} if draft.saved_version else {}
+    warnings_by_service: dict[str, list[PlanWarning]] = {}
+    for warning in draft.warnings:
+        if warning.service:
+            warnings_by_service.setdefault(warning.service, []).append(warning)
+    rows = []
+    for request in draft.requests:
+        service = request.service
+        entry = resolved[service.name]
+        gpu_now = entry["gpu"]
+        pin = request.pinned_gpu
+        options: list[GpuOption] = []
+        if manual:
+            chosen = pin if pin is not None else gpu_now
+            if chosen is None and request.enabled:
+                options.append(GpuOption("", "Choose a GPU", True))
+            for gpu in draft.gpus:
+                options.append(
+                    GpuOption(
+                        str(gpu.index), _gpu_label(gpu), request.enabled and chosen == gpu.index
+                    )
+                )
+        else:
+            auto_label = "Auto" if gpu_now is None or pin is not None else f"Auto (GPU {gpu_now})"
+            options.append(GpuOption("", auto_label, request.enabled and pin is None))
+            for gpu in draft.gpus:
+                options.append(
+                    GpuOption(str(gpu.index), _gpu_label(gpu), request.enabled and pin == gpu.index)
+                )
+        options.append(GpuOption(OFF, "Off (no GPU)", not request.enabled))
+        adjustable = service.budget_env is not None
+        override = request.budget_override_gb
+        effective = entry["vram_budget"]
+        if effective is None and adjustable:
+            effective = service.vram_estimate_mb / MB_PER_GB
+        rows.append(
+            AssignmentRow(
+                service=service.name,
+                model=service.model,
+                estimate=estimate_text(service.vram_estimate_mb),
+                role=service.role,
+                options=options,
+                budget_adjustable=adjustable,
+                budget_value=_number(override if override is not None else effective),
+                budget_auto="" if override is not None else _number(effective),
+                auto_adjusted=bool(entry["budget_auto_adjusted"]),
+                warnings=warnings_by_service.get(service.name, []),
+                errors=list(errors.get(service.name, [])),
+                change_text=change_detail(changes[service.name]) if service.name in changes else "",
+                enabled=request.enabled,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class PlannedGpu:
+    index: int
+    name: str
+    capacity: str
+    planned: str
+    percent: int
+    over: bool
+    present: bool
+
+
+def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
+    """VRAM the managed services would take on each GPU after the change."""
+    planned = draft.evaluation.planned_vram_mb if draft.evaluation else {}
+    out = []
+    for gpu in draft.gpus:
+        mb = planned.get(gpu.index, 0)
+        total = gpu.vram_total_mb or 0
+        out.append(
+            PlannedGpu(
+                index=gpu.index,
+                name=short_gpu_name(gpu.name),
+                capacity=format_gpu_capacity(total) if total else "unknown size",
+                planned=format_gb(mb),
+                percent=min(100, round(100 * mb / total)) if total else 0,
+                over=bool(total) and mb > total,
+                present=gpu.present,
+            )
+        )
+    return out
+
+
+def warning_note(warning: PlanWarning) -> str:
+    """The design's follow-up sentence for an auto-adjusted budget."""
+    return "Some models may not load." if warning.code == WarningCode.BUDGET_ADJUSTED else ""
+
+
+# --- the System tab --------------------------------------------------------------------------
+
+
+class SystemSettingsForm(forms.Form):
+    """The settings of ``gpuconfig.system_settings.SPECS``, checked by ``validate_setting``."""
+
+    default_strategy = forms.ChoiceField(
+        label=SPECS[STRATEGY_KEY].label,
+        help_text=SPECS[STRATEGY_KEY].help,
+        choices=[
+            (
+                s.value,
+                STRATEGY_LABELS[s] + (" (Recommended)" if s == RECOMMENDED_STRATEGY else ""),
+            )
+            for s in StrategyName
+        ],
+    )
+    vram_reserve_mb = forms.IntegerField(
+        label=SPECS[RESERVE_KEY].label, help_text=SPECS[RESERVE_KEY].help
+    )
+    status_poll_seconds = forms.IntegerField(
+        label=SPECS[STATUS_POLL_KEY].label, help_text=SPECS[STATUS_POLL_KEY].help
+    )
+    gpu_poll_seconds = forms.IntegerField(
+        label=SPECS[GPU_POLL_KEY].label, help_text=SPECS[GPU_POLL_KEY].help
+    )
+
+    # form field -> (setting key, stored shape of the cleaned value)
+    KEYS: dict[str, str] = {
+        "default_strategy": STRATEGY_KEY,
+        "vram_reserve_mb": RESERVE_KEY,
+        "status_poll_seconds": STATUS_POLL_KEY,
+        "gpu_poll_seconds": GPU_POLL_KEY,
+    }
+
+    @classmethod
+    def initial_from(cls, config: SystemConfig) -> dict[str, Any]:
+        return {
+            "default_strategy": config.default_strategy.value,
+            "vram_reserve_mb": config.vram_reserve_mb,
+            "status_poll_seconds": config.status_poll_seconds,
+            "gpu_poll_seconds": config.gpu_poll_seconds,
+        }
+
+    @staticmethod
+    def _stored(field: str, value: Any) -> Any:
+        return {"default": value} if field == "default_strategy" else value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        for field, key in self.KEYS.items():
+            if field not in cleaned:
+                continue  # already refused by the field itself
+            try:
+                validate_setting(key, self._stored(field, cleaned[field]))
+            except SettingError as exc:
+                # "VRAM reserve (MB): must be between 0 and 65536 MB, got -1": the label is
+                # printed beside the field already.
+                self.add_error(field, str(exc).removeprefix(f"{SPECS[key].label}: "))
+        return cleaned
+
+    def save(self) -> list[str]:
+        """Store every setting that changed; the labels of those that did."""
+        current = dict(SystemSetting.objects.values_list("key", "value"))
+        changed = []
+        with transaction.atomic():
+            for field, key in self.KEYS.items():
+                value = validate_setting(key, self._stored(field, self.cleaned_data[field]))
+                if current.get(key, SPECS[key].default) == value:
+                    continue
+                SystemSetting.objects.update_or_create(key=key, defaults={"value": value})
+                changed.append(SPECS[key].label)
+        return changed

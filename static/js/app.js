@@ -1,0 +1,71 @@
+// Readable errors for htmx requests. The views answer their own errors (validation, 409,
+// 503, 500) with a fragment marked X-GpuConfig-Fragment: that is swapped in like any answer,
+// although htmx swaps no error status by default. Any other failure (a proxy's 502, Django's
+// CSRF page, a lost connection) becomes one sentence in #page-alert instead of a blank area.
+(function () {
+  "use strict";
+
+  function show(text, source) {
+    var box = document.getElementById("page-alert");
+    if (!box) return;
+    var p = document.createElement("p");
+    p.className = "notice error";
+    p.setAttribute("role", "alert");
+    p.textContent = text + " ";
+    var dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "link";
+    dismiss.setAttribute("data-dismiss", "");
+    dismiss.textContent = "Dismiss";
+    p.appendChild(dismiss);
+    box.replaceChildren(p);
+    box.dataset.source = source || "";
+  }
+
+  function describe(status) {
+    if (status === 403) {
+      return "The server refused this request (403). Your session may have expired: reload the page and log in again.";
+    }
+    if (status === 413) return "The request was too large for the server (413).";
+    return "The server answered with an error (" + status + "). Reload the page to see the current state, then try again.";
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status < 400) return;
+    if (xhr.getResponseHeader("X-GpuConfig-Fragment")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+      return;
+    }
+    event.detail.shouldSwap = false;
+    show(describe(xhr.status), event.detail.elt && event.detail.elt.id);
+  });
+
+  document.addEventListener("htmx:sendError", function (event) {
+    show("The server could not be reached. Check the connection; the page keeps trying where it refreshes by itself.",
+      event.detail.elt && event.detail.elt.id);
+  });
+
+  document.addEventListener("htmx:timeout", function (event) {
+    show("The server took too long to answer. Reload the page to see the current state.",
+      event.detail.elt && event.detail.elt.id);
+  });
+
+  // A later success from the part of the page that failed clears its message.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var box = document.getElementById("page-alert");
+    var elt = event.detail.elt;
+    if (box && event.detail.successful && elt && elt.id && box.dataset.source === elt.id) {
+      box.replaceChildren();
+      box.dataset.source = "";
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("[data-dismiss]")) {
+      var box = document.getElementById("page-alert");
+      if (box) box.replaceChildren();
+    }
+  });
+})();
