@@ -86,14 +86,20 @@ def cdi_spec(gpu_indexes: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def demo_compose(base: Mapping[str, Any], image: str) -> dict[str, Any]:
-    """Stand-ins for the labelled services of ``base``, keeping their labels and environment."""
+def demo_compose(
+    base: Mapping[str, Any], image: str, *, failing_clip: bool = True
+) -> dict[str, Any]:
+    """Stand-ins for the labelled services of ``base``, keeping their labels and environment.
+
+    ``failing_clip``: CLIP's health check fails on GPU 1, to show a rollback.
+    """
     services: dict[str, Any] = {}
     for name, definition in (base.get("services") or {}).items():
         labels = definition.get("labels") or {}
         if not any(str(k).startswith("gpuconfig.") for k in labels):
             continue
-        test = FAILS_ON_GPU_1 if name == "ai-clip" else ["CMD", "/bin/busybox", "true"]
+        failing = failing_clip and name == "ai-clip"
+        test = FAILS_ON_GPU_1 if failing else ["CMD", "/bin/busybox", "true"]
         service: dict[str, Any] = {
             "image": image,
             "command": ["sleep", "infinity"],
@@ -114,7 +120,13 @@ class DemoSetup:
     project: str
 
 
-def demo_up(*, base_compose: Path, gpu_indexes: Sequence[int], data_dir: Path) -> DemoSetup:
+def demo_up(
+    *,
+    base_compose: Path,
+    gpu_indexes: Sequence[int],
+    data_dir: Path,
+    failing_clip: bool = True,
+) -> DemoSetup:
     """Prepare and start the demo project; return what the app must be pointed at."""
     missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
     if not BUSYBOX.exists():
@@ -139,7 +151,7 @@ def demo_up(*, base_compose: Path, gpu_indexes: Sequence[int], data_dir: Path) -
     yaml.default_flow_style = False
     out = StringIO()
     out.write("# Demo stand-ins generated from " + str(base_compose) + " by bin/run --demo.\n")
-    yaml.dump(demo_compose(base, image), out)
+    yaml.dump(demo_compose(base, image, failing_clip=failing_clip), out)
     write_atomic(compose_file, out.getvalue())
     compose = Path(shutil.which("podman-compose", path=str(Path(sys.executable).parent)) or "")
     if not compose.name:

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -327,6 +328,7 @@ def _verify(
     *,
     env: Mapping[str, str],
     on_step: Callable[[str, StepStatus, str], None],
+    on_steps: Callable[[Sequence[str], StepStatus], None],
     check_gpu: bool = True,
 ) -> dict[str, str]:
     """Check every recreated container; return {service: problem} for those that failed.
@@ -336,19 +338,32 @@ def _verify(
     """
     project = settings.GPUCONFIG_COMPOSE_PROJECT
     after = podman.inspect_services(project, services, env=env)
-    problems: dict[str, str] = {}
-    for name in services:
-        on_step(name, StepStatus.VERIFYING, "")
+    on_steps(services, StepStatus.VERIFYING)
+
+    def check(name: str) -> str | None:
         state = after.get(name)
-        want = expected.get(name)
-        problem = _container_problem(state, want, before.get(name), check_gpu=check_gpu)
+        problem = _container_problem(
+            state, expected.get(name), before.get(name), check_gpu=check_gpu
+        )
         if problem is None and state is not None and state.health is not None:
             healthy, why = podman.wait_healthy(
-                state.id, timeout_s=settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS, env=env
+                state.id,
+                timeout_s=settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS,
+                env=env,
+                assume_running_with_check=True,
             )
             if not healthy:
                 problem = f"health check failed: {why}"
+        return problem
+
+    # Health checks wait on the containers, not on us: run them side by side. The threads
+    # only call podman; the database is written from this thread alone.
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(services)))) as pool:
+        outcomes = dict(zip(services, pool.map(check, services), strict=True))
+    problems: dict[str, str] = {}
+    for name, problem in outcomes.items():
         if problem is None:
+            state = after.get(name)
             on_step(name, StepStatus.HEALTHY, f"running as {state.name if state else '?'}")
         else:
             problems[name] = problem
@@ -440,13 +455,21 @@ def apply_run_execute(run_id: Any, *, progress: Callable[[str], None] | None = N
         _set_step(run, name, status, message)
         say(f"{name}: {status.label.lower()}{' - ' + message if message else ''}")
 
+    def on_steps(names: Sequence[str], status: StepStatus) -> None:
+        ServiceStep.objects.filter(run=run, service_name__in=names).update(
+            status=status, updated_at=timezone.now()
+        )
+        say(f"{status.label.lower()}: {', '.join(names)}")
+
     with _heartbeat(run.pk):
         try:
-            _forward(run, services, env, path, previous_text, on_step, say)
+            _forward(run, services, env, path, previous_text, on_step, on_steps, say)
         except Exception as exc:  # any failure, ours or podman's, leads to the rollback
             if not isinstance(exc, _RunFailed):
                 logger.exception("apply run %s failed unexpectedly", run.pk)
-            return _roll_back(run, services, env, path, previous_text, str(exc), on_step, say)
+            return _roll_back(
+                run, services, env, path, previous_text, str(exc), on_step, on_steps, say
+            )
         finally:
             close_old_connections()
     return RunStatus.SUCCEEDED
@@ -459,6 +482,7 @@ def _forward(
     path: Path,
     previous_text: str | None,
     on_step: Callable[[str, StepStatus, str], None],
+    on_steps: Callable[[Sequence[str], StepStatus], None],
     say: Callable[[str], None],
 ) -> None:
     target = run.version
@@ -470,9 +494,7 @@ def _forward(
     say(f"wrote {path} (version {target.number})")
     if services:
         before = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, services, env=env)
-        for name in services:
-            on_step(name, StepStatus.RECREATING, "")
-        say("recreating " + ", ".join(services))
+        on_steps(services, StepStatus.RECREATING)
         result = podman.compose_up(
             tool,
             base=Path(settings.GPUCONFIG_COMPOSE_FILE),
@@ -487,7 +509,12 @@ def _forward(
         # Verify even when compose failed: podman-compose goes on after a failed service,
         # and the user needs to know which ones came up and which did not.
         problems = _verify(
-            _expectations(target.assignments), services, before, env=env, on_step=on_step
+            _expectations(target.assignments),
+            services,
+            before,
+            env=env,
+            on_step=on_step,
+            on_steps=on_steps,
         )
         if result.timed_out:
             raise _RunFailed(
@@ -517,6 +544,7 @@ def _roll_back(
     previous_text: str | None,
     error: str,
     on_step: Callable[[str, StepStatus, str], None],
+    on_steps: Callable[[Sequence[str], StepStatus], None],
     say: Callable[[str], None],
 ) -> str:
     ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
@@ -554,6 +582,7 @@ def _roll_back(
                 before,
                 env=env,
                 on_step=lambda *args: None,
+                on_steps=lambda *args: None,
                 check_gpu=previous is not None,
             )
             if result.timed_out:

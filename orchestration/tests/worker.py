@@ -37,8 +37,10 @@ class CeleryWorker:
                 self.kill()
 
 
-def start_worker(env: Mapping[str, str], log: Path, *, timeout_s: float = 60) -> CeleryWorker:
-    """Start ``celery -A config worker`` with ``env`` and wait until it says it is ready."""
+def start_worker(
+    env: Mapping[str, str], log: Path, *, queue: str = "celery", timeout_s: float = 60
+) -> CeleryWorker:
+    """Start ``celery -A config worker`` on ``queue`` with ``env``; wait until it is ready."""
     celery = Path(sys.executable).parent / "celery"
     handle = log.open("wb")
     process = subprocess.Popen(
@@ -52,6 +54,7 @@ def start_worker(env: Mapping[str, str], log: Path, *, timeout_s: float = 60) ->
             "--without-gossip",
             "--without-mingle",
             "--loglevel=INFO",
+            f"--queues={queue}",
             f"--hostname=gpuconfig-test-{os.getpid()}-{time.monotonic_ns()}@%h",
         ],
         cwd=ROOT,

@@ -1,0 +1,27 @@
+# Shortcuts; the README's two commands (bin/run, bin/test) need no make.
+.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages
+
+run:
+	bin/run
+
+demo:
+	bin/run --demo
+
+test:
+	bin/test
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy .
+
+bench: bench-strategies bench-pages bench-apply
+
+bench-strategies:
+	.venv/bin/python -m bench.bench_strategies
+
+bench-pages:
+	.venv/bin/python -m bench.bench_pages
+
+bench-apply:
+	.venv/bin/python -m bench.bench_apply
