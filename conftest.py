@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +22,11 @@ REFERENCE_COMPOSE = ROOT / "docker-compose.prod.yml"
 REAL_COMPONENT_MARKERS = ("containers", "browser")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if (
         report.skipped
         and os.environ.get("GPUCONFIG_REQUIRE_REAL") == "1"
@@ -34,6 +35,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"real-component test skipped under GPUCONFIG_REQUIRE_REAL=1: {reason}"
+    return report
 
 
 @pytest.fixture(autouse=True)

@@ -112,6 +112,7 @@ def main() -> int:
             return took, body["run"]
 
         compose = shutil.which("podman-compose", path=str(Path(sys.executable).parent))
+        assert compose is not None, "podman-compose is missing from the virtualenv"
         override = Path(settings.GPUCONFIG_OUTPUT_DIR) / "docker-compose.gpu-override.yml"
 
         def bare(services: list[str]) -> float:
@@ -164,7 +165,8 @@ def main() -> int:
     print(f"Apply & Restart vs bare podman-compose (real containers, median of {ROUNDS} rounds)")
     print("reference: `podman-compose -f base -f override up -d --force-recreate --no-deps S...`")
     print(
-        f"{'moved':>5}  {'recreated':>9}  {'apply (POST->final)':>20}  {'bare command':>12}  {'ratio':>6}"
+        f"{'moved':>5}  {'recreated':>9}  {'apply (POST->final)':>20}  {'bare command':>12}"
+        f"  {'ratio':>6}  {'of which compose':>16}"
     )
     ok = True
     for n, (applies, bares) in results.items():

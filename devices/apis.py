@@ -29,7 +29,11 @@ class GpuOutputSerializer(serializers.Serializer):
 
 class GpuListOutputSerializer(serializers.Serializer):
     gpus = GpuOutputSerializer(many=True)
-    source = serializers.CharField(help_text="nvml, nvidia-smi, simulated, none or inventory")
+    # A field named "source" shadows Field.source for type checkers only; DRF pops
+    # declared fields off the class, so at run time this is an ordinary field.
+    source = serializers.CharField(  # type: ignore[assignment]
+        help_text="nvml, nvidia-smi, simulated, none or inventory"
+    )
     sampled_at = serializers.DateTimeField()
     age_seconds = serializers.FloatField(help_text="How old the shared reading is.")
     message = serializers.CharField(allow_blank=True)

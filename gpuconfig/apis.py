@@ -108,7 +108,7 @@ class AssignmentInputSerializer(StrictSerializer):
 
 class GpuConfigInputSerializer(StrictSerializer):
     strategy = serializers.ChoiceField(choices=STRATEGY_CHOICES)
-    assignments = AssignmentInputSerializer(many=True, required=False, max_length=512)
+    assignments = AssignmentInputSerializer(many=True, required=False, max_length=512)  # type: ignore[call-arg]
     version = serializers.IntegerField(
         min_value=0,
         required=False,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from ruamel.yaml import YAML
@@ -184,11 +184,11 @@ def gpu_config_draft(
     error = ""
     if not replan and latest is not None:
         assignments = {
-            r.service.name: rows[r.service.name].resolved_gpu_index
+            r.service.name: gpu
             for r in requests
             if r.enabled
             and r.service.name in rows
-            and rows[r.service.name].resolved_gpu_index is not None
+            and (gpu := rows[r.service.name].resolved_gpu_index) is not None
         }
         unassigned = [r for r in requests if r.enabled and r.service.name not in assignments]
         if unassigned:
@@ -366,7 +366,7 @@ def _store_version(
     )
     return ConfigVersion.objects.create(
         number=number,
-        created_by=user if user is not None and user.is_authenticated else None,
+        created_by=saving_user(user),
         strategy=strategy.value,
         assignments=resolved,
         warnings=warnings,
@@ -413,6 +413,11 @@ def gpu_config_restore(
         _restore(path, previous_text, file_written)
         raise
     return restored
+
+
+def saving_user(user: AbstractBaseUser | AnonymousUser | None) -> User | None:
+    """The user to record as author, or None for the command line and anonymous callers."""
+    return user if isinstance(user, User) else None
 
 
 def _read_or_none(path: Path) -> str | None:

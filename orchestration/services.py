@@ -29,7 +29,7 @@ from gpuconfig.changes import config_changes
 from gpuconfig.files import write_atomic
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
-from gpuconfig.services import gpu_config_restore
+from gpuconfig.services import gpu_config_restore, saving_user
 from orchestration import podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
@@ -126,7 +126,7 @@ def _start_run(
                 kind=kind,
                 version=target,
                 previous_version=previous,
-                requested_by=user if user is not None and user.is_authenticated else None,
+                requested_by=saving_user(user),
             )
             ServiceStep.objects.bulk_create(
                 ServiceStep(run=run, service_name=c.service, from_gpu=c.from_gpu, to_gpu=c.to_gpu)

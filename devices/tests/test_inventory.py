@@ -1,4 +1,4 @@
-"""Re-scan upserts the inventory; disappeared GPUs are marked, not deleted; bad input changes nothing."""
+"""Re-scan upserts the inventory and marks disappeared GPUs; bad input changes nothing."""
 
 from __future__ import annotations
 

@@ -355,8 +355,7 @@ def test_a_gpu_that_disappeared_is_a_warning_not_an_error(staff_api, settings, t
     response = _put(staff_api, DESIGN_BODY)
     assert response.status_code == 200
     assert (
-        "ai-enrichment is assigned to GPU 1, which is not detected"
-        in response.json()["warnings"]
+        "ai-enrichment is assigned to GPU 1, which is not detected" in response.json()["warnings"]
     )
 
 

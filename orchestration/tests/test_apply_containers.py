@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ DESIGN = {
     "ai-clip": 0,
     "ai-enrichment": 1,
 }
+TEST_QUEUE = f"gpuconfig-test-{uuid.uuid4().hex[:12]}"
 FINAL = {"succeeded", "rolled_back", "rollback_failed", "failed", "interrupted"}
 
 
@@ -57,12 +59,14 @@ def broker_url() -> Iterator[str]:
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
         pytest.skip(f"Redis is not reachable at {url} ({exc}); start redis-server")
-    previous = celery_app.conf.broker_url
+    previous = celery_app.conf.broker_url, celery_app.conf.task_default_queue
     celery_app.conf.broker_url = url
+    # A queue of this test's own: a leftover task, or another test session on the same
+    # Redis, can never reach this test's worker.
+    celery_app.conf.task_default_queue = TEST_QUEUE
     celery_app.close()  # drop pooled connections to the old broker
-    redis.Redis.from_url(url).flushdb()  # tasks of earlier tests must not reach this worker
     yield url
-    celery_app.conf.broker_url = previous
+    celery_app.conf.broker_url, celery_app.conf.task_default_queue = previous
     celery_app.close()
 
 
@@ -72,7 +76,7 @@ def stand(
     compose_command: tuple[str, ...],
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> ComposeProject:
+) -> Iterator[ComposeProject]:
     """The app pointed at a running stand-in project, as an operator's host would be."""
     if connection.vendor != "postgresql":
         pytest.skip(
@@ -112,7 +116,9 @@ def _worker_env(settings: Any, broker_url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def worker(stand, settings, broker_url, tmp_path) -> Iterator[CeleryWorker]:
-    started = start_worker(_worker_env(settings, broker_url), tmp_path / "worker.log")
+    started = start_worker(
+        _worker_env(settings, broker_url), tmp_path / "worker.log", queue=TEST_QUEUE
+    )
     yield started
     started.stop()
 
@@ -263,7 +269,9 @@ def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_
     settings.GPUCONFIG_COMPOSE_COMMAND = [str(slow)]
     settings.GPUCONFIG_STALE_RUN_SECONDS = 5
     forget_probe()
-    worker = start_worker(_worker_env(settings, broker_url), tmp_path / "worker.log")
+    worker = start_worker(
+        _worker_env(settings, broker_url), tmp_path / "worker.log", queue=TEST_QUEUE
+    )
     try:
         _put(staff_api, _body(DESIGN))
         run_id = staff_api.post("/api/system/gpu-config/apply").json()["run_id"]
