@@ -136,7 +136,7 @@ def main() -> int:
     client = Client()
     client.force_login(user)
 
-    print(f"GPU Config settings page: SQL queries per request (SQLite, {_TMP})")
+    print("GPU Config settings page: SQL queries per request (throwaway SQLite database)")
     measured = {count: measure(client, count) for count in SIZES}
     header = f"{'request':<28}" + "".join(f"{f'{n} services':>24}" for n in SIZES)
     print(header)

@@ -197,7 +197,11 @@ def _gpu_fragment(request: HtmxHttpRequest, part: str) -> HttpResponse:
         context = _status_context(request, was_active=request.GET.get("was_active") == "1")
     else:  # history, version-diff
         context = _history_context(request)
-    oob = ["history"] if context.get("run_finished_now") else []
+    oob: list[str] = []
+    if context.get("run_finished_now"):
+        # The run just ended: the history's "Applied" column changed with it.
+        context.update(_history_context(request))
+        oob.append("history")
     return _fragments(request, SETTINGS_TEMPLATE, part, context, oob=oob)
 
 
@@ -240,6 +244,7 @@ def _cards_context() -> dict[str, Any]:
     return {
         "inventory": inventory,
         "cards": cards,
+        "any_present": any(card["present"] for card in cards),
         "gpu_poll_seconds": selectors.system_config().gpu_poll_seconds,
     }
 
@@ -334,7 +339,14 @@ def _status_context(request: HtmxHttpRequest, *, was_active: bool = False) -> di
         "saved_version": latest.number if latest else None,
         "status_poll_seconds": selectors.system_config().status_poll_seconds,
         "can_edit": _can_edit(request),
-        "rollback_offered": bool(run and not active and run["status"] != RunStatus.ROLLED_BACK),
+        # Undoing a successful apply goes back to the version it replaced; after a failure
+        # that was not rolled back automatically, the server decides what a rollback means.
+        "rollback_offered": bool(
+            run
+            and not active
+            and run["status"] != RunStatus.ROLLED_BACK
+            and (run["status"] != RunStatus.SUCCEEDED or run["previous_version"] is not None)
+        ),
     }
 
 

@@ -201,11 +201,10 @@ def test_with_no_gpus_the_page_says_so_and_disables_every_control(staff, setting
     empty = tmp_path / "none.json"
     empty.write_text('{"gpus": []}')
     settings.GPUCONFIG_SIMULATED_GPUS = empty
-    from devices.services import reset_sampler
-
-    reset_sampler()
+    gpu_inventory_rescan()  # both reference GPUs are now marked as disappeared
     html = _text(staff.get(URL))
     assert "No GPUs detected" in html
+    assert html.count('<span class="badge warn">Disappeared</span>') >= 2, "their cards stay"
     form = re.search(r'<form id="gpu-form".*?</form>', html, re.S).group(0)
     assert "hx-post" not in form.split(">", 1)[0], "the form does not post itself"
     assert '<fieldset class="plain" disabled>' in form
@@ -493,12 +492,19 @@ def test_apply_starts_a_run_and_the_status_polls_until_it_ends(
     assert "The apply failed and was rolled back" in html
     assert "ai-clip did not become healthy within 20 s" in html
     assert re.search(r'<section id="history"[^>]*hx-swap-oob="true"', html), "history refreshed"
+    assert '<tr id="version-1">' in html
 
 
 def test_after_a_finished_apply_a_manual_rollback_is_offered_and_refusals_are_readable(staff):
     version = ConfigVersion.objects.get(number=_save())
     ApplyRun.objects.create(version=version, status=RunStatus.SUCCEEDED, finished_at=timezone.now())
     html = _text(staff.get(URL, {"part": "apply-status"}, headers=HX))
+    assert "Roll back" not in html, "the first apply has nothing before it"
+    ApplyRun.objects.create(
+        version=version, status=RunStatus.ROLLBACK_FAILED, finished_at=timezone.now()
+    )
+    html = _text(staff.get(URL, {"part": "apply-status"}, headers=HX))
+    assert "The apply failed, and so did the automatic rollback" in html
     assert "Roll back to the previously applied version" in html
     response = staff.post(URL, {"action": "rollback"}, headers=HX)
     assert response.status_code == 400

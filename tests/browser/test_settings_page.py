@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -191,7 +192,7 @@ def real_containers(
                 },
                 tmp_path / "worker.log",
             )
-            yield project
+            yield SimpleNamespace(project=project, worker=worker)
         finally:
             if worker is not None:
                 worker.stop()
@@ -214,13 +215,29 @@ def test_apply_restarts_the_services_and_shows_progress_to_the_end(
     for service in ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment"):
         expect(run.locator("table.steps")).to_contain_text(service)
     expect(run.locator(".run-state")).to_have_text(FINAL_LABELS, timeout=120_000)
-    expect(run.locator(".run-state")).to_have_text("Succeeded")
+    assert run.locator(".run-state").inner_text() == "Succeeded", (
+        run.inner_text(),
+        real_containers.worker.output()[-3000:],
+    )
     expect(page.locator("#status-line")).to_contain_text("All services running")
     expect(page.locator("#version-1")).not_to_contain_text("no")  # applied: a time, not "no"
-    expect(
-        page.get_by_role("button", name="Roll back to the previously applied version")
-    ).to_be_visible()
     screenshot(page, "apply-succeeded")
+
+    # Move CLIP to the A400 and apply (the change is saved first), then undo it by hand.
+    page.locator("#gpu-ai-clip").select_option("1")
+    expect(page.locator("#row-ai-clip")).to_contain_text("GPU 0 → GPU 1")
+    page.get_by_role("button", name="Apply & Restart Services").click()
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Saved as version 2")
+    expect(run).to_contain_text("Apply of version 2")
+    expect(run.locator(".run-state")).to_have_text("Succeeded", timeout=120_000)
+    expect(run.locator("table.steps")).to_contain_text("GPU 0 → GPU 1")
+    page.get_by_role("button", name="Roll back to version 1").click()
+    expect(page.locator("#apply-status .notice.success")).to_contain_text("Rolling back")
+    expect(run).to_contain_text("Manual rollback of version 3")
+    expect(run.locator(".run-state")).to_have_text("Succeeded", timeout=120_000)
+    expect(run.locator("table.steps")).to_contain_text("GPU 1 → GPU 0")
+    expect(page.locator("#gpu-ai-clip")).to_have_value("0")  # the form shows version 3
+    screenshot(page, "rollback-succeeded")
     assert page.js_errors == []
 
 
