@@ -1,6 +1,27 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
+from gpuconfig.system_settings import SettingError, validate_setting
+
+
+class SystemSettingForm(forms.ModelForm):
+    """Raw edits go through the same validation as the System tab: no bad value is stored."""
+
+    class Meta:
+        model = SystemSetting
+        fields = ("key", "value")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "key" in cleaned and "value" in cleaned:
+            try:
+                cleaned["value"] = validate_setting(cleaned["key"], cleaned["value"])
+            except SettingError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return cleaned
 
 
 @admin.register(GpuConfiguration)
@@ -30,6 +51,7 @@ class GpuConfigurationAdmin(admin.ModelAdmin):
 
 @admin.register(SystemSetting)
 class SystemSettingAdmin(admin.ModelAdmin):
+    form = SystemSettingForm
     list_display = ("key", "value", "updated_at")
     search_fields = ("key",)
     readonly_fields = ("updated_at",)
