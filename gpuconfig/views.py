@@ -107,9 +107,7 @@ def _can_edit(request: HtmxHttpRequest) -> bool:
 
 def _alert(request: HtmxHttpRequest, message: str, *, status: int) -> HttpResponse:
     """One sentence for the page's alert area (htmx requests that cannot answer a fragment)."""
-    response = render(
-        request, f"{SETTINGS_TEMPLATE}#alert", {"alert": message, "level": "error"}, status=status
-    )
+    response = render(request, f"{SETTINGS_TEMPLATE}#alert", {"alert": message}, status=status)
     response[FRAGMENT_HEADER] = "alert"
     response["HX-Retarget"] = "#page-alert"
     response["HX-Reswap"] = "innerHTML"
@@ -156,7 +154,9 @@ def _fragments(
     return response
 
 
-def _page(request: HtmxHttpRequest, template: str, context: dict[str, Any], status: int = 200):
+def _page(
+    request: HtmxHttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
     response = render(request, template, context, status=status)
     patch_vary_headers(response, ("HX-Request",))
     return response

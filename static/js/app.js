@@ -32,6 +32,14 @@
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail.xhr;
+    // A session that ended is redirected to the login page, which the browser follows
+    // silently: do not paste a login form into a part of the page.
+    if (xhr.responseURL && xhr.responseURL.indexOf("/accounts/login/") !== -1) {
+      event.detail.shouldSwap = false;
+      event.detail.isError = true; // keeps the message: see htmx:afterRequest below
+      show("Your session has ended: reload the page and log in again.", event.detail.elt && event.detail.elt.id);
+      return;
+    }
     if (xhr.status < 400) return;
     if (xhr.getResponseHeader("X-GpuConfig-Fragment")) {
       event.detail.shouldSwap = true;

@@ -268,12 +268,24 @@ def test_a_non_staff_user_sees_the_page_read_only(new_page, member_user, screens
     expect(page.get_by_role("button", name="Apply & Restart Services")).to_be_disabled()
     expect(page.locator("#gpu-cards")).to_contain_text("GPU 1: NVIDIA RTX A400")
     screenshot(page, "read-only")
+    # Past the disabled controls, the view itself refuses, and the page says so in words.
+    page.evaluate(
+        "htmx.ajax('POST', '/settings/gpu/', {target: '#gpu-form', values: {action: 'save'}})"
+    )
+    expect(page.locator("#page-alert")).to_contain_text(
+        "Only staff users may change the GPU configuration."
+    )
+    assert ConfigVersion.objects.count() == 0
     page.set_viewport_size(PHONE)
     page.goto("/settings/gpu/")
     expect(page.locator("#gpu-ai-enrichment")).to_be_visible()
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
     screenshot(page, "phone")
+    # When the session ends, the next poll says so instead of pasting a login form in place.
+    page.context.clear_cookies()
+    expect(page.locator("#page-alert")).to_contain_text("Your session has ended", timeout=10_000)
+    expect(page.locator("#gpu-cards")).to_contain_text("GPU 1: NVIDIA RTX A400")
 
 
 def test_without_javascript_the_form_posts_and_the_page_re_renders(
