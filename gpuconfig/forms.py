@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.db import transaction
 
 from gpuconfig.changes import ServiceChange
 from gpuconfig.domain import (
@@ -29,7 +28,6 @@ from gpuconfig.domain import (
     format_gb,
     format_gpu_capacity,
 )
-from gpuconfig.models import SystemSetting
 from gpuconfig.services import AssignmentChange, Draft
 from gpuconfig.system_settings import (
     GPU_POLL_KEY,
@@ -405,15 +403,8 @@ class SystemSettingsForm(forms.Form):
                 self.add_error(field, str(exc).removeprefix(f"{SPECS[key].label}: "))
         return cleaned
 
-    def save(self) -> list[str]:
-        """Store every setting that changed; the labels of those that did."""
-        current = dict(SystemSetting.objects.values_list("key", "value"))
-        changed = []
-        with transaction.atomic():
-            for field, key in self.KEYS.items():
-                value = validate_setting(key, self._stored(field, self.cleaned_data[field]))
-                if current.get(key, SPECS[key].default) == value:
-                    continue
-                SystemSetting.objects.update_or_create(key=key, defaults={"value": value})
-                changed.append(SPECS[key].label)
-        return changed
+    def setting_values(self) -> dict[str, Any]:
+        """The cleaned values keyed by setting, in their stored shape."""
+        return {
+            key: self._stored(field, self.cleaned_data[field]) for field, key in self.KEYS.items()
+        }

@@ -38,7 +38,7 @@ from gpuconfig.files import write_atomic
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.registry import Registry, load_registry
 from gpuconfig.strategies import StrategyError, plan
-from gpuconfig.system_settings import STRATEGY_KEY
+from gpuconfig.system_settings import SPECS, STRATEGY_KEY, validate_setting
 from gpuconfig.validation import evaluate
 
 logger = logging.getLogger(__name__)
@@ -469,3 +469,20 @@ def render_assignments_file(version: ConfigVersion, generated_at: datetime) -> s
     )
     yaml.dump(doc, out)
     return out.getvalue()
+
+
+def system_settings_update(*, values: Mapping[str, Any]) -> list[str]:
+    """Validate and store system settings; return the labels of those that changed.
+
+    All or nothing: one bad value stores none of them.
+    """
+    cleaned = {key: validate_setting(key, value) for key, value in values.items()}
+    current = dict(SystemSetting.objects.values_list("key", "value"))
+    changed = []
+    with transaction.atomic():
+        for key, value in cleaned.items():
+            if current.get(key, SPECS[key].default) == value:
+                continue
+            SystemSetting.objects.update_or_create(key=key, defaults={"value": value})
+            changed.append(SPECS[key].label)
+    return changed

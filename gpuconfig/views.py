@@ -51,6 +51,7 @@ from gpuconfig.services import (
     Draft,
     gpu_config_draft,
     gpu_config_save,
+    system_settings_update,
     validate_changes,
 )
 from orchestration.models import RunKind, RunStatus, StepStatus
@@ -593,7 +594,7 @@ def system_settings(request: HtmxHttpRequest) -> HttpResponse:
         else:
             form = SystemSettingsForm(request.POST)
             if form.is_valid():
-                changed = form.save()
+                changed = system_settings_update(values=form.setting_values())
                 message = "Saved: " + ", ".join(changed) + "." if changed else "Nothing changed."
                 if not request.htmx:
                     messages.success(request, message)
