@@ -164,7 +164,9 @@ def installed_cdi_spec() -> Iterator[Path]:
     CDI_DIR.mkdir(parents=True, exist_ok=True)
     holders = CDI_DIR / ".gpuconfig-test.holders"
     lock_path = CDI_DIR / ".gpuconfig-test.lock"
-    me = holders / str(os.getpid())
+    # One file per use, not per process: a session fixture and a test in the same process
+    # may hold the spec at once, and the first to finish must not remove it under the other.
+    me = holders / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with _locked(lock_path):
         _refuse_conflicting_specs()
         holders.mkdir(exist_ok=True)
@@ -178,7 +180,7 @@ def installed_cdi_spec() -> Iterator[Path]:
     finally:
         with _locked(lock_path):
             me.unlink(missing_ok=True)
-            live = [h for h in holders.iterdir() if _pid_alive(h.name)]
+            live = [h for h in holders.iterdir() if _pid_alive(h.name.split("-")[0])]
             if not live:
                 for stale in holders.iterdir():
                     stale.unlink(missing_ok=True)
