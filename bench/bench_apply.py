@@ -28,6 +28,23 @@ ORDER = ["ai-clip", "ai-florence", "ai-yolo26", "ai-llm", "ai-enrichment"]
 FINAL = {"succeeded", "rolled_back", "rollback_failed", "failed", "interrupted"}
 
 
+def _bench_database(data: Path) -> str:
+    """A fresh PostgreSQL database, as in production; SQLite when none is reachable."""
+    url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gpuconfig_bench")
+    try:
+        import psycopg
+
+        server, name = url.rsplit("/", 1)
+        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        print(f"database: PostgreSQL ({name})")
+        return url
+    except Exception as exc:  # any failure: fall back, and say so
+        print(f"database: SQLite (PostgreSQL unavailable: {exc})")
+        return f"sqlite:///{data / 'bench.sqlite3'}"
+
+
 def main() -> int:
     from orchestration.demo import DemoUnavailable, demo_down, demo_up
 
@@ -37,7 +54,7 @@ def main() -> int:
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DJANGO_ALLOWED_HOSTS": "testserver",
             "GPUCONFIG_DATA_DIR": str(data),
-            "DATABASE_URL": f"sqlite:///{data / 'bench.sqlite3'}",
+            "DATABASE_URL": _bench_database(data),
             "CELERY_BROKER_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
             "GPUCONFIG_SIMULATED_GPUS": str(ROOT / "devices/simulated/reference-gpus.json"),
         }

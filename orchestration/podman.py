@@ -34,6 +34,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -55,6 +56,8 @@ _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # "podman-compose version 1.6.0" (1.1+) and "podman-compose version: 1.0.3" (1.0.x).
 _COMPOSE_VERSION = re.compile(r"podman-compose(?:r)? version:?\s+v?(\d+(?:\.\d+)+)", re.IGNORECASE)
 _DOCKER_COMPOSE = re.compile(r"docker[ -]compose", re.IGNORECASE)
+# podman's timestamps: nanosecond fractions, which datetime cannot hold, and Z or an offset.
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)")
 # A fully qualified CDI device name: vendor/class=name, e.g. nvidia.com/gpu=1.
 _CDI_DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*=[A-Za-z0-9_.:-]+")
 
@@ -106,6 +109,7 @@ class ContainerState:
     health: str | None  # starting, healthy, unhealthy; None without a health check
     cdi_devices: tuple[str, ...]  # CDI names requested at creation, e.g. "nvidia.com/gpu=1"
     env: Mapping[str, str]  # the process environment, CDI edits included
+    created: datetime | None = None  # when podman created the container (UTC)
 
 
 def probe_compose(
@@ -498,7 +502,33 @@ def _container_state(data: Mapping[str, Any]) -> ContainerState:
             config.get("CreateCommand") or [], image=config.get("Image") or ""
         ),
         env=MappingProxyType(env),
+        created=_parse_created(data.get("Created")),
     )
+
+
+def _parse_created(value: Any) -> datetime | None:
+    """podman's RFC 3339 time with nanoseconds ("2026-11-26T23:31:04.265261616Z"), aware."""
+    if not isinstance(value, str):
+        return None
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        parsed = datetime.fromisoformat(f"{base}.{(fraction or '0')[:6].ljust(6, '0')}{zone}")
+    except ValueError:
+        return None
+    return parsed
+    text = value.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Python keeps microseconds: cut the fraction to six digits
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _requested_cdi_devices(create_command: Sequence[str], *, image: str) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,18 @@ def compose_dir() -> Path:
 _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, ...], tuple[float, podman.ComposeTool]] = {}
 PROBE_CACHE_SECONDS = 30.0
+# The worker runs a run only after the web process (or the CLI) has just probed the same
+# command, so it may rely on an older probe of its own; a podman that vanished since shows
+# up as a failed compose run and a rollback.
+WORKER_PROBE_CACHE_SECONDS = 600.0
 
 
-def compose_tool(*, fresh: bool = False) -> podman.ComposeTool:
-    """The checked compose command (cached briefly: probing runs two subprocesses)."""
+def compose_tool(*, max_age_s: float = PROBE_CACHE_SECONDS) -> podman.ComposeTool:
+    """The checked compose command (cached: probing runs two subprocesses, ~0.3 s)."""
     command = tuple(settings.GPUCONFIG_COMPOSE_COMMAND)
     with _probe_lock:
         cached = _probe_cache.get(command)
-        if cached and not fresh and time.monotonic() - cached[0] < PROBE_CACHE_SECONDS:
+        if cached and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
     tool = podman.probe_compose(command, cwd=compose_dir(), env=os.environ)
     with _probe_lock:
@@ -324,7 +328,7 @@ def render_override_for(version: ConfigVersion) -> str:
 def _verify(
     expected: Mapping[str, _Expected],
     services: Sequence[str],
-    before: Mapping[str, podman.ContainerState],
+    recreated_after: datetime,
     *,
     env: Mapping[str, str],
     on_step: Callable[[str, StepStatus, str], None],
@@ -343,7 +347,7 @@ def _verify(
     def check(name: str) -> str | None:
         state = after.get(name)
         problem = _container_problem(
-            state, expected.get(name), before.get(name), check_gpu=check_gpu
+            state, expected.get(name), recreated_after, check_gpu=check_gpu
         )
         if problem is None and state is not None and state.health is not None:
             healthy, why = podman.wait_healthy(
@@ -374,7 +378,7 @@ def _verify(
 def _container_problem(
     state: podman.ContainerState | None,
     want: _Expected | None,
-    before: podman.ContainerState | None,
+    recreated_after: datetime,
     *,
     check_gpu: bool,
 ) -> str | None:
@@ -382,8 +386,8 @@ def _container_problem(
         return "no container was created"
     if not state.running:
         return f"container is {state.status}, not running"
-    if before is not None and before.id == state.id:
-        return "container was not recreated (same container id as before)"
+    if state.created is not None and state.created < recreated_after:
+        return "container was not recreated (it predates this apply)"
     if not check_gpu or want is None:
         return None
     gpus = [d for d in state.cdi_devices if d.startswith("nvidia.com/gpu=")]
@@ -486,14 +490,16 @@ def _forward(
     say: Callable[[str], None],
 ) -> None:
     target = run.version
-    tool = compose_tool()
+    tool = compose_tool(max_age_s=WORKER_PROBE_CACHE_SECONDS)
     text = render_override_for(target)
     if previous_text is not None:
         write_atomic(path.with_name(path.name + PREVIOUS_SUFFIX), previous_text)
     write_atomic(path, text)
     say(f"wrote {path} (version {target.number})")
     if services:
-        before = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, services, env=env)
+        # Containers created from here on are the recreated ones (no "before" inspect needed;
+        # podman's clock is this host's clock).
+        recreated_after = timezone.now()
         on_steps(services, StepStatus.RECREATING)
         result = podman.compose_up(
             tool,
@@ -511,7 +517,7 @@ def _forward(
         problems = _verify(
             _expectations(target.assignments),
             services,
-            before,
+            recreated_after,
             env=env,
             on_step=on_step,
             on_steps=on_steps,
@@ -563,9 +569,9 @@ def _roll_back(
             write_atomic(path, previous_text)
         rollback_problems: dict[str, str] = {}
         if services:
-            before = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, services, env=env)
+            recreated_after = timezone.now()
             result = podman.compose_up(
-                compose_tool(),
+                compose_tool(max_age_s=WORKER_PROBE_CACHE_SECONDS),
                 base=Path(settings.GPUCONFIG_COMPOSE_FILE),
                 override=path if previous_text is not None else None,
                 services=services,
@@ -579,7 +585,7 @@ def _roll_back(
             rollback_problems = _verify(
                 _expectations(previous.assignments if previous else None),
                 services,
-                before,
+                recreated_after,
                 env=env,
                 on_step=lambda *args: None,
                 on_steps=lambda *args: None,

@@ -187,3 +187,17 @@ def test_services_with_own_devices_are_the_managed_ones_that_would_get_two_gpus(
 
     # frigate has devices but GPU Config does not manage it, so it is no concern.
     assert clashing == ["ai-clip", "ai-llm"]
+
+
+def test_podman_creation_times_parse_to_aware_datetimes():
+    from datetime import UTC, datetime
+
+    from orchestration.podman import _parse_created
+
+    assert _parse_created("2026-11-26T23:31:04.265261616Z") == datetime(
+        2026, 11, 26, 23, 31, 4, 265261, tzinfo=UTC
+    )
+    assert _parse_created("2026-11-26T23:31:04Z") == datetime(2026, 11, 26, 23, 31, 4, tzinfo=UTC)
+    assert _parse_created("2026-11-26T23:31:04.5+02:00").utcoffset().total_seconds() == 7200
+    assert _parse_created("yesterday") is None
+    assert _parse_created(None) is None
