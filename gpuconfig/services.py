@@ -9,7 +9,8 @@ together: the transaction commits only after the file is in place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from io import StringIO
@@ -292,11 +293,8 @@ def gpu_config_save(
     """Save rows, a new version and ``gpu-assignments.yml`` as one step, or nothing at all."""
     registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
     validate_changes(changes, registry, selectors.planning_gpus())
-    path = Path(settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
-    previous_text = _read_or_none(path)
-    file_written = False
     try:
-        with transaction.atomic():
+        with _saving_with_file() as write_file:
             # Lock the newest version row: saves queue up behind each other, and the version a
             # client read is compared with the one really current under the lock.
             latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
@@ -316,15 +314,10 @@ def gpu_config_save(
                 resolved=draft.resolved(),
                 warnings=[w.as_dict() for w in draft.warnings],
             )
-            # Last step inside the transaction: the rows commit only once the file is in place.
-            file_written = _write_assignments_file(path, version)
+            write_file(version)
     except IntegrityError as exc:
         # Two first-ever saves raced for version 1: the loser is told, not silently dropped.
-        _restore(path, previous_text, file_written)
         raise ConfigConflict("Another save happened at the same moment. Reload and retry.") from exc
-    except BaseException:
-        _restore(path, previous_text, file_written)
-        raise
     logger.info("configuration version %s saved (%s)", version.number, strategy.value)
     return SaveResult(version=version, draft=draft)
 
@@ -373,45 +366,57 @@ def _store_version(
     )
 
 
-def _write_assignments_file(path: Path, version: ConfigVersion) -> bool:
+@contextmanager
+def _saving_with_file() -> Iterator[Callable[[ConfigVersion], None]]:
+    """A transaction whose last step writes ``gpu-assignments.yml``.
+
+    The rows commit only once the file is in place; if anything fails after the file was
+    written (the commit itself included), the previous file is put back.
+    """
+    path = Path(settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
+    previous_text = _read_or_none(path)
+    written = False
+
+    def write(version: ConfigVersion) -> None:
+        nonlocal written
+        try:
+            write_atomic(path, render_assignments_file(version, timezone.now()))
+        except OSError as exc:
+            raise ConfigFileError(
+                f"Could not write {path}: {exc.strerror or exc}. Nothing was saved."
+            ) from exc
+        written = True
+
     try:
-        write_atomic(path, render_assignments_file(version, timezone.now()))
-    except OSError as exc:
-        raise ConfigFileError(
-            f"Could not write {path}: {exc.strerror or exc}. Nothing was saved."
-        ) from exc
-    return True
+        with transaction.atomic():
+            yield write
+    except BaseException:
+        _restore(path, previous_text, written)
+        raise
 
 
 def gpu_config_restore(
     *, version: ConfigVersion, user: AbstractBaseUser | AnonymousUser | None
 ) -> ConfigVersion:
     """Save a copy of an older version as the newest one (used by the manual rollback)."""
-    path = Path(settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
-    previous_text = _read_or_none(path)
-    file_written = False
-    try:
-        with transaction.atomic():
-            latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
-            restored = _store_version(
-                number=(latest.number if latest else 0) + 1,
-                user=user,
-                strategy=StrategyName(version.strategy),
-                resolved=dict(version.assignments),
-                warnings=[
-                    *version.warnings,
-                    {
-                        "code": "restored",
-                        "message": f"Restored from version {version.number}",
-                        "service": None,
-                        "gpu_index": None,
-                    },
-                ],
-            )
-            file_written = _write_assignments_file(path, restored)
-    except BaseException:
-        _restore(path, previous_text, file_written)
-        raise
+    with _saving_with_file() as write_file:
+        latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
+        restored = _store_version(
+            number=(latest.number if latest else 0) + 1,
+            user=user,
+            strategy=StrategyName(version.strategy),
+            resolved=dict(version.assignments),
+            warnings=[
+                *version.warnings,
+                {
+                    "code": "restored",
+                    "message": f"Restored from version {version.number}",
+                    "service": None,
+                    "gpu_index": None,
+                },
+            ],
+        )
+        write_file(restored)
     return restored
 
 

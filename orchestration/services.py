@@ -411,6 +411,26 @@ def _container_problem(
     return None
 
 
+def _recreate(
+    tool: podman.ComposeTool,
+    services: Sequence[str],
+    *,
+    override: Path | None,
+    env: Mapping[str, str],
+) -> podman.CommandResult:
+    """``up -d --force-recreate --no-deps`` of ``services`` from the base file (+ override)."""
+    return podman.compose_up(
+        tool,
+        base=Path(settings.GPUCONFIG_COMPOSE_FILE),
+        override=override,
+        services=services,
+        project_name=settings.GPUCONFIG_COMPOSE_PROJECT,
+        cwd=compose_dir(),
+        timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
+        env=env,
+    )
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -501,16 +521,7 @@ def _forward(
         # podman's clock is this host's clock).
         recreated_after = timezone.now()
         on_steps(services, StepStatus.RECREATING)
-        result = podman.compose_up(
-            tool,
-            base=Path(settings.GPUCONFIG_COMPOSE_FILE),
-            override=path,
-            services=services,
-            project_name=settings.GPUCONFIG_COMPOSE_PROJECT,
-            cwd=compose_dir(),
-            timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
-            env=env,
-        )
+        result = _recreate(tool, services, override=path, env=env)
         _record(run, result)
         # Verify even when compose failed: podman-compose goes on after a failed service,
         # and the user needs to know which ones came up and which did not.
@@ -570,14 +581,10 @@ def _roll_back(
         rollback_problems: dict[str, str] = {}
         if services:
             recreated_after = timezone.now()
-            result = podman.compose_up(
+            result = _recreate(
                 compose_tool(max_age_s=WORKER_PROBE_CACHE_SECONDS),
-                base=Path(settings.GPUCONFIG_COMPOSE_FILE),
+                services,
                 override=path if previous_text is not None else None,
-                services=services,
-                project_name=settings.GPUCONFIG_COMPOSE_PROJECT,
-                cwd=compose_dir(),
-                timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
                 env=env,
             )
             _record(run, result)

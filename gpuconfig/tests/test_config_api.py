@@ -428,3 +428,49 @@ def test_openapi_schema_describes_every_endpoint(member_user):
     assert "requestBody" in put
     assert {"200", "400", "409", "500"} <= set(put["responses"])
     assert client.get("/api/docs").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_saves_at_the_same_moment_never_lose_one_silently(staff_user):
+    import threading
+
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "SQLite's in-memory test database locks whole tables between threads ('database "
+            "table is locked') instead of waiting; this race is checked on PostgreSQL"
+        )
+    gpu_inventory_rescan()
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, dict]] = []
+
+    def save(strategy: str) -> None:
+        client = APIClient()
+        client.force_login(staff_user)
+        barrier.wait()
+        response = _put(client, {"strategy": strategy})
+        answers.append((response.status_code, response.json()))
+        connection.close()
+
+    threads = [threading.Thread(target=save, args=(s,)) for s in ("vram_based", "isolation_first")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    codes = sorted(code for code, _ in answers)
+    versions = sorted(ConfigVersion.objects.values_list("number", flat=True))
+    if codes == [200, 200]:
+        # Serialized by the lock: both saved, as two versions, the file says the last one.
+        assert versions == [1, 2]
+    else:
+        # Raced for version 1: the loser is told so, and nothing of it was written.
+        assert codes == [200, 409], answers
+        assert versions == [1]
+        loser = next(body for code, body in answers if code == 409)
+        assert "Reload and retry" in loser["error"]
+    latest = ConfigVersion.objects.order_by("-number").first()
+    data = YAML(typ="safe").load(_assignments_file().read_text())
+    assert (data["version"], data["strategy"]) == (latest.number, latest.strategy)

@@ -24,19 +24,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from orchestration.demo import CONTAINERS_CONF, build_standin_image
+
 STANDIN_IMAGE = "localhost/gpuconfig-standin:test"
 BUSYBOX = Path("/bin/busybox")
 INSTALL_HINT = "apt-get install podman runc busybox-static"
-
-# The VM forbids raising rlimits, and crun refuses its hybrid cgroups: without these two
-# settings every container fails to start.
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]
-
-[engine]
-runtime = "runc"
-"""
 
 # podman 4.3 reads CDI specs only from /etc/cdi and /var/run/cdi; the latter is for generated,
 # temporary specs like this one.
@@ -135,22 +127,12 @@ def podman(
     )
 
 
-def ensure_standin_image(env: Mapping[str, str], build_dir: Path) -> str:
-    """Build the stand-in image (busybox FROM scratch) unless it exists; return its name."""
-    if podman("image", "exists", STANDIN_IMAGE, env=env, check=False).returncode == 0:
-        return STANDIN_IMAGE
-    build_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, build_dir / "busybox")
-    # busybox is also /bin/sh so that shell-form health checks and `sh -c` work too.
-    (build_dir / "Containerfile").write_text(
-        "FROM scratch\n"
-        "COPY busybox /bin/busybox\n"
-        "COPY busybox /bin/sh\n"
-        'ENTRYPOINT ["/bin/busybox"]\n',
-        encoding="utf-8",
-    )
-    podman("build", "-t", STANDIN_IMAGE, str(build_dir), env=env)
-    return STANDIN_IMAGE
+def ensure_standin_image(env: Mapping[str, str], build_dir: Path | None = None) -> str:
+    """Build the stand-in image (busybox FROM scratch) unless it exists; return its name.
+
+    The same recipe as demo mode's, under the tests' own tag.
+    """
+    return build_standin_image(env, image=STANDIN_IMAGE)
 
 
 @contextlib.contextmanager
