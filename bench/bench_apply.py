@@ -108,7 +108,14 @@ def main() -> int:
         def save() -> None:
             body = {
                 "strategy": "manual",
-                "assignments": [{"service": s, "gpu_index": g} for s, g in placement.items()],
+                "assignments": [
+                    # A fixed budget for the zoo: an auto-adjusted one would change (and its
+                    # container be recreated) whenever the A400's load changes, so moving n
+                    # services would recreate more than n.
+                    {"service": s, "gpu_index": g}
+                    | ({"vram_budget_override": 3.0} if s == "ai-enrichment" else {})
+                    for s, g in placement.items()
+                ],
             }
             r = client.put(
                 "/api/system/gpu-config", json.dumps(body), content_type="application/json"
