@@ -24,7 +24,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from orchestration.demo import CONTAINERS_CONF, build_standin_image
+from orchestration.demo import CONTAINERS_CONF, build_standin_image, demo_compose
 
 STANDIN_IMAGE = "localhost/gpuconfig-standin:test"
 BUSYBOX = Path("/bin/busybox")
@@ -213,22 +213,16 @@ def standin_compose(
     ``{"ai-clip": ["CMD", "/bin/busybox", "false"]}`` for one that never becomes healthy, or
     ``{"ai-clip": None}`` for one without a health check.
     """
-    tests = healthchecks or {}
-    services: dict[str, Any] = {}
-    for name, labels in STANDIN_SERVICES.items():
-        service: dict[str, Any] = {
-            "image": image,
-            "command": ["sleep", "3600"],
-            # sleep ignores SIGTERM as PID 1: without this every stop waits the full 10 s.
-            "stop_grace_period": "1s",
-            "labels": dict(labels),
-        }
-        test = tests.get(name, ["CMD", "/bin/busybox", "true"])
-        if test is not None:
-            # No systemd here, so the interval never fires: checks run when a test asks.
-            service["healthcheck"] = {"test": list(test), "interval": "30s", "retries": 3}
-        services[name] = service
-    return {"services": services}
+    # The same stand-ins as demo mode, from the labels of STANDIN_SERVICES.
+    base = {"services": {name: {"labels": labels} for name, labels in STANDIN_SERVICES.items()}}
+    definition = demo_compose(base, image, failing_clip=False)
+    for name, test in (healthchecks or {}).items():
+        service = definition["services"][name]
+        if test is None:
+            del service["healthcheck"]
+        else:
+            service["healthcheck"]["test"] = list(test)
+    return definition
 
 
 @dataclass(frozen=True)
