@@ -512,19 +512,23 @@ def test_after_a_finished_apply_a_manual_rollback_is_offered_and_refusals_are_re
     assert "Nothing has been applied yet" in _text(response)
 
 
-def test_a_manual_rollback_starts_and_the_form_shows_the_restored_version(staff, monkeypatch):
+def test_a_manual_rollback_starts_and_the_form_shows_the_restored_version(
+    staff, monkeypatch, django_capture_on_commit_callbacks
+):
     enqueued = _startable(monkeypatch)
     first = ConfigVersion.objects.get(number=_save("vram_based"))
     second = ConfigVersion.objects.get(number=_save("isolation_first"))
     ConfigVersion.objects.filter(pk=first.pk).update(applied_at=timezone.now())
     ConfigVersion.objects.filter(pk=second.pk).update(applied_at=timezone.now())
-    response = staff.post(URL, {"action": "rollback"}, headers=HX)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff.post(URL, {"action": "rollback"}, headers=HX)
     assert response.status_code == 202
     html = _text(response)
     assert "Rolling back: version 3 restores the earlier one." in html
     assert re.search(r'<form id="gpu-form"[^>]*hx-swap-oob="true"', html)
     assert '<input type="hidden" name="version" value="3">' in html
-    assert len(enqueued) == 0 or enqueued  # enqueued on commit (not run in this test)
+    run = ApplyRun.objects.get()
+    assert enqueued == [run.pk], "the rollback run is handed to the worker once, on commit"
 
 
 def test_the_status_line_says_what_is_not_running_or_why_apply_is_unavailable(staff, monkeypatch):
