@@ -54,6 +54,21 @@ def _reference_setup(settings, tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.fixture
+def a400_removed(settings, tmp_path: Path) -> Path:
+    """Detection from now on sees only the A5500, as if the A400 had been pulled out.
+
+    The inventory changes at the next re-scan, which each test triggers its own way.
+    """
+    one = tmp_path / "a5500-only.json"
+    one.write_text(
+        '{"gpus": [{"index": 0, "name": "NVIDIA RTX A5500", "vram_total_mb": 24564,'
+        ' "vram_used_mb": 100, "compute_capability": "8.6"}]}'
+    )
+    settings.GPUCONFIG_SIMULATED_GPUS = one
+    return one
+
+
+@pytest.fixture
 def staff_user(db) -> User:
     return User.objects.create_user("operator", password="operator-pass-1", is_staff=True)
 

@@ -46,6 +46,7 @@ from devices.services import _sampler, gpu_inventory_rescan, reset_sampler  # no
 from gpuconfig.domain import StrategyName  # noqa: E402
 from gpuconfig.models import ConfigVersion  # noqa: E402
 from gpuconfig.services import gpu_config_save  # noqa: E402
+from gpuconfig.tests.factories import compose_with  # noqa: E402
 from gpuconfig.views import GPU_FRAGMENTS  # noqa: E402
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus  # noqa: E402
 
@@ -53,23 +54,6 @@ URL = "/settings/gpu/"
 HX = {"HX-Request": "true"}
 SIZES = (5, 60)
 POLLS = 200
-
-
-def compose_with(count: int) -> str:
-    """A compose file with ``count`` GPU-managed services (every tenth takes a budget)."""
-    lines = ["services:"]
-    for i in range(count):
-        lines += [
-            f"  svc-{i:02d}:",
-            f"    image: localhost/svc-{i:02d}:latest",
-            "    labels:",
-            f'      gpuconfig.model: "Model {i}"',
-            f'      gpuconfig.vram_estimate_mb: "{200 + 37 * i}"',
-            f"      gpuconfig.role: {'llm' if i == 0 else 'standard'}",
-        ]
-        if i % 10 == 3:
-            lines.append("      gpuconfig.budget_env: VRAM_BUDGET_GB")
-    return "\n".join(lines) + "\n"
 
 
 def prepare(count: int) -> int:

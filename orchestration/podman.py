@@ -273,11 +273,16 @@ def run_healthcheck(
         return False
     if not _has_healthcheck(data):
         return None
+    return _check_once(container_id, env=run_env, timeout_s=timeout_s)
+
+
+def _check_once(container_id: str, *, env: Mapping[str, str], timeout_s: float) -> bool:
+    """``podman healthcheck run``: exit 0 healthy; anything else is not."""
     result = _run(
         ("podman", "healthcheck", "run", container_id),
         cwd=Path("/"),
-        env=run_env,
-        timeout_s=timeout_s,
+        env=env,
+        timeout_s=max(timeout_s, 1.0),
     )
     return result.ok
 
@@ -298,17 +303,10 @@ def wait_healthy(
     """
     run_env = _environment(env)
     deadline = time.monotonic() + timeout_s
-    if assume_running_with_check:
-        # The caller has just inspected the container: try the check straight away and
-        # only look closer when it fails (this saves a podman call per healthy service).
-        first = _run(
-            ("podman", "healthcheck", "run", container_id),
-            cwd=Path("/"),
-            env=run_env,
-            timeout_s=max(timeout_s, 1.0),
-        )
-        if first.ok:
-            return True, "healthy"
+    # When the caller has just inspected the container, try the check straight away and only
+    # look closer when it fails (this saves a podman call per healthy service).
+    if assume_running_with_check and _check_once(container_id, env=run_env, timeout_s=timeout_s):
+        return True, "healthy"
     while True:
         data = _inspect_one(container_id, env=run_env)
         if data is None:
@@ -319,14 +317,7 @@ def wait_healthy(
         if not _has_healthcheck(data):
             return True, "running; it has no health check"
 
-        remaining = deadline - time.monotonic()
-        result = _run(
-            ("podman", "healthcheck", "run", container_id),
-            cwd=Path("/"),
-            env=run_env,
-            timeout_s=max(remaining, 1.0),
-        )
-        if result.ok:
+        if _check_once(container_id, env=run_env, timeout_s=deadline - time.monotonic()):
             return True, "healthy"
         health = _inspect_one(container_id, env=run_env) or {}
         health_state = (health.get("State") or {}).get("Health") or {}

@@ -65,14 +65,9 @@ def test_polling_does_not_detect_per_request(member_api):
     assert services._sampler.detections - before == 1
 
 
-def test_disappeared_gpu_is_listed_with_a_mark(staff_api, settings, tmp_path):
+def test_disappeared_gpu_is_listed_with_a_mark(staff_api, request):
     staff_api.post("/api/system/gpu-config/detect")
-    one = tmp_path / "one.json"
-    one.write_text(
-        '{"gpus": [{"index": 0, "name": "NVIDIA RTX A5500", "vram_total_mb": 24564,'
-        ' "vram_used_mb": 100, "compute_capability": "8.6"}]}'
-    )
-    settings.GPUCONFIG_SIMULATED_GPUS = one
+    request.getfixturevalue("a400_removed")
     assert staff_api.post("/api/system/gpu-config/detect").json()["disappeared"] == [1]
 
     gpus = staff_api.get("/api/system/gpus").json()["gpus"]

@@ -338,14 +338,9 @@ def test_a_failed_file_write_answers_500_and_leaves_the_database_unchanged(staff
     }
 
 
-def test_a_gpu_that_disappeared_is_a_warning_not_an_error(staff_api, settings, tmp_path):
+def test_a_gpu_that_disappeared_is_a_warning_not_an_error(staff_api, request):
     assert _put(staff_api, DESIGN_BODY).status_code == 200
-    one = tmp_path / "one.json"
-    one.write_text(
-        '{"gpus": [{"index": 0, "name": "NVIDIA RTX A5500", "vram_total_mb": 24564,'
-        ' "vram_used_mb": 100, "compute_capability": "8.6"}]}'
-    )
-    settings.GPUCONFIG_SIMULATED_GPUS = one
+    request.getfixturevalue("a400_removed")
     gpu_inventory_rescan()
 
     body = staff_api.get(URL).json()

@@ -23,6 +23,7 @@ from gpuconfig import views
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.services import AssignmentChange, gpu_config_save
+from gpuconfig.tests.factories import compose_with
 from orchestration import selectors as orchestration_selectors
 from orchestration import services as orchestration_services
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus
@@ -170,15 +171,10 @@ def test_each_fragment_renders_on_its_own(staff, part, marker):
     assert response[views.FRAGMENT_HEADER] == part
 
 
-def test_the_gpu_cards_poll_themselves_and_show_a_disappeared_gpu(staff, settings, tmp_path):
+def test_the_gpu_cards_poll_themselves_and_show_a_disappeared_gpu(staff, request):
     html = _text(staff.get(URL, {"part": "gpu-cards"}, headers=HX))
     assert 'hx-trigger="every 3s [!document.hidden]"' in html
-    one = tmp_path / "one.json"
-    one.write_text(
-        '{"gpus": [{"index": 0, "name": "NVIDIA RTX A5500", "vram_total_mb": 24564,'
-        ' "vram_used_mb": 100, "compute_capability": "8.6"}]}'
-    )
-    settings.GPUCONFIG_SIMULATED_GPUS = one
+    request.getfixturevalue("a400_removed")
     gpu_inventory_rescan()
     html = _text(staff.get(URL, {"part": "gpu-cards"}, headers=HX))
     card = re.search(r'<li class="gpu gone" data-gpu-index="1".*?</li>', html, re.S)
@@ -619,25 +615,9 @@ def test_a_non_staff_user_sees_the_system_tab_read_only(member):
 # --- a fixed number of queries, whatever the number of services -------------------------------
 
 
-def _compose_with(count: int) -> str:
-    lines = ["services:"]
-    for i in range(count):
-        lines += [
-            f"  svc-{i:02d}:",
-            f"    image: localhost/svc-{i:02d}:latest",
-            "    labels:",
-            f'      gpuconfig.model: "Model {i}"',
-            f'      gpuconfig.vram_estimate_mb: "{200 + 37 * i}"',
-            f"      gpuconfig.role: {'llm' if i == 0 else 'standard'}",
-        ]
-        if i % 10 == 3:
-            lines.append("      gpuconfig.budget_env: VRAM_BUDGET_GB")
-    return "\n".join(lines) + "\n"
-
-
 def _query_counts(client: Client, count: int) -> dict[str, int]:
     compose = Path(django_settings.GPUCONFIG_COMPOSE_FILE)
-    compose.write_text(_compose_with(count))
+    compose.write_text(compose_with(count))
     number = _save("vram_based")
     version = ConfigVersion.objects.get(number=number)
     run = ApplyRun.objects.create(version=version, status=RunStatus.SUCCEEDED)
