@@ -19,7 +19,7 @@ REFERENCE_COMPOSE = ROOT / "docker-compose.prod.yml"
 
 # Tests that exercise a real component CI must have. Under GPUCONFIG_REQUIRE_REAL=1 (set by
 # .ci/run) a skip of one of these is turned into a failure, so CI cannot pass by skipping.
-REAL_COMPONENT_MARKERS = ("containers", "browser")
+REAL_COMPONENT_MARKERS = ("containers", "browser", "stack")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,36 @@
+#!/bin/sh
+# The image's entrypoint: `web` (gunicorn), `worker` (Celery worker with its beat), or any
+# manage.py command (`manage.py export_gpu_config`, ...).
+# podman-compose ignores `depends_on: condition: service_healthy` on podman 4.3, so each
+# process waits for PostgreSQL itself; only the web process migrates, the worker waits for it.
+set -eu
+cd /app
+
+case "${1:-web}" in
+  web)
+    python manage.py wait_for_db --timeout "${GPUCONFIG_DB_WAIT_SECONDS:-120}"
+    python manage.py migrate --noinput
+    python manage.py detect_gpus
+    if [ -n "${DJANGO_SUPERUSER_USERNAME:-}" ] && [ -n "${DJANGO_SUPERUSER_PASSWORD:-}" ]; then
+      # First start only: an existing user of that name is left as it is.
+      python manage.py createsuperuser --noinput --email "${DJANGO_SUPERUSER_EMAIL:-admin@localhost}" \
+        >/dev/null 2>&1 && echo "Created superuser ${DJANGO_SUPERUSER_USERNAME}" || true
+    fi
+    exec gunicorn --config /app/deploy/gunicorn.conf.py config.wsgi:application
+    ;;
+  worker)
+    python manage.py wait_for_db --migrated --timeout "${GPUCONFIG_DB_WAIT_SECONDS:-120}"
+    # -B: the periodic tasks (stale apply runs) run inside the one worker; run a separate
+    # `celery beat` instead if you ever start more than one worker.
+    exec celery -A config worker -B --loglevel "${GPUCONFIG_LOG_LEVEL:-INFO}" \
+      --concurrency "${GPUCONFIG_WORKER_CONCURRENCY:-2}" \
+      --schedule /var/lib/gpuconfig/data/celerybeat-schedule
+    ;;
+  manage.py)
+    shift
+    exec python manage.py "$@"
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac

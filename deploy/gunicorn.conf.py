@@ -1,0 +1,16 @@
+"""gunicorn settings for the production image (and the load benchmark, which runs the same)."""
+
+import os
+
+bind = os.environ.get("GPUCONFIG_BIND", "0.0.0.0:8000")
+# Threads rather than many processes: the pages mostly wait on PostgreSQL and podman, and
+# each process keeps one GPU sample cache and one database pool (see docs/configuration.md).
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = 10
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "0") == "1" else None
+errorlog = "-"
+# podman-remote and gunicorn keep files in $HOME; the image gives its user a real one.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
