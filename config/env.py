@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,6 +53,15 @@ def envfloat(name: str, default: float, *, minimum: float | None = None) -> floa
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def envchoice(name: str, default: str, choices: Collection[str]) -> str:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
 
 
 def envlist(name: str, default: list[str]) -> list[str]:

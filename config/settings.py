@@ -6,6 +6,7 @@ Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -13,10 +14,18 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import envbool, envfloat, envint, envlist, envstr
+from config.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from config.production import refuse_embedded_defaults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("GPUCONFIG_DATA_DIR", str(BASE_DIR / ".data")))
+
+# Production mode (the stack sets it): refuse the embedded defaults before anything below
+# writes a secret-key file or creates SQLite and broker folders (config/production.py).
+GPUCONFIG_PRODUCTION = envbool("GPUCONFIG_PRODUCTION", False)
+DEBUG = envbool("DJANGO_DEBUG", False)
+if GPUCONFIG_PRODUCTION:
+    refuse_embedded_defaults(os.environ, debug=DEBUG)
 
 
 def _secret_key() -> str:
@@ -34,11 +43,51 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = envbool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- HTTPS and security headers (docs/configuration.md, "Production") ---------------------
+# GPUCONFIG_HTTPS says whether browsers reach the app over HTTPS (normally through a
+# TLS-terminating proxy). It switches the group that only works over HTTPS: secure-only
+# cookies, the redirect to https:// and HSTS. It defaults to on in production mode; a stack
+# reached over plain HTTP on a LAN sets GPUCONFIG_HTTPS=0, because browsers never send a
+# Secure cookie back over HTTP and nobody could log in.
+GPUCONFIG_HTTPS = envbool("GPUCONFIG_HTTPS", GPUCONFIG_PRODUCTION)
+SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", GPUCONFIG_HTTPS)
+# Container health checks call /health over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SESSION_COOKIE_SECURE = envbool("DJANGO_SESSION_COOKIE_SECURE", GPUCONFIG_HTTPS)
+CSRF_COOKIE_SECURE = envbool("DJANGO_CSRF_COOKIE_SECURE", GPUCONFIG_HTTPS)
+SECURE_HSTS_SECONDS = envint(
+    "DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if GPUCONFIG_HTTPS else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = envbool("DJANGO_SECURE_HSTS_PRELOAD", True)
+# Trust the proxy's X-Forwarded-Proto only when told to: without a proxy that overwrites it,
+# any client could claim HTTPS. The value is the header's name, e.g. X-Forwarded-Proto.
+_proxy_ssl_header = envstr("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+SECURE_CONTENT_TYPE_NOSNIFF = envbool("DJANGO_SECURE_CONTENT_TYPE_NOSNIFF", True)
+SECURE_REFERRER_POLICY = envstr("DJANGO_SECURE_REFERRER_POLICY", "same-origin")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = envchoice(
+    "DJANGO_SECURE_CROSS_ORIGIN_OPENER_POLICY",
+    "same-origin",
+    ["same-origin", "same-origin-allow-popups", "unsafe-none"],
+)
+SESSION_COOKIE_HTTPONLY = envbool("DJANGO_SESSION_COOKIE_HTTPONLY", True)
+X_FRAME_OPTIONS = envchoice("DJANGO_X_FRAME_OPTIONS", "DENY", ["DENY", "SAMEORIGIN"])
+# Over plain HTTP these four `check --deploy` warnings describe the operator's stated choice
+# (GPUCONFIG_HTTPS=0), not a mistake; every other deployment check stays on.
+SILENCED_SYSTEM_CHECKS = (
+    [] if GPUCONFIG_HTTPS else ["security.W004", "security.W008", "security.W012", "security.W016"]
+)
+
 INSTALLED_APPS = [
+    # Before staticfiles: runserver then serves static files through whitenoise too, as
+    # gunicorn does in production, instead of through its own handler.
+    "whitenoise.runserver_nostatic",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -48,6 +97,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served here instead of from a CDN
     "django_htmx",
     "devices",
     "gpuconfig",
@@ -56,6 +106,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files are served by the app itself (no proxy in the stack); right after the
+    # security middleware so they skip sessions and the login requirement.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -96,6 +149,23 @@ try:
     }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Name the connections so pg_stat_activity shows which are the app's.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "application_name", envstr("GPUCONFIG_DB_APPLICATION_NAME", "gpuconfig")
+    )
+    # One psycopg pool per process bounds its connections, however many threads ask:
+    # the default maximum is one per gunicorn thread, so a worker never waits on its pool,
+    # and the total stays workers x threads (+ the Celery worker) whatever the client count.
+    _pool_max = envint("GPUCONFIG_DB_POOL_MAX", envint("GUNICORN_THREADS", 8, minimum=1), minimum=0)
+    if _pool_max:
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": min(envint("GPUCONFIG_DB_POOL_MIN", 1, minimum=0), _pool_max),
+            "max_size": _pool_max,
+            # A request that cannot get a connection this long fails instead of piling up.
+            "timeout": envfloat("GPUCONFIG_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+        }
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not Django
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # The web server and the Celery worker share the file: wait for locks instead of failing.
@@ -128,7 +198,24 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(envstr("GPUCONFIG_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# Hashed, compressed files from `collectstatic` (the image collects them at build time) and
+# served from STATIC_ROOT with far-future caching. Without it (bin/run, the tests) files are
+# served straight from the app folders as they are on disk, so nothing has to be collected
+# first; the production path is tested under gunicorn in tests/production/.
+GPUCONFIG_STATIC_MANIFEST = envbool("GPUCONFIG_STATIC_MANIFEST", GPUCONFIG_PRODUCTION)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if GPUCONFIG_STATIC_MANIFEST
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = not GPUCONFIG_STATIC_MANIFEST
+WHITENOISE_AUTOREFRESH = not GPUCONFIG_STATIC_MANIFEST
 
 # Bodies larger than this are refused before any parsing (a configuration is a few KB).
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("GPUCONFIG_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
@@ -151,6 +238,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Detect GPUs, assign AI services to them, and apply the change safely.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from drf-spectacular-sidecar's static files: /api/docs works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: Redis in production; the embedded default is kombu's filesystem transport,

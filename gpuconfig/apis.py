@@ -302,6 +302,29 @@ def _preview_body(draft: Draft) -> dict[str, Any]:
     }
 
 
+_version_list = inline_serializer(
+    "ConfigVersionList",
+    fields={
+        "versions": serializers.ListField(
+            child=inline_serializer(
+                "ConfigVersion",
+                fields={
+                    "number": serializers.IntegerField(),
+                    "strategy": serializers.ChoiceField(choices=STRATEGY_CHOICES),
+                    "created_at": serializers.DateTimeField(),
+                    "created_by": serializers.CharField(allow_null=True),
+                    "applied_at": serializers.DateTimeField(allow_null=True),
+                    "assignments": serializers.DictField(child=serializers.DictField()),
+                    "warnings": serializers.ListField(child=serializers.CharField()),
+                }
+            )
+        ),
+        # Only with ?from=A&to=B.
+        "changes": serializers.ListField(child=serializers.DictField(), required=False),
+    },
+)
+
+
 class ConfigVersionListApi(APIView):
     """Saved configurations, newest first; ``?from=A&to=B`` gives the difference between two."""
 
@@ -309,7 +332,8 @@ class ConfigVersionListApi(APIView):
         parameters=[
             OpenApiParameter("from", int, required=False),
             OpenApiParameter("to", int, required=False),
-        ]
+        ],
+        responses={200: _version_list, 400: _error},
     )
     def get(self, request: Request) -> Response:
         versions = list(selectors.version_list()[:100])

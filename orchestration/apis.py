@@ -74,10 +74,26 @@ def _accepted(run_id: uuid.UUID) -> Response:
     )
 
 
+_status = inline_serializer(
+    "ApplyStatus",
+    fields={
+        # null before the first apply; steps are one per service the run recreates.
+        "run": serializers.DictField(allow_null=True),
+        "available": serializers.BooleanField(),
+        "unavailable_reason": serializers.CharField(),
+        "containers": serializers.DictField(child=serializers.DictField()),
+        "summary": serializers.CharField(),
+    },
+)
+
+
 class StatusApi(APIView):
     """The latest apply run (or ``?run=<id>``) step by step, and every managed container now."""
 
-    @extend_schema(parameters=[OpenApiParameter("run", str, required=False)])
+    @extend_schema(
+        parameters=[OpenApiParameter("run", str, required=False)],
+        responses={200: _status, 400: _error, 404: _error},
+    )
     def get(self, request: Request) -> Response:
         # Reading the status is where a dead worker is noticed: the UI polls it.
         apply_runs_reap_stale()
