@@ -1,0 +1,719 @@
+"""Backup documents of the GPU configuration: build, render, parse and match (pure).
+
+A backup is one versioned document (YAML or JSON) holding the strategy, every service's
+choice (pin, budget override, enabled), the system settings, the GPUs it was made on and,
+optionally, the version history. Nothing here touches the database, the clock or the
+filesystem: ``gpuconfig.backup_services`` reads and saves, the commands and views call it.
+
+Parsing is strict and complete before anything is saved: every problem is reported with
+its field path (``assignments[2].gpu_index``), and a foreign document or one written by a
+newer GPU Config is refused before its contents are looked at.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from io import StringIO
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from gpuconfig.domain import Configuration, Gpu, StrategyName, format_gpu_capacity
+from gpuconfig.system_settings import SettingError, validate_setting
+
+FORMAT = "gpuconfig-backup"
+SCHEMA_VERSION = 1
+# A configuration is a few kilobytes; with a long version history a few hundred. A file
+# far larger is not a backup, and is refused before it is parsed.
+MAX_BYTES = 2 * 1024 * 1024
+MAX_BUDGET_GB = 2000.0  # the API's bound: no GPU holds 2 TB
+MAX_GPU_INDEX = 1023  # the API's bound
+
+TOP_LEVEL_KEYS = (
+    "format",
+    "schema_version",
+    "generated_at",
+    "configuration_version",
+    "gpus",
+    "strategy",
+    "assignments",
+    "system_settings",
+    "versions",
+)
+GPU_KEYS = ("index", "uuid", "name", "vram_total_mb")
+ASSIGNMENT_KEYS = (
+    "service",
+    "gpu_index",
+    "resolved_gpu_index",
+    "vram_budget_override",
+    "vram_budget",
+    "enabled",
+)
+VERSION_KEYS = (
+    "number",
+    "created_at",
+    "created_by",
+    "strategy",
+    "applied_at",
+    "assignments",
+    "warnings",
+)
+
+
+class OutputFormat(StrEnum):
+    YAML = "yaml"
+    JSON = "json"
+
+
+class BackupError(ValueError):
+    """A document that cannot be imported; ``errors`` are (field path, message) pairs."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]]):
+        self.errors = list(errors)
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        """One line: the first problem, and how many more there are."""
+        path, message = self.errors[0]
+        first = f"{path}: {message}" if path else message
+        more = len(self.errors) - 1
+        return first + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+    def lines(self) -> list[str]:
+        return [f"{path}: {message}" if path else message for path, message in self.errors]
+
+
+@dataclass(frozen=True)
+class BackupGpu:
+    """A GPU of the host the backup was made on."""
+
+    index: int
+    uuid: str
+    name: str
+    vram_total_mb: int | None
+
+    def describe(self) -> str:
+        size = f", {format_gpu_capacity(self.vram_total_mb)}" if self.vram_total_mb else ""
+        return f"GPU {self.index} ({self.name}{size}, {self.uuid or 'no UUID'})"
+
+
+@dataclass(frozen=True)
+class BackupAssignment:
+    """One service's choice. ``gpu_index`` is the pin (None: the strategy decides);
+    ``resolved_gpu_index`` and ``vram_budget`` say where it ran when the backup was made."""
+
+    service: str
+    gpu_index: int | None = None
+    resolved_gpu_index: int | None = None
+    vram_budget_override: float | None = None
+    vram_budget: float | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class BackupVersion:
+    """A saved version as the history holds it (kept for the record; see docs/backup.md)."""
+
+    number: int
+    created_at: str
+    created_by: str | None
+    strategy: str
+    applied_at: str | None
+    assignments: dict[str, Any]
+    warnings: list[Any]
+
+
+@dataclass(frozen=True)
+class Backup:
+    generated_at: str
+    configuration_version: int | None
+    gpus: tuple[BackupGpu, ...]
+    strategy: StrategyName
+    assignments: tuple[BackupAssignment, ...]
+    system_settings: dict[str, Any]
+    versions: tuple[BackupVersion, ...] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+# --- building and rendering ------------------------------------------------------------------
+
+
+def backup_from_saved(
+    *,
+    generated_at: str,
+    gpus: Sequence[Gpu],
+    strategy: StrategyName,
+    configuration_version: int | None,
+    configuration: Configuration,
+    system_settings: Mapping[str, Any],
+    versions: Sequence[BackupVersion] | None = None,
+) -> Backup:
+    """A backup of a saved configuration."""
+    assignments = []
+    for entry in sorted(configuration.assignments, key=lambda a: a.service):
+        placed = entry.placed
+        assignments.append(
+            BackupAssignment(
+                service=entry.service,
+                # A pinned service sits on its pin, so the resolved GPU is the pin.
+                gpu_index=entry.gpu_index if entry.pinned and placed else None,
+                resolved_gpu_index=entry.gpu_index if placed else None,
+                vram_budget_override=entry.vram_budget_override,
+                vram_budget=entry.vram_budget_gb if placed else None,
+                enabled=entry.enabled,
+            )
+        )
+    return Backup(
+        generated_at=generated_at,
+        configuration_version=configuration_version,
+        gpus=tuple(
+            BackupGpu(
+                index=g.index, uuid=g.uuid, name=g.name, vram_total_mb=g.vram_total_mb or None
+            )
+            for g in sorted(gpus, key=lambda g: g.index)
+        ),
+        strategy=strategy,
+        assignments=tuple(assignments),
+        system_settings=dict(system_settings),
+        versions=tuple(versions) if versions is not None else None,
+    )
+
+
+def backup_document(backup: Backup) -> dict[str, Any]:
+    """The document as plain data, keys in the documented order."""
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "schema_version": backup.schema_version,
+        "generated_at": backup.generated_at,
+        "configuration_version": backup.configuration_version,
+        "gpus": [
+            {"index": g.index, "uuid": g.uuid, "name": g.name, "vram_total_mb": g.vram_total_mb}
+            for g in backup.gpus
+        ],
+        "strategy": backup.strategy.value,
+        "assignments": [
+            {
+                "service": a.service,
+                "gpu_index": a.gpu_index,
+                "resolved_gpu_index": a.resolved_gpu_index,
+                "vram_budget_override": a.vram_budget_override,
+                "vram_budget": a.vram_budget,
+                "enabled": a.enabled,
+            }
+            for a in backup.assignments
+        ],
+        "system_settings": dict(sorted(backup.system_settings.items())),
+    }
+    if backup.versions is not None:
+        doc["versions"] = [
+            {
+                "number": v.number,
+                "created_at": v.created_at,
+                "created_by": v.created_by,
+                "strategy": v.strategy,
+                "applied_at": v.applied_at,
+                "assignments": v.assignments,
+                "warnings": v.warnings,
+            }
+            for v in backup.versions
+        ]
+    return doc
+
+
+def render_backup(backup: Backup, output: OutputFormat = OutputFormat.YAML) -> str:
+    """The document as YAML (with a header comment) or JSON."""
+    doc = backup_document(backup)
+    if output == OutputFormat.JSON:
+        return json.dumps(doc, indent=2) + "\n"
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # keep key order
+    out = StringIO()
+    out.write(
+        "# GPU Config backup. Restore with: manage.py import_gpu_config FILE --dry-run\n"
+        "# then without --dry-run, or upload it under Settings > System. See docs/backup.md.\n"
+    )
+    yaml.dump(doc, out)
+    return out.getvalue()
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def load_document(data: bytes | str) -> Any:
+    """Bytes or text to plain data: JSON when it looks like JSON, YAML otherwise."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_BYTES:
+            raise BackupError([("", f"the file is {len(data)} bytes; the limit is {MAX_BYTES}")])
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BackupError(
+                [("", f"not UTF-8 text (byte {exc.start}); is this a GPU Config backup?")]
+            ) from None
+    else:
+        text = data
+    if not text.strip():
+        raise BackupError([("", "the file is empty")])
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise BackupError(
+                [("", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")]
+            ) from None
+        except _DuplicateKey as exc:
+            raise BackupError([("", f"not valid JSON: key {exc.key!r} appears twice")]) from None
+    try:
+        # The safe loader builds plain data only, and refuses repeated keys.
+        return YAML(typ="safe", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BackupError([("", f"not valid YAML: {exc.problem}{where}")]) from None
+    except YAMLError as exc:
+        raise BackupError([("", f"not valid YAML: {exc}")]) from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def parse_backup(data: bytes | str) -> Backup:
+    """A validated ``Backup``, or ``BackupError`` listing every problem with its field path."""
+    return backup_from_document(load_document(data))
+
+
+def backup_from_document(doc: Any) -> Backup:
+    """Validate plain data (already loaded) as a backup document."""
+    if not isinstance(doc, dict):
+        raise BackupError(
+            [("", f"expected a mapping with format: {FORMAT}, got {_kind(doc)}; not a backup")]
+        )
+    # Identity first: a compose file or a newer backup would otherwise drown in field errors.
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        got = "no format field" if "format" not in doc else f"{fmt!r}"
+        raise BackupError(
+            [("format", f"expected {FORMAT!r}, got {got}: this is not a GPU Config backup")]
+        )
+    schema: Any = doc.get("schema_version")
+    if not _is_int(schema) or schema < 1:
+        raise BackupError([("schema_version", f"must be a whole number >= 1, got {schema!r}")])
+    if schema > SCHEMA_VERSION:
+        raise BackupError(
+            [
+                (
+                    "schema_version",
+                    f"{schema} is newer than this GPU Config reads ({SCHEMA_VERSION}); "
+                    "upgrade GPU Config before importing this file",
+                )
+            ]
+        )
+    errors: list[tuple[str, str]] = []
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            errors.append(
+                (str(key), f"unknown field; expected one of: {', '.join(TOP_LEVEL_KEYS)}")
+            )
+    for key in ("generated_at", "gpus", "strategy", "assignments", "system_settings"):
+        if key not in doc:
+            errors.append((key, "missing"))
+
+    generated_at = doc.get("generated_at", "")
+    if "generated_at" in doc and not isinstance(generated_at, str):
+        errors.append(("generated_at", f"must be text, got {_kind(generated_at)}"))
+    configuration_version = doc.get("configuration_version")
+    if configuration_version is not None and (
+        not _is_int(configuration_version) or configuration_version < 0
+    ):
+        errors.append(
+            (
+                "configuration_version",
+                f"must be a whole number or null, got {configuration_version!r}",
+            )
+        )
+
+    gpus = _gpus(doc.get("gpus", []), errors)
+    strategy = _strategy(doc.get("strategy"), "strategy", errors) if "strategy" in doc else None
+    known = {g.index for g in gpus}
+    assignments = _assignments(doc.get("assignments", []), known, errors)
+    system_settings = _settings(doc.get("system_settings", {}), errors)
+    versions = _versions(doc["versions"], errors) if "versions" in doc else None
+    if errors or strategy is None:
+        raise BackupError(errors or [("strategy", "missing")])
+    return Backup(
+        schema_version=schema,
+        generated_at=str(generated_at),
+        configuration_version=configuration_version,
+        gpus=gpus,
+        strategy=strategy,
+        assignments=assignments,
+        system_settings=system_settings,
+        versions=versions,
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int in Python, but `true` is never an index or a count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _unknown_keys(
+    item: Mapping[str, Any], allowed: Sequence[str], where: str, errors: list[tuple[str, str]]
+) -> None:
+    for key in item:
+        if key not in allowed:
+            errors.append(
+                (f"{where}.{key}", f"unknown field; expected one of: {', '.join(allowed)}")
+            )
+
+
+def _strategy(value: Any, where: str, errors: list[tuple[str, str]]) -> StrategyName | None:
+    try:
+        return StrategyName(value)
+    except ValueError:
+        names = ", ".join(s.value for s in StrategyName)
+        errors.append((where, f"unknown strategy {value!r}; one of: {names}"))
+        return None
+
+
+def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
+    if not isinstance(raw, list):
+        errors.append(("gpus", f"must be a list, got {_kind(raw)}"))
+        return ()
+    out: list[BackupGpu] = []
+    seen_index: dict[int, int] = {}
+    seen_uuid: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        where = f"gpus[{i}]"
+        if not isinstance(item, dict):
+            errors.append((where, f"must be a mapping, got {_kind(item)}"))
+            continue
+        _unknown_keys(item, GPU_KEYS, where, errors)
+        before = len(errors)
+        index: Any = item.get("index")
+        if not _is_int(index) or not 0 <= index <= MAX_GPU_INDEX:
+            errors.append(
+                (f"{where}.index", f"must be a whole number 0-{MAX_GPU_INDEX}, got {index!r}")
+            )
+        elif index in seen_index:
+            errors.append((f"{where}.index", f"GPU {index} is already gpus[{seen_index[index]}]"))
+        uuid = item.get("uuid", "")
+        if not isinstance(uuid, str):
+            errors.append((f"{where}.uuid", f"must be text, got {_kind(uuid)}"))
+        elif uuid and uuid in seen_uuid:
+            errors.append((f"{where}.uuid", f"{uuid} is already gpus[{seen_uuid[uuid]}]"))
+        name = item.get("name", "")
+        if not isinstance(name, str):
+            errors.append((f"{where}.name", f"must be text, got {_kind(name)}"))
+        vram = item.get("vram_total_mb")
+        if vram is not None and (not _is_int(vram) or vram <= 0):
+            errors.append(
+                (f"{where}.vram_total_mb", f"must be a positive number of MB, got {vram!r}")
+            )
+        if len(errors) > before:
+            continue
+        seen_index[index] = i
+        if uuid:
+            seen_uuid[uuid] = i
+        out.append(BackupGpu(index=index, uuid=uuid, name=name, vram_total_mb=vram))
+    return tuple(out)
+
+
+def _gpu_ref(value: Any, where: str, known: set[int], errors: list[tuple[str, str]]) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or value < 0:
+        errors.append((where, f"must be a GPU index (a whole number >= 0) or null, got {value!r}"))
+        return None
+    if value not in known:
+        listed = ", ".join(str(i) for i in sorted(known)) or "none"
+        errors.append((where, f"GPU {value} is not among the file's gpus (indexes: {listed})"))
+        return None
+    return int(value)
+
+
+def _assignments(
+    raw: Any, known_gpus: set[int], errors: list[tuple[str, str]]
+) -> tuple[BackupAssignment, ...]:
+    if not isinstance(raw, list):
+        errors.append(("assignments", f"must be a list, got {_kind(raw)}"))
+        return ()
+    out: list[BackupAssignment] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        where = f"assignments[{i}]"
+        if not isinstance(item, dict):
+            errors.append((where, f"must be a mapping, got {_kind(item)}"))
+            continue
+        _unknown_keys(item, ASSIGNMENT_KEYS, where, errors)
+        before = len(errors)
+        service = item.get("service")
+        if not isinstance(service, str) or not service:
+            errors.append((f"{where}.service", f"must be a service name, got {service!r}"))
+        elif service in seen:
+            errors.append(
+                (f"{where}.service", f"{service} is already assignments[{seen[service]}]")
+            )
+        pin = _gpu_ref(item.get("gpu_index"), f"{where}.gpu_index", known_gpus, errors)
+        resolved = _gpu_ref(
+            item.get("resolved_gpu_index"), f"{where}.resolved_gpu_index", known_gpus, errors
+        )
+        override = item.get("vram_budget_override")
+        if override is not None and (
+            not _is_number(override) or not 0.1 <= override <= MAX_BUDGET_GB
+        ):
+            errors.append(
+                (
+                    f"{where}.vram_budget_override",
+                    f"must be a number of GB from 0.1 to {MAX_BUDGET_GB:g}, or null; "
+                    f"got {override!r}",
+                )
+            )
+        budget = item.get("vram_budget")
+        if budget is not None and (not _is_number(budget) or budget < 0):
+            errors.append(
+                (f"{where}.vram_budget", f"must be a number of GB >= 0, or null; got {budget!r}")
+            )
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            errors.append((f"{where}.enabled", f"must be true or false, got {enabled!r}"))
+        if len(errors) > before:
+            continue
+        assert isinstance(service, str)
+        seen[service] = i
+        out.append(
+            BackupAssignment(
+                service=service,
+                gpu_index=pin,
+                resolved_gpu_index=resolved,
+                vram_budget_override=float(override) if override is not None else None,
+                vram_budget=float(budget) if budget is not None else None,
+                enabled=enabled,
+            )
+        )
+    return tuple(out)
+
+
+def _settings(raw: Any, errors: list[tuple[str, str]]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        errors.append(("system_settings", f"must be a mapping, got {_kind(raw)}"))
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            # The System tab's own rules (gpuconfig.system_settings): one place decides.
+            out[str(key)] = validate_setting(str(key), value)
+        except SettingError as exc:
+            errors.append((f"system_settings.{key}", str(exc)))
+    return out
+
+
+def _versions(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupVersion, ...]:
+    if not isinstance(raw, list):
+        errors.append(("versions", f"must be a list, got {_kind(raw)}"))
+        return ()
+    out: list[BackupVersion] = []
+    for i, item in enumerate(raw):
+        where = f"versions[{i}]"
+        if not isinstance(item, dict):
+            errors.append((where, f"must be a mapping, got {_kind(item)}"))
+            continue
+        _unknown_keys(item, VERSION_KEYS, where, errors)
+        before = len(errors)
+        number: Any = item.get("number")
+        if not _is_int(number) or number < 1:
+            errors.append((f"{where}.number", f"must be a whole number >= 1, got {number!r}"))
+        strategy = _strategy(item.get("strategy"), f"{where}.strategy", errors)
+        for key in ("created_at",):
+            if not isinstance(item.get(key), str):
+                errors.append((f"{where}.{key}", f"must be text, got {_kind(item.get(key))}"))
+        for key in ("created_by", "applied_at"):
+            if item.get(key) is not None and not isinstance(item.get(key), str):
+                errors.append((f"{where}.{key}", f"must be text or null, got {_kind(item[key])}"))
+        if not isinstance(item.get("assignments"), dict):
+            errors.append(
+                (f"{where}.assignments", f"must be a mapping, got {_kind(item.get('assignments'))}")
+            )
+        if not isinstance(item.get("warnings", []), list):
+            errors.append((f"{where}.warnings", f"must be a list, got {_kind(item['warnings'])}"))
+        if len(errors) > before or strategy is None:
+            continue
+        out.append(
+            BackupVersion(
+                number=number,
+                created_at=item["created_at"],
+                created_by=item.get("created_by"),
+                strategy=strategy.value,
+                applied_at=item.get("applied_at"),
+                assignments=item["assignments"],
+                warnings=item.get("warnings", []),
+            )
+        )
+    return tuple(out)
+
+
+# --- matching onto this host -----------------------------------------------------------------
+
+
+class MatchedBy(StrEnum):
+    UUID = "uuid"
+    INDEX = "index"
+
+
+@dataclass(frozen=True)
+class GpuMatch:
+    """Where each of the file's GPUs is on this host (None: this host lacks it)."""
+
+    host_index: dict[int, int | None]
+    how: dict[int, MatchedBy | None]
+    warnings: tuple[str, ...]
+
+
+def match_gpus(file_gpus: Sequence[BackupGpu], host_gpus: Sequence[Gpu]) -> GpuMatch:
+    """Match the file's GPUs to this host's present GPUs: by UUID first, then by index.
+
+    UUIDs survive a card moving to another slot (its index changes); the index is the fallback
+    for a replaced card, or a file made without UUIDs. A host GPU is matched at most once.
+    """
+    present = [g for g in host_gpus if g.present]
+    by_uuid = {g.uuid: g for g in present if g.uuid}
+    by_index = {g.index: g for g in present}
+    mapping: dict[int, int | None] = {}
+    how: dict[int, MatchedBy | None] = {}
+    taken: set[int] = set()
+    for f in file_gpus:
+        host = by_uuid.get(f.uuid) if f.uuid else None
+        if host is not None:
+            mapping[f.index], how[f.index] = host.index, MatchedBy.UUID
+            taken.add(host.index)
+    warnings: list[str] = []
+    for f in file_gpus:
+        if f.index in mapping:
+            host = by_index[mapping[f.index]]  # type: ignore[index]
+            if host.index != f.index:
+                warnings.append(
+                    f"{f.describe()} from the file is GPU {host.index} on this host (same UUID); "
+                    "its services follow it."
+                )
+            continue
+        host = by_index.get(f.index)
+        if host is not None and host.index not in taken:
+            mapping[f.index], how[f.index] = host.index, MatchedBy.INDEX
+            taken.add(host.index)
+            if f.uuid and host.uuid and f.uuid != host.uuid:
+                warnings.append(
+                    f"{f.describe()} from the file is not on this host by UUID; matched by index "
+                    f"to GPU {host.index} ({host.name}, {format_gpu_capacity(host.vram_total_mb)}, "
+                    f"{host.uuid})."
+                )
+            continue
+        mapping[f.index], how[f.index] = None, None
+        warnings.append(f"{f.describe()} from the file is not on this host.")
+    return GpuMatch(host_index=mapping, how=how, warnings=tuple(warnings))
+
+
+@dataclass(frozen=True)
+class ImportedChoice:
+    """One service's choice translated to this host (an AssignmentChange in waiting)."""
+
+    service: str
+    position: int  # where it is in the file's assignments, for error paths
+    gpu_index: int | None
+    vram_budget_override: float | None
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    choices: tuple[ImportedChoice, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+def import_plan(
+    backup: Backup, *, host_gpus: Sequence[Gpu], compose_services: Sequence[str]
+) -> ImportPlan:
+    """The file's choices as this host's: GPUs matched, unknown services set aside, warned."""
+    match = match_gpus(backup.gpus, host_gpus)
+    warnings = list(match.warnings)
+    known = set(compose_services)
+    listed = {a.service for a in backup.assignments}
+    file_gpus = {g.index: g for g in backup.gpus}
+    present = sorted((g for g in host_gpus if g.present), key=lambda g: -g.vram_total_mb)
+    choices: list[ImportedChoice] = []
+    for position, a in enumerate(backup.assignments):
+        if a.service not in known:
+            warnings.append(
+                f"{a.service} is in the file but not in this compose file; it is left out."
+            )
+            continue
+        pin = a.gpu_index
+        if pin is None and backup.strategy == StrategyName.MANUAL and a.enabled:
+            # Under Manual every enabled service sits where it was put: restore it there.
+            pin = a.resolved_gpu_index
+        target = match.host_index.get(pin) if pin is not None else None
+        if pin is not None and target is None:
+            lost = file_gpus[pin].describe()
+            if backup.strategy == StrategyName.MANUAL and present:
+                # Manual has no strategy to fall back on; the largest GPU is the likeliest fit,
+                # and the warning tells the operator to check it before applying.
+                target = present[0].index
+                warnings.append(
+                    f"{a.service} was on {lost}, which this host lacks; placed on GPU {target} "
+                    f"({present[0].name}). Check it before applying."
+                )
+            else:
+                warnings.append(
+                    f"{a.service} was pinned to {lost}, which this host lacks; "
+                    f"the {backup.strategy.value} strategy places it."
+                )
+        choices.append(
+            ImportedChoice(
+                service=a.service,
+                position=position,
+                gpu_index=target,
+                vram_budget_override=a.vram_budget_override,
+                enabled=a.enabled,
+            )
+        )
+    for name in compose_services:
+        if name not in listed:
+            warnings.append(
+                f"{name} is in this compose file but not in the backup; it keeps its current "
+                "choice."
+            )
+    return ImportPlan(choices=tuple(choices), warnings=tuple(warnings))

@@ -1,0 +1,133 @@
+"""Settings > System: download a backup of the GPU configuration, and restore one (staff only).
+
+Self-contained on purpose (its own URLs, templates and access checks), so the Settings pages
+can move to their own app without untangling it. The upload form answers htmx with its own
+fragment (``gpuconfig/_backup.html``); without JavaScript the same posts render a small page.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from gpuconfig.backup import (
+    MAX_BYTES,
+    BackupError,
+    backup_document,
+    parse_backup,
+    render_backup,
+)
+from gpuconfig.backup_services import gpu_config_export, gpu_config_import
+from gpuconfig.registry import RegistryError
+from gpuconfig.services import ConfigConflict, ConfigFileError
+
+PANEL_TEMPLATE = "gpuconfig/_backup.html"
+PAGE_TEMPLATE = "gpuconfig/backup_page.html"
+# Marks an answer htmx may swap in even with an error status (see static/js/app.js).
+FRAGMENT_HEADER = "X-GpuConfig-Fragment"
+STAFF_ONLY = "Only staff users may download or restore backups."
+ACTIONS = ("preview", "import", "confirm")
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    return bool(request.user.is_staff)
+
+
+def _answer(request: HttpRequest, context: dict[str, Any], *, status: int = 200) -> HttpResponse:
+    """The backup panel for htmx; the small backup page otherwise."""
+    context = {"can_edit": _is_staff(request), "tab": "system", **context}
+    if request.headers.get("HX-Request") == "true":
+        response = render(request, PANEL_TEMPLATE, context, status=status)
+        response[FRAGMENT_HEADER] = "backup"
+        return response
+    return render(request, PAGE_TEMPLATE, context, status=status)
+
+
+@require_GET
+def backup_download(request: HttpRequest) -> HttpResponse:
+    """The whole configuration as a YAML attachment; ``?versions=1`` adds the history."""
+    if not _is_staff(request):
+        return _answer(request, {"backup_notices": [("error", STAFF_ONLY)]}, status=403)
+    backup = gpu_config_export(include_versions=request.GET.get("versions") == "1")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    version = f"-v{backup.configuration_version}" if backup.configuration_version else ""
+    response = HttpResponse(render_backup(backup), content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="gpu-config-{stamp}{version}.yml"'
+    return response
+
+
+@require_POST
+def backup_import(request: HttpRequest) -> HttpResponse:
+    """Preview (dry run), import, or confirm a previewed import of an uploaded backup."""
+    if not _is_staff(request):
+        return _answer(request, {"backup_notices": [("error", STAFF_ONLY)]}, status=403)
+    action = request.POST.get("action", "preview")
+    if action not in ACTIONS:
+        return _refuse(request, f"Unknown action {action!r}.", status=400)
+    expected_version: int | None = None
+    if action == "confirm":
+        # The previewed file comes back as the canonical document the preview showed, with the
+        # version it was compared against: a save in between is a conflict, not overwritten.
+        data: bytes = request.POST.get("document", "").encode()
+        raw_version = request.POST.get("base_version", "")
+        if not raw_version.isdigit():
+            return _refuse(request, "The preview is incomplete: upload the file again.", status=400)
+        expected_version = int(raw_version)
+    else:
+        upload = request.FILES.get("file")
+        if upload is None:
+            return _refuse(request, "Choose a backup file to upload.", status=400)
+        if upload.size is not None and upload.size > MAX_BYTES:
+            return _refuse(
+                request,
+                f"{upload.name} is {upload.size} bytes; a backup may be at most {MAX_BYTES} "
+                "bytes. Nothing was imported.",
+                status=413,
+            )
+        data = upload.read(MAX_BYTES + 1)
+    try:
+        backup = parse_backup(data)
+        result = gpu_config_import(
+            backup=backup,
+            user=request.user,
+            dry_run=action == "preview",
+            expected_version=expected_version,
+        )
+    except BackupError as exc:
+        return _refuse(request, "Nothing was imported: the file is not usable.", errors=exc.lines())
+    except ConfigConflict as exc:
+        return _refuse(request, f"Nothing was imported. {exc}", status=409)
+    except ConfigFileError as exc:
+        return _refuse(request, str(exc), status=500)
+    except RegistryError as exc:
+        return _refuse(request, f"The compose file cannot be used: {exc}", status=503)
+    context: dict[str, Any] = {"backup_result": result}
+    if result.dry_run:
+        # The history is not imported: leave it out of what the confirm posts back.
+        context["backup_document"] = json.dumps(backup_document(replace(backup, versions=None)))
+        context["backup_history_note"] = backup.versions is not None
+    else:
+        context["backup_notices"] = [
+            (
+                "success",
+                f"Imported as version {result.new_version}. Apply & Restart Services on the GPU "
+                "Configuration tab puts it into effect.",
+            )
+        ]
+    return _answer(request, context)
+
+
+def _refuse(
+    request: HttpRequest, message: str, *, status: int = 400, errors: list[str] | None = None
+) -> HttpResponse:
+    return _answer(
+        request,
+        {"backup_notices": [("error", message)], "backup_errors": errors or []},
+        status=status,
+    )
