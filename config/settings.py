@@ -272,6 +272,11 @@ if GPUCONFIG_SIMULATED_GPUS is not None and not GPUCONFIG_SIMULATED_GPUS.is_file
     raise ImproperlyConfigured(f"GPUCONFIG_SIMULATED_GPUS={_simulated!r}: no such file")
 # Live readings are sampled at most this often, however many clients poll.
 GPUCONFIG_SAMPLE_SECONDS = envfloat("GPUCONFIG_SAMPLE_SECONDS", 1.0, minimum=0.1)
+# A service measured holding more than its gpuconfig.vram_estimate_mb by more than this many
+# percent gets a warning (docs/vram.md): allocators round up, so a few percent is normal.
+GPUCONFIG_VRAM_OVER_ESTIMATE_MARGIN_PERCENT = envint(
+    "GPUCONFIG_VRAM_OVER_ESTIMATE_MARGIN_PERCENT", 10, minimum=0
+)
 
 GPUCONFIG_COMPOSE_FILE = Path(
     envstr("GPUCONFIG_COMPOSE_FILE", str(BASE_DIR / "docker-compose.prod.yml"))

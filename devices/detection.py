@@ -63,6 +63,17 @@ class GpuReading:
     utilization_percent: int | None = None
     temperature_c: int | None = None
     power_w: float | None = None
+    # Memory the driver keeps for itself (NVML memory info v2's ``reserved``). It is neither
+    # "used" by anyone nor free to allocate; None where the source cannot tell (NVML v1,
+    # nvidia-smi, a simulated file without it).
+    vram_reserved_mb: int | None = None
+
+    @property
+    def vram_free_mb(self) -> int | None:
+        """What a process could still allocate: total - driver reserve - used."""
+        if self.vram_total_mb is None or self.vram_used_mb is None:
+            return None
+        return max(0, self.vram_total_mb - (self.vram_reserved_mb or 0) - self.vram_used_mb)
 
     def as_api_dict(self) -> dict[str, Any]:
         """Return the GPU in the shape of one entry of ``GET /api/system/gpus``.
@@ -80,7 +91,22 @@ class GpuReading:
             "utilization_percent": self.utilization_percent,
             "temperature_c": self.temperature_c,
             "power_w": self.power_w,
+            "vram_reserved_mb": self.vram_reserved_mb,
         }
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process holding memory on a GPU, as the driver reports it.
+
+    ``pid`` is a host PID: NVML does not translate PIDs into the caller's PID namespace.
+    ``used_mb`` is None where the driver cannot tell (Windows WDDM, some vGPUs).
+    """
+
+    pid: int
+    gpu_uuid: str
+    used_mb: int | None
+    kind: str = "compute"  # "compute" or "graphics" (NVML); nvidia-smi lists compute only
 
 
 class DetectionSource(StrEnum):
@@ -99,6 +125,12 @@ class Detection:
     source: DetectionSource
     gpus: tuple[GpuReading, ...]
     message: str = ""
+    # Per-process memory, when asked for and the source can give it; None: not measured.
+    processes: tuple[GpuProcess, ...] | None = None
+    # Why processes are missing or incomplete (e.g. one GPU refuses the query).
+    process_note: str = ""
+    # GPUs whose processes could not be read, by UUID (their memory is not attributed).
+    unmeasured_uuids: tuple[str, ...] = ()
 
 
 class DetectionError(Exception):
@@ -150,7 +182,13 @@ _REQUIRED_GPU_KEYS: Final = (
     "vram_used_mb",
     "compute_capability",
 )
-_OPTIONAL_GPU_KEYS: Final = ("uuid", "utilization_percent", "temperature_c", "power_w")
+_OPTIONAL_GPU_KEYS: Final = (
+    "uuid",
+    "utilization_percent",
+    "temperature_c",
+    "power_w",
+    "vram_reserved_mb",
+)
 _ALLOWED_TOP_LEVEL_KEYS: Final = ("gpus",)
 
 
@@ -337,6 +375,15 @@ def _parse_simulated_entry(where: str, position: int, entry: object) -> GpuReadi
     vram_used_mb = optional_int("vram_used_mb")
     if vram_total_mb is not None and vram_used_mb is not None and vram_used_mb > vram_total_mb:
         raise fail("vram_used_mb", f"must not exceed vram_total_mb ({vram_total_mb})")
+    vram_reserved_mb = optional_int("vram_reserved_mb")
+    if (
+        vram_total_mb is not None
+        and vram_reserved_mb is not None
+        and vram_reserved_mb + (vram_used_mb or 0) > vram_total_mb
+    ):
+        raise fail(
+            "vram_reserved_mb", f"plus vram_used_mb must not exceed vram_total_mb ({vram_total_mb})"
+        )
 
     compute_capability = entry["compute_capability"]
     if compute_capability is not None and (
@@ -368,6 +415,7 @@ def _parse_simulated_entry(where: str, position: int, entry: object) -> GpuReadi
         utilization_percent=utilization_percent,
         temperature_c=temperature_c,
         power_w=None if power_w is None else float(power_w),
+        vram_reserved_mb=vram_reserved_mb,
     )
 
 
@@ -411,6 +459,26 @@ def read_nvml() -> tuple[GpuReading, ...]:
     to another source) and :class:`DetectionError` for any other NVML failure, naming the
     GPU index when a single GPU failed (e.g. ``GpuIsLost`` mid-scan).
     """
+    return read_nvml_scan(with_processes=False).gpus
+
+
+@dataclass(frozen=True)
+class NvmlScan:
+    """One NVML session's readings, and its per-process memory when asked for."""
+
+    gpus: tuple[GpuReading, ...]
+    processes: tuple[GpuProcess, ...] | None = None
+    process_note: str = ""
+    unmeasured_uuids: tuple[str, ...] = ()
+
+
+def read_nvml_scan(*, with_processes: bool) -> NvmlScan:
+    """Read every GPU, and with ``with_processes`` every process's memory, in one session.
+
+    One nvmlInit/nvmlShutdown for both: the process lists cost a few calls per GPU, not a
+    second session. Errors as :func:`read_nvml`; a GPU that refuses the process query only
+    loses its processes (named in ``process_note``), never its readings.
+    """
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as error:
@@ -424,7 +492,25 @@ def read_nvml() -> tuple[GpuReading, ...]:
             count = pynvml.nvmlDeviceGetCount()
         except pynvml.NVMLError as error:
             raise DetectionError(f"NVML could not count the GPUs: {_sentence(error)}") from error
-        return tuple(_read_nvml_device(index) for index in range(count))
+        gpus: list[GpuReading] = []
+        processes: list[GpuProcess] = []
+        notes: list[str] = []
+        unmeasured: list[str] = []
+        for index in range(count):
+            handle, reading = _read_nvml_device(index)
+            gpus.append(reading)
+            if with_processes:
+                found, note = _read_nvml_processes(handle, reading)
+                processes.extend(found)
+                if note:
+                    notes.append(note)
+                    unmeasured.append(reading.uuid)
+        return NvmlScan(
+            tuple(gpus),
+            tuple(processes) if with_processes else None,
+            " ".join(notes),
+            tuple(unmeasured),
+        )
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -434,13 +520,49 @@ def read_nvml() -> tuple[GpuReading, ...]:
             logger.warning("nvmlShutdown failed: %s", error)
 
 
-def _read_nvml_device(index: int) -> GpuReading:
+def _mib(value_bytes: int) -> int:
+    """Bytes to whole MiB, rounded to nearest as nvidia-smi prints them.
+
+    Flooring would make NVML read 8810 where nvidia-smi reads 8811 for the same 8810.76 MiB
+    (the recorded H100 holding 8 GiB), and the two sources must agree.
+    """
+    return (int(value_bytes) + MIB // 2) // MIB
+
+
+@dataclass(frozen=True)
+class _Memory:
+    total: int
+    used: int
+    reserved: int | None  # None: memory info v1, which counts the reserve in ``used``
+
+
+def _memory_info(handle: object) -> _Memory:
+    """Memory info v2 where the driver has it, else v1.
+
+    v1's ``used`` includes the driver's reserve (480 MiB on an idle H100 where nvidia-smi
+    says 0); v2 reports the reserve apart, which is what nvidia-smi's ``memory.used`` shows.
+    Drivers before R510 have no ``nvmlDeviceGetMemoryInfo_v2`` (FunctionNotFound) and old
+    nvidia-ml-py releases have no ``version`` argument (TypeError) or no ``nvmlMemory_v2``.
+    """
+    version = getattr(pynvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            v2 = pynvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+        except (TypeError, pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_NotSupported):
+            pass
+        else:
+            return _Memory(int(v2.total), int(v2.used), int(v2.reserved))
+    v1 = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    return _Memory(int(v1.total), int(v1.used), None)
+
+
+def _read_nvml_device(index: int) -> tuple[object, GpuReading]:
     """Read one GPU; any NVML error other than "not supported" fails the whole scan."""
     try:
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         name = _text(pynvml.nvmlDeviceGetName(handle))
         uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-        memory = _optional(lambda: pynvml.nvmlDeviceGetMemoryInfo(handle))
+        memory = _optional(lambda: _memory_info(handle))
         capability = _optional(lambda: pynvml.nvmlDeviceGetCudaComputeCapability(handle))
         utilization = _optional(lambda: pynvml.nvmlDeviceGetUtilizationRates(handle))
         temperature = _optional(
@@ -452,17 +574,54 @@ def _read_nvml_device(index: int) -> GpuReading:
             f"NVML failed while reading GPU {index}: {_sentence(error)}"
         ) from error
 
-    return GpuReading(
+    return handle, GpuReading(
         index=index,
         uuid=uuid,
         name=name,
-        vram_total_mb=None if memory is None else int(memory.total) // MIB,
-        vram_used_mb=None if memory is None else int(memory.used) // MIB,
+        # Total floors: a part of a MiB cannot be allocated. Used and reserved round like
+        # nvidia-smi so both sources show the same figures.
+        vram_total_mb=None if memory is None else memory.total // MIB,
+        vram_used_mb=None if memory is None else _mib(memory.used),
         compute_capability=None if capability is None else f"{capability[0]}.{capability[1]}",
         utilization_percent=None if utilization is None else int(utilization.gpu),
         temperature_c=None if temperature is None else int(temperature),
         power_w=None if power_mw is None else power_mw / 1000,
+        vram_reserved_mb=(
+            None if memory is None or memory.reserved is None else _mib(memory.reserved)
+        ),
     )
+
+
+# Both lists: a CUDA service is a compute process, but a service that renders (or a desktop
+# session on the same card) holds memory as a graphics process, and both count against
+# what the GPU can still hold.
+_NVML_PROCESS_LISTS: Final = (
+    ("compute", "nvmlDeviceGetComputeRunningProcesses"),
+    ("graphics", "nvmlDeviceGetGraphicsRunningProcesses"),
+)
+
+
+def _read_nvml_processes(handle: object, gpu: GpuReading) -> tuple[list[GpuProcess], str]:
+    """The processes holding memory on one GPU, one entry per PID.
+
+    A process with both a compute and a graphics context is listed by NVML twice with the
+    same memory; it is counted once. A GPU that refuses the query (NotSupported,
+    NoPermission, or any other NVML error) loses only its processes, with a note saying so.
+    """
+    by_pid: dict[int, GpuProcess] = {}
+    for kind, function in _NVML_PROCESS_LISTS:
+        try:
+            listed = getattr(pynvml, function)(handle)
+        except pynvml.NVMLError as error:
+            return [], f"GPU {gpu.index}: processes unreadable ({_sentence(error)})"
+        for entry in listed:
+            pid = int(entry.pid)
+            raw = getattr(entry, "usedGpuMemory", None)
+            used = None if raw is None else _mib(raw)
+            seen = by_pid.get(pid)
+            if seen is None or (used or 0) > (seen.used_mb or 0):
+                by_pid[pid] = GpuProcess(pid, gpu.uuid, used, seen.kind if seen else kind)
+    return sorted(by_pid.values(), key=lambda p: p.pid), ""
 
 
 # --------------------------------------------------------------------------------------
@@ -668,12 +827,75 @@ def _parse_smi_row(line: str, values: list[str], fields: list[str]) -> GpuReadin
     )
 
 
+SMI_PROCESS_FIELDS: Final = ("pid", "gpu_uuid", "used_memory")
+
+
+def read_nvidia_smi_processes(
+    executable: str = "nvidia-smi", timeout_s: float = 10
+) -> tuple[GpuProcess, ...]:
+    """The compute processes of every GPU, from ``nvidia-smi --query-compute-apps``.
+
+    The fallback for hosts where NVML cannot be loaded. nvidia-smi lists compute processes
+    only (graphics ones are not queryable this way). Memory is MiB; ``[N/A]`` becomes None.
+    Raises :class:`NvidiaSmiUnavailable` or :class:`DetectionError` like
+    :func:`read_nvidia_smi`.
+    """
+    resolved = shutil.which(executable)
+    if resolved is None:
+        raise NvidiaSmiUnavailable(f"{executable} not on PATH")
+    command = [
+        resolved,
+        f"--query-compute-apps={','.join(SMI_PROCESS_FIELDS)}",
+        "--format=csv,noheader,nounits",
+    ]
+    try:
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DetectionError(
+            f"nvidia-smi did not list the GPU processes within {timeout_s:g} s."
+        ) from None
+    except OSError as error:
+        raise DetectionError(
+            f"nvidia-smi ({resolved}) could not be started: {error.strerror or error}."
+        ) from None
+    if completed.returncode != 0:
+        output = f"{completed.stderr}\n{completed.stdout}"
+        raise DetectionError(
+            f"nvidia-smi could not list the GPU processes (exit status {completed.returncode}): "
+            f"{_trimmed(output) or 'no output'}"
+        )
+    processes: list[GpuProcess] = []
+    for line in completed.stdout.splitlines():
+        if not line.strip() or "No running processes found" in line:
+            continue
+        values = [v.strip() for v in next(csv.reader([line], skipinitialspace=True), [])]
+        if len(values) != len(SMI_PROCESS_FIELDS):
+            raise DetectionError(f"nvidia-smi printed an unexpected process line: {line!r}")
+        pid_text, uuid, used_text = values
+        try:
+            pid = int(pid_text)
+            used = None if _smi_missing(used_text) else int(used_text)
+        except ValueError:
+            raise DetectionError(
+                f"nvidia-smi printed an unexpected process line: {line!r}"
+            ) from None
+        processes.append(GpuProcess(pid, uuid, used, "compute"))
+    return tuple(processes)
+
+
 # --------------------------------------------------------------------------------------
 # The chain
 # --------------------------------------------------------------------------------------
 
 
-def detect(simulated_path: Path | None = None) -> Detection:
+def detect(simulated_path: Path | None = None, *, with_processes: bool = False) -> Detection:
     """Detect this host's GPUs from the best available source.
 
     With ``simulated_path`` the file is the only source (its errors propagate as
@@ -682,12 +904,24 @@ def detect(simulated_path: Path | None = None) -> Detection:
     unavailable, then an empty inventory with a message saying why. A source that is
     present but fails raises :class:`DetectionError`, so the caller keeps the last good
     inventory.
+
+    ``with_processes`` also lists the processes holding GPU memory (NVML in the same
+    session, or ``nvidia-smi --query-compute-apps``). A simulated inventory has none to
+    list: ``processes`` stays None (not measured). A failed process query never fails the
+    detection; it leaves ``processes`` None and says why in ``process_note``.
     """
     if simulated_path is not None:
         return Detection(DetectionSource.SIMULATED, read_simulated(simulated_path))
 
     try:
-        return Detection(DetectionSource.NVML, read_nvml())
+        scan = read_nvml_scan(with_processes=with_processes)
+        return Detection(
+            DetectionSource.NVML,
+            scan.gpus,
+            processes=scan.processes,
+            process_note=scan.process_note,
+            unmeasured_uuids=scan.unmeasured_uuids,
+        )
     except NvmlUnavailable as nvml_error:
         nvml_reason = nvml_error.reason
 
@@ -699,8 +933,17 @@ def detect(simulated_path: Path | None = None) -> Detection:
             (),
             message=f"No GPUs detected: {nvml_reason} and {smi_error.reason}",
         )
+    processes: tuple[GpuProcess, ...] | None = None
+    process_note = ""
+    if with_processes:
+        try:
+            processes = read_nvidia_smi_processes()
+        except DetectionError as error:
+            process_note = str(error)
     return Detection(
         DetectionSource.NVIDIA_SMI,
         gpus,
         message=f"Read through nvidia-smi because {nvml_reason}.",
+        processes=processes,
+        process_note=process_note,
     )

@@ -19,6 +19,12 @@ class GpuDevice(models.Model):
     name = models.CharField(max_length=128)
     vram_total_mb = models.IntegerField(null=True, blank=True)
     vram_available_mb = models.IntegerField(null=True, blank=True)
+    vram_reserved_mb = models.IntegerField(
+        null=True,
+        blank=True,
+        help_text="Memory the driver keeps for itself (NVML memory info v2); "
+        "empty where the source cannot tell.",
+    )
     compute_capability = models.CharField(max_length=16, blank=True)
     present = models.BooleanField(
         default=True, help_text="False when the last re-scan no longer saw this GPU."
@@ -42,7 +48,36 @@ class GpuDevice(models.Model):
                 condition=Q(vram_available_mb__isnull=True) | Q(vram_available_mb__gte=0),
                 name="gpu_devices_vram_available_non_negative",
             ),
+            models.CheckConstraint(
+                condition=Q(vram_reserved_mb__isnull=True) | Q(vram_reserved_mb__gte=0),
+                name="gpu_devices_vram_reserved_non_negative",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"GPU {self.gpu_index}: {self.name}"
+
+
+class ServiceVramPeak(models.Model):
+    """The most GPU memory a compose service was measured holding (all its processes).
+
+    Written by the sampler only when a sample beats the stored peak, so that
+    ``manage.py suggest_estimates`` (another process) can read it; reset by that command.
+    """
+
+    service = models.CharField(max_length=64, unique=True)
+    peak_mb = models.IntegerField()
+    gpu_uuid = models.CharField("GPU UUID at the peak", max_length=96, blank=True)
+    measured_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "gpu_service_vram_peaks"
+        ordering = ["service"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(peak_mb__gte=0), name="gpu_service_vram_peaks_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.peak_mb} MB peak"

@@ -13,8 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from devices import detection
+from devices.attribution import AttributedProcess, Owner, ProcessAttributor
 from devices.detection import Detection, DetectionError, GpuReading
-from devices.models import GpuDevice
+from devices.models import GpuDevice, ServiceVramPeak
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ class Sample:
     taken_monotonic: float
     message: str = ""
     error: str = ""  # set when this reading failed and ``readings`` are the last good ones
+    # The processes holding GPU memory and whom they were traced to; None: not measured
+    # (a simulated inventory, or the process query failed: ``process_note`` says why).
+    processes: tuple[AttributedProcess, ...] | None = None
+    process_note: str = ""
+    unmeasured_uuids: tuple[str, ...] = ()
 
     def age_seconds(self) -> float:
         return round(max(0.0, time.monotonic() - self.taken_monotonic), 3)
@@ -39,6 +45,10 @@ class _Sampler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     current: Sample | None = None
     detections: int = 0  # how many times detection really ran (tests and the bench read it)
+    # Kept across samples: it caches what podman said about each container.
+    attributor: ProcessAttributor = field(default_factory=ProcessAttributor)
+    # Per service, the highest MB already stored in ServiceVramPeak (None: not loaded yet).
+    peaks: dict[str, int] | None = None
 
 
 _sampler = _Sampler()
@@ -46,7 +56,7 @@ _sampler = _Sampler()
 
 def _run_detection() -> Detection:
     _sampler.detections += 1
-    return detection.detect(settings.GPUCONFIG_SIMULATED_GPUS)
+    return detection.detect(settings.GPUCONFIG_SIMULATED_GPUS, with_processes=True)
 
 
 def gpu_sample(*, max_age_s: float | None = None) -> Sample:
@@ -76,7 +86,69 @@ def _take_sample(previous: Sample | None) -> Sample:
         last_good = previous.readings if previous is not None else _readings_from_inventory()
         source = previous.source if previous is not None else "inventory"
         return Sample(last_good, source, now, mono, error=str(exc))
-    return Sample(found.gpus, found.source.value, now, mono, message=found.message)
+    attributed = None if found.processes is None else _sampler.attributor.attribute(found.processes)
+    sample = Sample(
+        found.gpus,
+        found.source.value,
+        now,
+        mono,
+        message=found.message,
+        processes=attributed,
+        process_note=found.process_note,
+        unmeasured_uuids=found.unmeasured_uuids,
+    )
+    if attributed:
+        _record_peaks(attributed)
+    return sample
+
+
+def measured_by_service(
+    processes: tuple[AttributedProcess, ...], project: str
+) -> dict[str, dict[str, int]]:
+    """MB held per compose service of ``project``, per GPU UUID (all its processes summed)."""
+    out: dict[str, dict[str, int]] = {}
+    for item in processes:
+        labels = item.container
+        if item.owner is not Owner.CONTAINER or labels is None or not labels.service:
+            continue
+        if labels.project != project or item.process.used_mb is None:
+            continue
+        per_gpu = out.setdefault(labels.service, {})
+        per_gpu[item.process.gpu_uuid] = per_gpu.get(item.process.gpu_uuid, 0) + (
+            item.process.used_mb
+        )
+    return out
+
+
+def _record_peaks(processes: tuple[AttributedProcess, ...]) -> None:
+    """Store a service's new peak; a sample that beats no peak writes nothing."""
+    measured = measured_by_service(processes, settings.GPUCONFIG_COMPOSE_PROJECT)
+    if not measured:
+        return
+    if _sampler.peaks is None:
+        _sampler.peaks = dict(ServiceVramPeak.objects.values_list("service", "peak_mb"))
+    for service, per_gpu in measured.items():
+        total = sum(per_gpu.values())
+        if total <= _sampler.peaks.get(service, -1):
+            continue
+        gpu_uuid = max(per_gpu, key=per_gpu.__getitem__)
+        # Conditional update: another process (a second web worker) may have stored a higher
+        # peak meanwhile, and a peak must never go down.
+        updated = ServiceVramPeak.objects.filter(service=service, peak_mb__lt=total).update(
+            peak_mb=total, gpu_uuid=gpu_uuid, measured_at=timezone.now()
+        )
+        if not updated:
+            ServiceVramPeak.objects.get_or_create(
+                service=service, defaults={"peak_mb": total, "gpu_uuid": gpu_uuid}
+            )
+        _sampler.peaks[service] = total
+
+
+def service_peaks_reset() -> int:
+    """Forget every stored peak (a new model version makes old peaks meaningless)."""
+    deleted, _ = ServiceVramPeak.objects.all().delete()
+    _sampler.peaks = None
+    return deleted
 
 
 def _readings_from_inventory() -> tuple[GpuReading, ...]:
@@ -87,11 +159,12 @@ def _readings_from_inventory() -> tuple[GpuReading, ...]:
             name=d.name,
             vram_total_mb=d.vram_total_mb,
             vram_used_mb=(
-                d.vram_total_mb - d.vram_available_mb
+                d.vram_total_mb - (d.vram_reserved_mb or 0) - d.vram_available_mb
                 if d.vram_total_mb is not None and d.vram_available_mb is not None
                 else None
             ),
             compute_capability=d.compute_capability or None,
+            vram_reserved_mb=d.vram_reserved_mb,
         )
         for d in GpuDevice.objects.filter(present=True)
     )
@@ -131,11 +204,9 @@ def gpu_inventory_rescan() -> RescanResult:
                 "uuid": reading.uuid,
                 "name": reading.name,
                 "vram_total_mb": reading.vram_total_mb,
-                "vram_available_mb": (
-                    reading.vram_total_mb - reading.vram_used_mb
-                    if reading.vram_total_mb is not None and reading.vram_used_mb is not None
-                    else None
-                ),
+                # Free as a process could allocate it: the driver's reserve is not available.
+                "vram_available_mb": reading.vram_free_mb,
+                "vram_reserved_mb": reading.vram_reserved_mb,
                 "compute_capability": reading.compute_capability or "",
                 "present": True,
                 "last_seen_at": sample.taken_at,

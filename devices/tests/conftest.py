@@ -7,7 +7,7 @@ fallback logic) runs for real.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -35,6 +35,16 @@ class FakeGpu:
     temperature: int = 40
     power_mw: int = 50_000
     errors: dict[str, Exception] = field(default_factory=dict)
+    # Memory info v2: the driver's reserve, reported apart from ``used``. None: the driver
+    # has no v2 (nvmlDeviceGetMemoryInfo_v2 missing, as before R510) and v1 answers,
+    # counting the reserve in ``used_mib``.
+    reserved_mib: int | None = None
+    # Exact byte values to replay a recording, overriding the MiB fields: {"v1": {total,
+    # used, free}, "v2": {total, used, free, reserved}} as in fixtures/h100/readings.json.
+    memory_bytes: dict[str, dict[str, int]] | None = None
+    # (pid, bytes or None) as nvmlDeviceGet{Compute,Graphics}RunningProcesses list them.
+    compute_processes: list[tuple[int, int | None]] = field(default_factory=list)
+    graphics_processes: list[tuple[int, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +58,8 @@ class FakeNvml:
     init_calls: int = 0
     shutdown_calls: int = 0
     temperature_sensors: list[int] = field(default_factory=list)
+    memory_versions: list[int | None] = field(default_factory=list)
+    process_calls: int = 0
 
     def add_gpu(self, name: str | bytes, uuid: str | bytes, **readings: Any) -> FakeGpu:
         """Append a GPU (the next NVML index); ``readings`` are :class:`FakeGpu` fields."""
@@ -112,13 +124,51 @@ class FakeNvml:
             self._gpu(handle, "nvmlDeviceGetHandleByIndex")
             return handle
 
-        def memory_info(handle: object) -> SimpleNamespace:
+        def memory_info(handle: object, version: int | None = None) -> SimpleNamespace:
             gpu = self._gpu(handle, "nvmlDeviceGetMemoryInfo")
+            self.memory_versions.append(version)
+            if version is not None:
+                # pynvml calls nvmlDeviceGetMemoryInfo_v2 for any version; a driver without
+                # it answers FunctionNotFound, as NVML's symbol lookup does.
+                assert version == pynvml.nvmlMemory_v2, f"unexpected memory version {version}"
+                if gpu.memory_bytes is not None and "v2" in gpu.memory_bytes:
+                    return SimpleNamespace(**gpu.memory_bytes["v2"])
+                if gpu.reserved_mib is None:
+                    raise pynvml.NVMLError_FunctionNotFound()
+                return SimpleNamespace(
+                    total=gpu.total_mib * MIB,
+                    used=(gpu.used_mib - gpu.reserved_mib) * MIB,
+                    free=(gpu.total_mib - gpu.used_mib) * MIB,
+                    reserved=gpu.reserved_mib * MIB,
+                )
+            if gpu.memory_bytes is not None and "v1" in gpu.memory_bytes:
+                return SimpleNamespace(**gpu.memory_bytes["v1"])
             return SimpleNamespace(
                 total=gpu.total_mib * MIB,
                 used=gpu.used_mib * MIB,
                 free=(gpu.total_mib - gpu.used_mib) * MIB,
             )
+
+        def processes(function: str) -> Callable[[object], list[SimpleNamespace]]:
+            def listed(handle: object) -> list[SimpleNamespace]:
+                gpu = self._gpu(handle, function)
+                self.process_calls += 1
+                entries = (
+                    gpu.compute_processes if "Compute" in function else gpu.graphics_processes
+                )
+                # pynvml's own object: pid, usedGpuMemory (None when not available), and
+                # the MIG instance ids, which are 0xFFFFFFFF outside MIG.
+                return [
+                    SimpleNamespace(
+                        pid=pid,
+                        usedGpuMemory=used,
+                        gpuInstanceId=0xFFFFFFFF,
+                        computeInstanceId=0xFFFFFFFF,
+                    )
+                    for pid, used in entries
+                ]
+
+            return listed
 
         def temperature(handle: object, sensor: int) -> int:
             self.temperature_sensors.append(sensor)
@@ -140,6 +190,12 @@ class FakeNvml:
             ),
             "nvmlDeviceGetTemperature": temperature,
             "nvmlDeviceGetPowerUsage": lambda h: self._gpu(h, "nvmlDeviceGetPowerUsage").power_mw,
+            "nvmlDeviceGetComputeRunningProcesses": processes(
+                "nvmlDeviceGetComputeRunningProcesses"
+            ),
+            "nvmlDeviceGetGraphicsRunningProcesses": processes(
+                "nvmlDeviceGetGraphicsRunningProcesses"
+            ),
         }
         for name, replacement in replacements.items():
             assert hasattr(pynvml, name), f"pynvml has no {name}; the fake is out of date"

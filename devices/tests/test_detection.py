@@ -171,6 +171,7 @@ def test_as_api_dict_has_exactly_the_api_keys() -> None:
         "utilization_percent": 2,
         "temperature_c": 38,
         "power_w": 8.93,
+        "vram_reserved_mb": None,
     }
 
 
