@@ -352,7 +352,15 @@ def backup_from_document(doc: Any) -> Backup:
 
     gpus = _gpus(doc.get("gpus", []), errors)
     strategy = _strategy(doc.get("strategy"), "strategy", errors) if "strategy" in doc else None
-    known = {g.index for g in gpus}
+    # Indexes the file lists, even on a GPU entry with another problem: that problem is
+    # reported once, not again for every assignment that points at the GPU.
+    known = {g.index for g in gpus} | {
+        item["index"]
+        for item in doc.get("gpus", [])
+        if isinstance(doc.get("gpus"), list)
+        and isinstance(item, dict)
+        and _is_int(item.get("index"))
+    }
     assignments = _assignments(doc.get("assignments", []), known, errors)
     system_settings = _settings(doc.get("system_settings", {}), errors)
     versions = _versions(doc["versions"], errors) if "versions" in doc else None
