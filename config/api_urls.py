@@ -24,6 +24,11 @@ def _api(view: type[APIView]) -> Callable[..., Any]:
 
 urlpatterns = [
     path("system/gpus", _api(device_apis.GpuListApi), name="api-gpus"),
+    path(
+        "system/gpus/suggested-estimates",
+        _api(device_apis.SuggestedEstimatesApi),
+        name="api-gpus-suggested-estimates",
+    ),
     path("system/gpu-config", _api(gpuconfig_apis.GpuConfigApi), name="api-gpu-config"),
     path("system/gpu-config/detect", _api(device_apis.GpuDetectApi), name="api-detect"),
     path(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -12,6 +13,55 @@ from rest_framework.views import APIView
 
 from devices.selectors import gpu_inventory_view
 from devices.services import gpu_inventory_rescan
+from devices.vram import suggested_estimates
+
+
+class ServiceUseSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    measured_mb = serializers.IntegerField(help_text="MB its processes hold on this GPU now.")
+    estimate_mb = serializers.IntegerField(
+        allow_null=True, help_text="Its gpuconfig.vram_estimate_mb label."
+    )
+    over_estimate = serializers.BooleanField(
+        help_text="Holds more than the estimate plus GPUCONFIG_VRAM_OVER_ESTIMATE_MARGIN_PERCENT."
+    )
+
+
+class OutsideProcessSerializer(serializers.Serializer):
+    pid = serializers.IntegerField(help_text="Host PID.")
+    used_mb = serializers.IntegerField(allow_null=True)
+    owner = serializers.CharField(help_text='"host process" or the container it runs in.')
+
+
+class UnattributedProcessSerializer(serializers.Serializer):
+    pid = serializers.IntegerField(help_text="Host PID, as the driver reports it.")
+    used_mb = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class MemoryUseSerializer(serializers.Serializer):
+    measured = serializers.BooleanField(
+        help_text="Whether per-process memory was read (NVML or nvidia-smi; never simulated)."
+    )
+    note = serializers.CharField(
+        allow_blank=True, help_text="Why not measured, or why some use is not attributed."
+    )
+    services = ServiceUseSerializer(many=True)
+    outside_gpu_config_mb = serializers.IntegerField(
+        allow_null=True, help_text="MB held by processes of no managed service."
+    )
+    outside_processes = OutsideProcessSerializer(many=True)
+    unattributed_mb = serializers.IntegerField(
+        allow_null=True, help_text="MB of processes that could not be traced to a container."
+    )
+    unattributed_processes = UnattributedProcessSerializer(many=True)
+
+
+class WarningSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    service = serializers.CharField(allow_null=True)
+    gpu_index = serializers.IntegerField(allow_null=True)
 
 
 class GpuOutputSerializer(serializers.Serializer):
@@ -24,7 +74,15 @@ class GpuOutputSerializer(serializers.Serializer):
     utilization_percent = serializers.IntegerField(allow_null=True)
     temperature_c = serializers.IntegerField(allow_null=True)
     power_w = serializers.FloatField(allow_null=True)
+    vram_reserved_mb = serializers.IntegerField(
+        allow_null=True,
+        help_text="Memory the driver reserves for itself (NVML memory info v2); not in used.",
+    )
+    vram_free_mb = serializers.IntegerField(
+        allow_null=True, help_text="total - reserved - used: what a process could allocate."
+    )
     present = serializers.BooleanField(help_text="False for a GPU detected before but not now.")
+    memory_use = MemoryUseSerializer()
 
 
 class GpuListOutputSerializer(serializers.Serializer):
@@ -40,6 +98,7 @@ class GpuListOutputSerializer(serializers.Serializer):
     error = serializers.CharField(
         allow_null=True, help_text="Why the last detection failed; readings are the last good ones."
     )
+    warnings = WarningSerializer(many=True, help_text="Services holding more than their estimate.")
 
 
 class GpuListApi(APIView):
@@ -73,3 +132,37 @@ class GpuDetectApi(APIView):
         # A failed detection is the driver's fault, not the client's: 502, inventory unchanged.
         code = status.HTTP_502_BAD_GATEWAY if result.sample.error else status.HTTP_200_OK
         return Response(body, status=code)
+
+
+class SuggestedEstimateSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    estimate_mb = serializers.IntegerField(allow_null=True, help_text="The label's value now.")
+    peak_mb = serializers.IntegerField(
+        allow_null=True, help_text="Highest MB measured (all its processes); null: never seen."
+    )
+    measured_now_mb = serializers.IntegerField(allow_null=True)
+    suggested_mb = serializers.IntegerField(
+        allow_null=True, help_text="The peak rounded up to 100 MB."
+    )
+    label_line = serializers.CharField(
+        allow_blank=True, help_text="The line to put under the service's labels in compose."
+    )
+    changes_estimate = serializers.BooleanField()
+
+
+class SuggestedEstimatesOutputSerializer(serializers.Serializer):
+    compose_file = serializers.CharField(help_text="The file to edit; GPU Config never edits it.")
+    services = SuggestedEstimateSerializer(many=True)
+
+
+class SuggestedEstimatesApi(APIView):
+    """Per managed service, its measured peak VRAM and the estimate label to write."""
+
+    @extend_schema(responses=SuggestedEstimatesOutputSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "compose_file": str(settings.GPUCONFIG_COMPOSE_FILE),
+                "services": [s.as_dict() for s in suggested_estimates()],
+            }
+        )

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from devices.models import GpuDevice
 from devices.services import gpu_sample
+from devices.vram import GpuMemoryUse, gpu_memory_uses, margin_percent, over_estimate_warnings
 
 
 def gpu_device_list() -> QuerySet[GpuDevice]:
@@ -17,11 +18,23 @@ def gpu_device_list() -> QuerySet[GpuDevice]:
 def gpu_inventory_view() -> dict[str, Any]:
     """The live sample in the design's ``{"gpus": [...]}`` shape, plus GPUs that disappeared.
 
-    One query (the absent GPUs); the readings come from the shared sample, never from NVML.
+    Each GPU carries its measured memory use (``memory_use``: managed services beside their
+    estimates, use outside GPU Config, what could not be attributed) and ``warnings`` lists
+    services over their estimate. Two queries (absent GPUs, the applied version); the
+    readings and processes come from the shared sample, never from NVML or podman.
     """
     sample = gpu_sample()
     live = {r.index for r in sample.readings}
-    gpus = [{**r.as_api_dict(), "present": True} for r in sample.readings]
+    uses = gpu_memory_uses(sample)
+    gpus = [
+        {
+            **r.as_api_dict(),
+            "vram_free_mb": r.vram_free_mb,
+            "present": True,
+            "memory_use": uses[r.uuid].as_dict(),
+        }
+        for r in sample.readings
+    ]
     for device in GpuDevice.objects.filter(present=False).exclude(gpu_index__in=live):
         gpus.append(
             {
@@ -34,7 +47,12 @@ def gpu_inventory_view() -> dict[str, Any]:
                 "utilization_percent": None,
                 "temperature_c": None,
                 "power_w": None,
+                "vram_reserved_mb": device.vram_reserved_mb,
+                "vram_free_mb": None,
                 "present": False,
+                "memory_use": GpuMemoryUse(
+                    measured=False, note="Not measured: the GPU is no longer detected."
+                ).as_dict(),
             }
         )
     gpus.sort(key=lambda g: g["index"])
@@ -45,4 +63,7 @@ def gpu_inventory_view() -> dict[str, Any]:
         "age_seconds": sample.age_seconds(),
         "message": sample.message,
         "error": sample.error or None,
+        "warnings": [
+            w.as_dict() for w in over_estimate_warnings(uses, sample.readings, margin_percent())
+        ],
     }

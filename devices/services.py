@@ -174,6 +174,9 @@ def reset_sampler() -> None:
     """Forget the shared sample (tests, and after a re-scan so pollers see it at once)."""
     with _sampler.lock:
         _sampler.current = None
+        # What podman said about containers and the stored peaks may be stale too.
+        _sampler.attributor = ProcessAttributor()
+        _sampler.peaks = None
 
 
 @dataclass(frozen=True)
