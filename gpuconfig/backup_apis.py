@@ -1,0 +1,134 @@
+"""The backup API: export the configuration, import a backup (staff only, like the page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gpuconfig.apis import (
+    BoundedBodyApi,
+    Conflict,
+    FileWriteFailed,
+    ServiceUnavailable,
+)
+from gpuconfig.backup import BackupError, OutputFormat, parse_backup, render_backup
+from gpuconfig.backup_services import gpu_config_export, gpu_config_import
+from gpuconfig.registry import RegistryError
+from gpuconfig.services import ConfigConflict, ConfigFileError
+
+STAFF_ONLY = "Only staff users may export or import backups."
+_TRUE = {"1", "true", "yes"}
+
+
+class StaffOnly(BasePermission):
+    """A backup holds every setting and restoring one rewrites them: staff only, reads too."""
+
+    message = STAFF_ONLY
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff)
+
+
+class GpuConfigExportApi(APIView):
+    """The whole configuration as one backup document (YAML by default, or JSON)."""
+
+    permission_classes = [StaffOnly]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # ``?format=`` picks the document's format here, not one of DRF's renderers (which
+        # would answer 404 for "yaml"): errors still come back as JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", str, enum=[f.value for f in OutputFormat]),
+            OpenApiParameter("versions", bool, description="include the version history"),
+        ],
+        responses={(200, "application/yaml"): str, (200, "application/json"): dict},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        raw = request.query_params.get("format", OutputFormat.YAML.value)
+        if raw not in {f.value for f in OutputFormat}:
+            raise ValidationError({"format": [f"{raw!r} is not one of: yaml, json"]})
+        output = OutputFormat(raw)
+        backup = gpu_config_export(
+            include_versions=request.query_params.get("versions", "").lower() in _TRUE
+        )
+        content_type = "application/json" if output == OutputFormat.JSON else "application/yaml"
+        # A plain Django response: the body is the document itself, not DRF's rendering of it.
+        return HttpResponse(
+            render_backup(backup, output), content_type=f"{content_type}; charset=utf-8"
+        )
+
+
+_import_response = inline_serializer(
+    "GpuConfigImported",
+    fields={
+        "success": serializers.BooleanField(),
+        "dry_run": serializers.BooleanField(),
+        "base_version": serializers.IntegerField(),
+        "version": serializers.IntegerField(allow_null=True),
+        "changes": serializers.ListField(child=serializers.CharField()),
+        "warnings": serializers.ListField(child=serializers.CharField()),
+        "config_warnings": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
+class GpuConfigImportApi(BoundedBodyApi):
+    """Import a backup (the request body, YAML or JSON) as a new version; ``?dry_run=1``
+    only says what would change. ``?version=N`` refuses (409) if someone saved since N."""
+
+    permission_classes = [StaffOnly]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("dry_run", bool),
+            OpenApiParameter("version", int, description="the version a dry run was made on"),
+        ],
+        request={"application/yaml": str, "application/json": dict},
+        responses={200: _import_response},
+    )
+    def post(self, request: Request) -> Response:
+        raw_version = request.query_params.get("version")
+        if raw_version is not None and not raw_version.isdigit():
+            raise ValidationError({"version": ["A version number is required."]})
+        try:
+            # The raw body: parse_backup reads YAML and JSON and names bad fields itself.
+            backup = parse_backup(request.body)
+            result = gpu_config_import(
+                backup=backup,
+                user=request.user,
+                dry_run=request.query_params.get("dry_run", "").lower() in _TRUE,
+                expected_version=int(raw_version) if raw_version is not None else None,
+            )
+        except BackupError as exc:
+            raise ValidationError(
+                {path or "file": [message] for path, message in exc.errors}
+            ) from exc
+        except ConfigConflict as exc:
+            raise Conflict(str(exc)) from exc
+        except ConfigFileError as exc:
+            raise FileWriteFailed(str(exc)) from exc
+        except RegistryError as exc:
+            raise ServiceUnavailable(f"The compose file cannot be used: {exc}") from exc
+        return Response(
+            {
+                "success": True,
+                "dry_run": result.dry_run,
+                "base_version": result.base_version,
+                "version": result.new_version,
+                "changes": list(result.changes),
+                "warnings": list(result.warnings),
+                "config_warnings": list(result.config_warnings),
+            }
+        )
