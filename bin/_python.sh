@@ -27,10 +27,15 @@ ensure_venv() {
     rm -rf .venv
     "$(find_python)" -m venv .venv
   fi
-  # Reinstall only when pyproject.toml changed since the last install.
-  local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+  # Reinstall only when pyproject.toml or the lockfile changed since the last install. The
+  # lockfile pins every version (bin/lock writes it); the editable install after it adds
+  # nothing when the lock is current, and keeps a fresh pyproject edit working until bin/lock.
+  local stamp=.venv/.installed-$(cat pyproject.toml requirements-dev.lock 2>/dev/null | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
+    if [ -f requirements-dev.lock ]; then
+      .venv/bin/python -m pip install --quiet -r requirements-dev.lock
+    fi
     .venv/bin/python -m pip install --quiet -e ".[dev]"
     rm -f .venv/.installed-*
     touch "$stamp"

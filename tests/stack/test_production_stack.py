@@ -95,6 +95,14 @@ class Stack:
         assert len(ids) == 1, f"expected one container for {service}, found {ids}"
         return json.loads(self.podman("inspect", ids[0]))[0]
 
+    def logs(self, *services: str) -> str:
+        """The last lines of each service's log, for failure messages."""
+        return "\n".join(
+            f"--- {name}:\n"
+            + self.podman("logs", "--tail", "30", f"{self.project}_{name}_1", check=False)
+            for name in services
+        )
+
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -225,10 +233,13 @@ def stack() -> Iterator[Stack]:
     )
     try:
         with installed_cdi_spec():
-            for _ in range(50):
+            for _ in range(100):
                 if socket_path.exists():
                     break
                 time.sleep(0.1)
+            # What the guide's systemd drop-in (SocketGroup=, SocketMode=0660) does on a real
+            # host: the app's non-root user reaches the socket through its group.
+            socket_path.chmod(0o660)
             up = time.monotonic()
             stack.compose("up", "-d")
             stack.wait_healthy()
@@ -311,7 +322,9 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
         {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 2.5},
     ]
     first = _save_and_apply(browser, baseline)
-    assert (first.get("run") or first)["status"] == "succeeded", json.dumps(first, indent=1)[-3000:]
+    assert (first.get("run") or first)["status"] == "succeeded", (
+        json.dumps(first, indent=1)[-3000:] + stack.logs("gpuconfig-worker")
+    )
     before = {name: stack.container(name)["Id"] for name in AI_SERVICES + APP_SERVICES}
 
     # The move: CLIP to the A400.
@@ -320,7 +333,9 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
     apply_started = time.monotonic()
     second = _save_and_apply(browser, moved)
     stack.timings["apply_one_move_s"] = time.monotonic() - apply_started
-    assert (second.get("run") or second)["status"] == "succeeded", json.dumps(second, indent=1)[-3000:]
+    assert (second.get("run") or second)["status"] == "succeeded", (
+        json.dumps(second, indent=1)[-3000:] + stack.logs("gpuconfig-worker")
+    )
 
     # On the host: exactly CLIP was recreated, on CDI device 1, with GPU 1's UUID as the web
     # showed it (the worker verified against the same inventory); nothing else was touched,
