@@ -80,27 +80,13 @@ class Command(BaseCommand):
         where = describe(connections[database].settings_dict)
         started = time.monotonic()
         last_progress = -PROGRESS_EVERY_SECONDS
-        waiting_for = ""
         while True:
             elapsed = time.monotonic() - started
-            try:
-                probe = probe_connection(database)
-            except OperationalError as exc:
-                waiting_for = f"not accepting connections: {_first_line(exc)}"
-            else:
-                try:
-                    pending = unapplied_migrations(probe) if migrated else []
-                finally:
-                    probe.close()
-                if not pending:
-                    ready = "is ready and migrated" if migrated else "accepts connections"
-                    self.stdout.write(f"Database {where} {ready} (after {elapsed:.0f} s).")
-                    return
-                named = ", ".join(pending[:3]) + (", ..." if len(pending) > 3 else "")
-                waiting_for = (
-                    f"{len(pending)} migration(s) not applied yet ({named}); "
-                    "waiting for `manage.py migrate` (the web container runs it)"
-                )
+            waiting_for = not_ready_because(database, migrated=migrated)
+            if not waiting_for:
+                ready = "is ready and migrated" if migrated else "accepts connections"
+                self.stdout.write(f"Database {where} {ready} (after {elapsed:.0f} s).")
+                return
             if elapsed >= timeout:
                 raise CommandError(
                     f"Database {where} was not ready after {timeout:g} s: {waiting_for}"
@@ -110,6 +96,25 @@ class Command(BaseCommand):
                 self.stdout.write(f"Waiting for database {where}: {waiting_for} ({progress})")
                 last_progress = elapsed
             time.sleep(min(RETRY_SECONDS, max(0.0, timeout - elapsed)))
+
+
+def not_ready_because(database: str, *, migrated: bool) -> str:
+    """Why the database is not ready yet, in words; empty when it is."""
+    try:
+        probe_connection(database).close()
+        # The migration loader queries through the alias, so it uses the real connection
+        # (pooled or not), now that the database answers.
+        pending = unapplied_migrations(connections[database]) if migrated else []
+    except OperationalError as exc:
+        connections[database].close()  # a broken connection must not be reused next time
+        return f"not accepting connections: {_first_line(exc)}"
+    if not pending:
+        return ""
+    named = ", ".join(pending[:3]) + (", ..." if len(pending) > 3 else "")
+    return (
+        f"{len(pending)} migration(s) not applied yet ({named}); "
+        "waiting for `manage.py migrate` (the web container runs it)"
+    )
 
 
 def _first_line(exc: Exception) -> str:
