@@ -143,23 +143,23 @@ def _strategies() -> list[dict[str, Any]]:
 
 def draft_body(draft: Draft) -> dict[str, Any]:
     """The JSON shape shared by GET, preview and save responses."""
-    resolved = draft.resolved()
     rows = []
     for request in draft.requests:
-        entry = resolved[request.service.name]
+        entry = draft.configuration.by_service[request.service.name]
         rows.append(
             {
                 "service": request.service.name,
                 "model": request.service.model,
                 "vram_estimate_mb": request.service.vram_estimate_mb,
                 "role": request.service.role,
-                "gpu_index": entry["gpu"],
+                "gpu_index": entry.gpu_index,
                 "pinned_gpu_index": request.pinned_gpu,
-                "budget_adjustable": request.service.budget_env is not None,
-                "vram_budget_override": request.budget_override_gb,
-                "vram_budget": entry["vram_budget"],
-                "auto_adjusted": entry["budget_auto_adjusted"],
-                "enabled": request.enabled,
+                "budget_adjustable": entry.budget_env is not None,
+                "vram_budget_override": entry.vram_budget_override,
+                # The documented API names for the configuration's budget fields.
+                "vram_budget": entry.vram_budget_gb,
+                "auto_adjusted": entry.budget_auto_adjusted,
+                "enabled": entry.enabled,
             }
         )
     return {
@@ -352,7 +352,8 @@ class ConfigVersionListApi(APIView):
             if missing:
                 raise ValidationError({k: [f"No version {numbers[k]}."] for k in missing})
             changes = config_changes(
-                found[numbers["from"]].assignments, found[numbers["to"]].assignments
+                selectors.version_configuration(found[numbers["from"]]),
+                selectors.version_configuration(found[numbers["to"]]),
             )
             body["changes"] = [c.as_dict() for c in changes]
         return Response(body)

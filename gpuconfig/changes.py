@@ -3,42 +3,51 @@ history and the apply run, so that all three agree on what "changed" means."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-# A resolved configuration as stored in ConfigVersion.assignments:
-# {"ai-llm": {"gpu": 0, "vram_budget": None, "enabled": True, ...}, ...}
-Resolved = Mapping[str, Mapping[str, Any]]
+from gpuconfig.domain import Configuration, ResolvedAssignment
 
 
 @dataclass(frozen=True)
 class ServiceChange:
+    """One service whose GPU, budget or enabled flag differs between two configurations."""
+
     service: str
-    from_gpu: int | None
-    to_gpu: int | None
-    from_budget: float | None
-    to_budget: float | None
-    from_enabled: bool
-    to_enabled: bool
+    before: ResolvedAssignment
+    after: ResolvedAssignment
 
     @property
     def moves(self) -> bool:
-        return self.from_gpu != self.to_gpu
+        return self.before.change_key()[0] != self.after.change_key()[0]
 
     def describe(self) -> str:
         """One line a user reads, e.g. "ai-enrichment: GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
+        (from_gpu, from_budget, from_enabled) = self.before.change_key()
+        (to_gpu, to_budget, to_enabled) = self.after.change_key()
         parts: list[str] = []
-        if self.from_enabled != self.to_enabled:
-            parts.append("enabled" if self.to_enabled else "disabled (no GPU reservation)")
-        if self.moves and self.to_enabled:
-            parts.append(f"{_gpu(self.from_gpu)} → {_gpu(self.to_gpu)}")
-        if self.from_budget != self.to_budget and self.to_enabled:
-            parts.append(f"budget {_budget(self.from_budget)} → {_budget(self.to_budget)}")
+        if from_enabled != to_enabled:
+            parts.append("enabled" if to_enabled else "disabled (no GPU reservation)")
+        if self.moves and to_enabled:
+            parts.append(f"{_gpu(from_gpu)} → {_gpu(to_gpu)}")
+        if from_budget != to_budget and to_enabled:
+            parts.append(f"budget {_budget(from_budget)} → {_budget(to_budget)}")
         return f"{self.service}: " + "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "description": self.describe()}
+        """The API's form (documented names: from_gpu/to_gpu, from_budget/to_budget, ...)."""
+        (from_gpu, from_budget, from_enabled) = self.before.change_key()
+        (to_gpu, to_budget, to_enabled) = self.after.change_key()
+        return {
+            "service": self.service,
+            "from_gpu": from_gpu,
+            "to_gpu": to_gpu,
+            "from_budget": from_budget,
+            "to_budget": to_budget,
+            "from_enabled": from_enabled,
+            "to_enabled": to_enabled,
+            "description": self.describe(),
+        }
 
 
 def _gpu(index: int | None) -> str:
@@ -49,23 +58,21 @@ def _budget(value: float | None) -> str:
     return "default" if value is None else f"{value:g} GB"
 
 
-def _entry(resolved: Resolved, service: str) -> tuple[int | None, float | None, bool]:
-    entry = resolved.get(service)
-    if entry is None:
-        return None, None, False
-    enabled = bool(entry.get("enabled", True))
-    return (entry.get("gpu") if enabled else None), entry.get("vram_budget"), enabled
+def _absent(service: str) -> ResolvedAssignment:
+    # A service one side does not know reads as switched off, with no GPU and no budget.
+    return ResolvedAssignment(service, None, enabled=False)
 
 
-def config_changes(before: Resolved | None, after: Resolved) -> list[ServiceChange]:
+def config_changes(before: Configuration | None, after: Configuration) -> list[ServiceChange]:
     """Services whose GPU, budget or enabled flag differ, in name order.
 
     With no ``before`` (nothing applied yet) every service counts as changed.
     """
-    base: Resolved = before or {}
+    base = before or Configuration(())
     changes: list[ServiceChange] = []
-    for service in sorted(set(base) | set(after)):
-        old, new = _entry(base, service), _entry(after, service)
-        if before is None or old != new:
-            changes.append(ServiceChange(service, old[0], new[0], old[1], new[1], old[2], new[2]))
+    for service in sorted(set(base.by_service) | set(after.by_service)):
+        old = base.get(service) or _absent(service)
+        new = after.get(service) or _absent(service)
+        if before is None or old.change_key() != new.change_key():
+            changes.append(ServiceChange(service, old, new))
     return changes

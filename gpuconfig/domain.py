@@ -8,9 +8,11 @@ Units: VRAM is counted in MB, and 1 GB = 1000 MB everywhere (6800 MB is "6.8 GB"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 MB_PER_GB = 1000
 
@@ -136,12 +138,116 @@ class PlanWarning:
 
 @dataclass(frozen=True)
 class ResolvedAssignment:
-    """Where a service goes and the VRAM budget (GB) to pass it, if any."""
+    """One service of a resolved configuration: its GPU, its budget and the user's switches.
+
+    The validator fills in the first four fields; the draft adds the GPU's UUID and name,
+    the pin, the user's budget override, the enabled flag and the service's budget variable.
+    The same value then travels unchanged to the rows, the stored version (``to_json``), the
+    change list, the verification of a container and both generated files.
+    """
 
     service: str
-    gpu_index: int
-    vram_budget_gb: float | None
-    budget_auto_adjusted: bool
+    gpu_index: int | None  # None: switched off, or no GPU could be chosen
+    vram_budget_gb: float | None = None
+    budget_auto_adjusted: bool = False
+    gpu_uuid: str = ""
+    gpu_name: str = ""
+    pinned: bool = False
+    vram_budget_override: float | None = None  # GB the user typed; None: automatic
+    enabled: bool = True
+    # The variable through which the service reads its budget (its gpuconfig.budget_env
+    # label); a service without one gets no budget in its environment.
+    budget_env: str | None = None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the service runs on a GPU (enabled and given one)."""
+        return self.enabled and self.gpu_index is not None
+
+    @property
+    def container_gpu(self) -> int | None:
+        """The GPU the service's container gets: none when the service is switched off."""
+        return self.gpu_index if self.enabled else None
+
+    def change_key(self) -> tuple[int | None, float | None, bool]:
+        """What decides whether a container must be recreated: GPU, budget, enabled."""
+        return self.container_gpu, self.vram_budget_gb, self.enabled
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (one entry of ``ConfigVersion.assignments``): the field names."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "service"}
+
+    @classmethod
+    def from_json(
+        cls, service: str, data: Mapping[str, Any], *, budget_env: str | None = None
+    ) -> ResolvedAssignment:
+        """Read a stored entry, including those saved before the names were unified
+        (``gpu`` and ``vram_budget``) and before the budget variable was recorded
+        (``budget_env`` then comes from the caller, i.e. the service registry)."""
+        return cls(
+            service=service,
+            gpu_index=data.get("gpu_index", data.get("gpu")),
+            vram_budget_gb=data.get("vram_budget_gb", data.get("vram_budget")),
+            budget_auto_adjusted=bool(data.get("budget_auto_adjusted", False)),
+            gpu_uuid=data.get("gpu_uuid") or "",
+            gpu_name=data.get("gpu_name") or "",
+            pinned=bool(data.get("pinned", False)),
+            vram_budget_override=data.get("vram_budget_override"),
+            enabled=bool(data.get("enabled", True)),
+            budget_env=data.get("budget_env", budget_env),
+        )
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A resolved configuration: one :class:`ResolvedAssignment` per managed service.
+
+    What a draft proposes, what a version stores and what an apply puts into effect are all
+    this one value; the strategy is kept beside it (on the draft, the version, the rows).
+    """
+
+    assignments: tuple[ResolvedAssignment, ...]
+
+    def __post_init__(self) -> None:
+        names = [a.service for a in self.assignments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a service appears more than once in {names}")
+
+    @cached_property
+    def by_service(self) -> Mapping[str, ResolvedAssignment]:
+        return {a.service: a for a in self.assignments}
+
+    def get(self, service: str) -> ResolvedAssignment | None:
+        return self.by_service.get(service)
+
+    def placements(self) -> dict[str, int]:
+        """Where the enabled services run: {service: GPU index}."""
+        return {
+            a.service: a.gpu_index
+            for a in self.assignments
+            if a.gpu_index is not None and a.enabled
+        }
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """``{service: {field: value}}``, the form ``ConfigVersion.assignments`` stores."""
+        return {a.service: a.to_json() for a in self.assignments}
+
+    @classmethod
+    def from_json(
+        cls,
+        data: Mapping[str, Mapping[str, Any]] | None,
+        *,
+        budget_envs: Mapping[str, str | None] | None = None,
+    ) -> Configuration:
+        """Read ``ConfigVersion.assignments`` (old key names too); ``budget_envs`` fills in the
+        budget variable of versions stored before it was recorded."""
+        envs = budget_envs or {}
+        return cls(
+            tuple(
+                ResolvedAssignment.from_json(name, entry, budget_env=envs.get(name))
+                for name, entry in sorted((data or {}).items())
+            )
+        )
 
 
 @dataclass(frozen=True)

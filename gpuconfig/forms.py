@@ -210,10 +210,11 @@ class AssignmentRow:
 
 def change_detail(change: ServiceChange) -> str:
     """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
-    if not change.from_enabled and change.from_gpu is None and change.to_enabled:
+    before, after = change.before, change.after
+    if not before.enabled and before.gpu_index is None and after.enabled:
         # Nothing saved for it yet: say where it goes, not "enabled; unassigned → GPU 0".
-        where = "no GPU" if change.to_gpu is None else f"GPU {change.to_gpu}"
-        budget = f", budget {change.to_budget:g} GB" if change.to_budget is not None else ""
+        where = "no GPU" if after.gpu_index is None else f"GPU {after.gpu_index}"
+        budget = f", budget {after.vram_budget_gb:g} GB" if after.vram_budget_gb is not None else ""
         return f"new: {where}{budget}"
     return change.describe().removeprefix(f"{change.service}: ")
 
@@ -247,7 +248,6 @@ def assignment_rows(
 ) -> list[AssignmentRow]:
     """The table: one row per registry service with its GPU choices, budget and warnings."""
     errors = errors or {}
-    resolved = draft.resolved()
     manual = draft.strategy == StrategyName.MANUAL
     # Beside each row, what differs from the saved version (nothing to compare before a save).
     changes = {c.service: c for c in draft.changes} if draft.saved_version else {}
@@ -258,8 +258,8 @@ def assignment_rows(
     rows = []
     for request in draft.requests:
         service = request.service
-        entry = resolved[service.name]
-        gpu_now = entry["gpu"]
+        entry = draft.configuration.by_service[service.name]
+        gpu_now = entry.gpu_index
         pin = request.pinned_gpu
         options: list[GpuOption] = []
         if manual:
@@ -282,7 +282,7 @@ def assignment_rows(
         options.append(GpuOption(OFF, "Off (no GPU)", not request.enabled))
         adjustable = service.budget_env is not None
         override = request.budget_override_gb
-        effective = entry["vram_budget"]
+        effective = entry.vram_budget_gb
         if effective is None and adjustable:
             effective = service.vram_estimate_mb / MB_PER_GB
         rows.append(
@@ -295,7 +295,7 @@ def assignment_rows(
                 budget_adjustable=adjustable,
                 budget_value=_number(override if override is not None else effective),
                 budget_auto="" if override is not None else _number(effective),
-                auto_adjusted=bool(entry["budget_auto_adjusted"]),
+                auto_adjusted=entry.budget_auto_adjusted,
                 warnings=warnings_by_service.get(service.name, []),
                 errors=list(errors.get(service.name, [])),
                 change_text=change_detail(changes[service.name]) if service.name in changes else "",

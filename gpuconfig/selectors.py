@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from devices.models import GpuDevice
 from devices.services import gpu_sample
-from gpuconfig.domain import Gpu
+from gpuconfig.domain import Configuration, Gpu
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
+from gpuconfig.registry import RegistryError, load_registry
 from gpuconfig.system_settings import SystemConfig, system_config_from_rows
 
 
@@ -69,6 +71,19 @@ def latest_applied_version() -> ConfigVersion | None:
     return ConfigVersion.objects.filter(applied_at__isnull=False).order_by("-applied_at").first()
 
 
+def version_configuration(version: ConfigVersion) -> Configuration:
+    """A stored version as a :class:`Configuration`.
+
+    Versions saved before the budget variable was recorded take it from the registry now.
+    """
+    try:
+        services = load_registry(settings.GPUCONFIG_COMPOSE_FILE).services
+    except RegistryError:
+        services = ()
+    budget_envs = {s.name: s.budget_env for s in services}
+    return Configuration.from_json(version.assignments, budget_envs=budget_envs)
+
+
 def version_list() -> QuerySet[ConfigVersion]:
     return ConfigVersion.objects.select_related("created_by").order_by("-number")
 
@@ -80,6 +95,7 @@ def version_summary(version: ConfigVersion) -> dict[str, Any]:
         "created_at": version.created_at,
         "created_by": version.created_by.get_username() if version.created_by else None,
         "applied_at": version.applied_at,
-        "assignments": version.assignments,
+        # Through the one type, so versions stored under older key names read the same.
+        "assignments": Configuration.from_json(version.assignments).to_json(),
         "warnings": version.warnings,
     }

@@ -31,7 +31,14 @@ from django_htmx.middleware import HtmxDetails
 from devices.selectors import gpu_inventory_view
 from gpuconfig import selectors
 from gpuconfig.changes import config_changes
-from gpuconfig.domain import STRATEGY_LABELS, StrategyName, format_gb, format_gpu_capacity
+from gpuconfig.domain import (
+    STRATEGY_LABELS,
+    Configuration,
+    ResolvedAssignment,
+    StrategyName,
+    format_gb,
+    format_gpu_capacity,
+)
 from gpuconfig.forms import (
     GpuConfigForm,
     SystemSettingsForm,
@@ -294,15 +301,15 @@ def _unsaved(draft: Draft, saved: ConfigVersion | None) -> bool:
     """Whether Save would store something different from the newest saved version."""
     if saved is None or saved.strategy != draft.strategy or draft.changes:
         return True
-    before = saved.assignments
-    for name, entry in draft.resolved().items():
-        old = before.get(name, {})
-        for key in ("pinned", "enabled", "vram_budget_override"):
-            if old.get(key, key == "enabled") != entry.get(key):
-                # Versions saved before overrides were recorded say nothing about them.
-                if key == "vram_budget_override" and key not in old:
-                    continue
-                return True
+    before = Configuration.from_json(saved.assignments)
+    for entry in draft.configuration.assignments:
+        old = before.get(entry.service) or ResolvedAssignment(entry.service, None)
+        if (old.pinned, old.enabled, old.vram_budget_override) != (
+            entry.pinned,
+            entry.enabled,
+            entry.vram_budget_override,
+        ):
+            return True
     return False
 
 
@@ -372,7 +379,12 @@ def _history_context(request: HtmxHttpRequest) -> dict[str, Any]:
         "compare": compare,
         "compare_error": compare_error,
         "compare_changes": (
-            described(config_changes(compare.assignments, current.assignments))
+            described(
+                config_changes(
+                    selectors.version_configuration(compare),
+                    selectors.version_configuration(current),
+                )
+            )
             if compare is not None and current is not None
             else []
         ),
@@ -479,7 +491,11 @@ def _save_or_answer(
 
     try:
         result = gpu_config_save(
-            user=request.user, strategy=draft.strategy, changes=changes, expected_version=version
+            user=request.user,
+            strategy=draft.strategy,
+            changes=changes,
+            expected_version=version,
+            draft=draft,  # planned once for this request
         )
     except ConfigConflict as exc:
         return refuse(str(exc), 409, conflict=True)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from django.utils import timezone
 
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
+from gpuconfig.config_files import budget_environment, render_override
+from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.files import write_atomic
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
@@ -39,13 +40,7 @@ from orchestration.models import (
     ServiceStep,
     StepStatus,
 )
-from orchestration.override import (
-    GPU_UUID_ENV,
-    OverrideEntry,
-    format_budget,
-    render_override,
-    services_with_own_devices,
-)
+from orchestration.override import services_with_own_devices
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +118,10 @@ def _start_run(
     user: AbstractBaseUser | AnonymousUser | None,
     enqueue: bool,
 ) -> ApplyRun:
-    changes = config_changes(previous.assignments if previous else None, target.assignments)
+    changes = config_changes(
+        config_selectors.version_configuration(previous) if previous else None,
+        config_selectors.version_configuration(target),
+    )
     try:
         with transaction.atomic():
             run = ApplyRun.objects.create(
@@ -133,7 +131,12 @@ def _start_run(
                 requested_by=saving_user(user),
             )
             ServiceStep.objects.bulk_create(
-                ServiceStep(run=run, service_name=c.service, from_gpu=c.from_gpu, to_gpu=c.to_gpu)
+                ServiceStep(
+                    run=run,
+                    service_name=c.service,
+                    from_gpu=c.before.container_gpu,
+                    to_gpu=c.after.container_gpu,
+                )
                 for c in changes
             )
             if enqueue:
@@ -280,53 +283,16 @@ def _heartbeat(run_id: Any) -> Iterator[None]:
         thread.join(timeout=10)
 
 
-@dataclass(frozen=True)
-class _Expected:
-    """What a recreated container must show to count as really on its GPU."""
-
-    service: str
-    gpu: int | None
-    gpu_uuid: str
-    budget_env: str | None
-    budget: float | None
-
-
-def _expectations(assignments: Mapping[str, Mapping[str, Any]] | None) -> dict[str, _Expected]:
-    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
-    out = {}
-    for name, entry in (assignments or {}).items():
-        service = registry.get(name)
-        enabled = entry.get("enabled", True)
-        out[name] = _Expected(
-            service=name,
-            gpu=entry.get("gpu") if enabled else None,
-            gpu_uuid=entry.get("gpu_uuid", "") if enabled else "",
-            budget_env=service.budget_env if service else None,
-            budget=entry.get("vram_budget") if enabled else None,
-        )
-    return out
-
-
 def render_override_for(version: ConfigVersion) -> str:
     """The override file for a saved version: GPU reservations for its enabled services."""
-    expected = _expectations(version.assignments)
-    entries = [
-        OverrideEntry(
-            service=e.service,
-            gpu_index=e.gpu,
-            gpu_uuid=e.gpu_uuid,
-            gpu_name=version.assignments[e.service].get("gpu_name", ""),
-            vram_budget_gb=e.budget,
-            budget_env=e.budget_env,
-        )
-        for e in expected.values()
-        if e.gpu is not None
-    ]
-    return render_override(entries, version=version.number, generated_at=timezone.now())
+    configuration = config_selectors.version_configuration(version)
+    return render_override(
+        configuration.assignments, version=version.number, generated_at=timezone.now()
+    )
 
 
 def _verify(
-    expected: Mapping[str, _Expected],
+    expected: Configuration | None,
     services: Sequence[str],
     recreated_after: datetime,
     *,
@@ -347,7 +313,7 @@ def _verify(
     def check(name: str) -> str | None:
         state = after.get(name)
         problem = _container_problem(
-            state, expected.get(name), recreated_after, check_gpu=check_gpu
+            state, expected.get(name) if expected else None, recreated_after, check_gpu=check_gpu
         )
         if problem is None and state is not None and state.health is not None:
             healthy, why = podman.wait_healthy(
@@ -377,7 +343,7 @@ def _verify(
 
 def _container_problem(
     state: podman.ContainerState | None,
-    want: _Expected | None,
+    want: ResolvedAssignment | None,
     recreated_after: datetime,
     *,
     check_gpu: bool,
@@ -391,23 +357,20 @@ def _container_problem(
     if not check_gpu or want is None:
         return None
     gpus = [d for d in state.cdi_devices if d.startswith("nvidia.com/gpu=")]
-    if want.gpu is None:
+    if not want.placed:
         if gpus:
             return f"should have no GPU but has {', '.join(gpus)}"
         return None
-    device = f"nvidia.com/gpu={want.gpu}"
+    device = f"nvidia.com/gpu={want.gpu_index}"
     if device not in gpus:
         got = ", ".join(gpus) or "no GPU device"
         return (
             f"started without its GPU: expected {device}, got {got} (is the compose command "
             "dropping GPU reservations?)"
         )
-    if state.env.get(GPU_UUID_ENV) != want.gpu_uuid:
-        return f"{GPU_UUID_ENV} is {state.env.get(GPU_UUID_ENV)!r}, expected {want.gpu_uuid!r}"
-    if want.budget_env and want.budget is not None:
-        got_budget = state.env.get(want.budget_env)
-        if got_budget != format_budget(want.budget):
-            return f"{want.budget_env} is {got_budget!r}, expected {format_budget(want.budget)!r}"
+    for key, value in budget_environment(want).items():
+        if state.env.get(key) != value:
+            return f"{key} is {state.env.get(key)!r}, expected {value!r}"
     return None
 
 
@@ -526,7 +489,7 @@ def _forward(
         # Verify even when compose failed: podman-compose goes on after a failed service,
         # and the user needs to know which ones came up and which did not.
         problems = _verify(
-            _expectations(target.assignments),
+            config_selectors.version_configuration(target),
             services,
             recreated_after,
             env=env,
@@ -590,7 +553,7 @@ def _roll_back(
             _record(run, result)
             previous = run.previous_version
             rollback_problems = _verify(
-                _expectations(previous.assignments if previous else None),
+                config_selectors.version_configuration(previous) if previous else None,
                 services,
                 recreated_after,
                 env=env,

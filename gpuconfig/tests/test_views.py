@@ -261,8 +261,8 @@ def test_saving_without_javascript_redirects_and_the_page_shows_it(staff, staff_
     assert response["Location"] == f"{URL}#gpu-form"
     version = ConfigVersion.objects.get()
     assert (version.number, version.strategy, version.created_by) == (1, "manual", staff_user)
-    assert version.assignments["ai-enrichment"]["gpu"] == 1
-    assert version.assignments["ai-enrichment"]["vram_budget"] == 3.5
+    assert version.assignments["ai-enrichment"]["gpu_index"] == 1
+    assert version.assignments["ai-enrichment"]["vram_budget_gb"] == 3.5
     html = _text(staff.get(response["Location"]))
     assert "Saved as version 1 with" in html
     assert re.search(r'value="manual" id="strategy-manual" checked', html)

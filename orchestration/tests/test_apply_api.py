@@ -93,9 +93,9 @@ def test_a_base_file_that_gives_a_managed_service_devices_is_refused(staff_api, 
     _save(staff_api)
     compose = Path(settings.GPUCONFIG_COMPOSE_FILE)
     compose.write_text(
+        # Right under the service's name, whatever its image line says.
         compose.read_text().replace(
-            "    image: localhost/ai-clip:latest\n",
-            "    image: localhost/ai-clip:latest\n    devices: [nvidia.com/gpu=0]\n",
+            "\n  ai-clip:\n", "\n  ai-clip:\n    devices: [nvidia.com/gpu=0]\n", 1
         )
     )
 

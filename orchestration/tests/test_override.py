@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from orchestration.override import (
-    BaseComposeError,
-    OverrideEntry,
-    load_compose,
-    render_override,
-    services_with_own_devices,
-)
+from gpuconfig.config_files import render_override
+from gpuconfig.domain import ResolvedAssignment
+from orchestration.override import services_with_own_devices
 
 GENERATED_AT = datetime(2026, 11, 26, 21, 30, 5, tzinfo=UTC)
-A400 = OverrideEntry("ai-enrichment", 1, "GPU-4b1e-a400", "NVIDIA RTX A400", 3.5, "VRAM_BUDGET_GB")
-A5500 = OverrideEntry("ai-llm", 0, "GPU-77c2-a5500", "NVIDIA RTX A5500")
+
+
+def _entry(
+    service: str,
+    gpu_index: int,
+    gpu_uuid: str,
+    gpu_name: str,
+    vram_budget_gb: float | None = None,
+    budget_env: str | None = None,
+) -> ResolvedAssignment:
+    """A placed service of a configuration, as the override renders it."""
+    return ResolvedAssignment(
+        service,
+        gpu_index,
+        vram_budget_gb,
+        gpu_uuid=gpu_uuid,
+        gpu_name=gpu_name,
+        budget_env=budget_env,
+    )
+
+
+A400 = _entry("ai-enrichment", 1, "GPU-4b1e-a400", "NVIDIA RTX A400", 3.5, "VRAM_BUDGET_GB")
+A5500 = _entry("ai-llm", 0, "GPU-77c2-a5500", "NVIDIA RTX A5500")
 
 
 def test_override_pins_each_service_to_its_gpu_with_uuid_and_budget() -> None:
@@ -80,18 +96,18 @@ def test_override_is_the_same_whatever_the_order_of_entries() -> None:
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        (OverrideEntry("s", 0, "GPU-x", "G", 4.0, "VRAM_BUDGET_GB"), 'VRAM_BUDGET_GB: "4"'),
-        (OverrideEntry("s", 0, "GPU-x", "G", 0.1 + 0.2, "BUDGET"), 'BUDGET: "0.3"'),
-        (OverrideEntry("s", 0, "GPU-x", "G", 21.7, "VRAM_BUDGET_GB"), 'VRAM_BUDGET_GB: "21.7"'),
+        (_entry("s", 0, "GPU-x", "G", 4.0, "VRAM_BUDGET_GB"), 'VRAM_BUDGET_GB: "4"'),
+        (_entry("s", 0, "GPU-x", "G", 0.1 + 0.2, "BUDGET"), 'BUDGET: "0.3"'),
+        (_entry("s", 0, "GPU-x", "G", 21.7, "VRAM_BUDGET_GB"), 'VRAM_BUDGET_GB: "21.7"'),
     ],
 )
-def test_budget_is_written_as_a_short_string(entry: OverrideEntry, expected: str) -> None:
+def test_budget_is_written_as_a_short_string(entry: ResolvedAssignment, expected: str) -> None:
     assert expected in render_override([entry], version=1, generated_at=GENERATED_AT)
 
 
 def test_no_budget_variable_without_both_a_budget_and_its_variable() -> None:
-    no_variable = OverrideEntry("ai-clip", 0, "GPU-x", "G", vram_budget_gb=2.0)
-    no_budget = OverrideEntry("ai-yolo26", 0, "GPU-x", "G", budget_env="VRAM_BUDGET_GB")
+    no_variable = _entry("ai-clip", 0, "GPU-x", "G", vram_budget_gb=2.0)
+    no_budget = _entry("ai-yolo26", 0, "GPU-x", "G", budget_env="VRAM_BUDGET_GB")
 
     text = render_override([no_variable, no_budget], version=1, generated_at=GENERATED_AT)
 
@@ -100,7 +116,7 @@ def test_no_budget_variable_without_both_a_budget_and_its_variable() -> None:
 
 
 def test_gpu_name_with_a_newline_stays_inside_its_comment() -> None:
-    entry = OverrideEntry("ai-clip", 0, "GPU-x", "NVIDIA\nevil: yes")
+    entry = _entry("ai-clip", 0, "GPU-x", "NVIDIA\nevil: yes")
 
     text = render_override([entry], version=1, generated_at=GENERATED_AT)
 
@@ -118,46 +134,15 @@ def test_empty_assignment_renders_an_override_with_no_services() -> None:
     "entries",
     [
         [A400, A400],
-        [OverrideEntry("ai-clip", -1, "GPU-x", "G")],
-        [OverrideEntry("ai-clip", 0, "GPU-x", "G", -1.0, "VRAM_BUDGET_GB")],
-        [OverrideEntry("ai-clip", 0, "GPU-x", "G", 2.0, "VRAM BUDGET")],
+        [_entry("ai-clip", -1, "GPU-x", "G")],
+        [_entry("ai-clip", 0, "GPU-x", "G", -1.0, "VRAM_BUDGET_GB")],
+        [_entry("ai-clip", 0, "GPU-x", "G", 2.0, "VRAM BUDGET")],
     ],
     ids=["duplicate service", "negative index", "negative budget", "bad variable name"],
 )
-def test_render_refuses_inconsistent_entries(entries: list[OverrideEntry]) -> None:
+def test_render_refuses_inconsistent_entries(entries: list[ResolvedAssignment]) -> None:
     with pytest.raises(ValueError):
         render_override(entries, version=1, generated_at=GENERATED_AT)
-
-
-def test_load_compose_returns_the_services(tmp_path: Path) -> None:
-    path = tmp_path / "docker-compose.yml"
-    path.write_text("services:\n  ai-llm:\n    image: llm\n", encoding="utf-8")
-
-    assert load_compose(path) == {"services": {"ai-llm": {"image": "llm"}}}
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (None, "cannot read compose file"),
-        ("services:\n  ai-llm: [unclosed\n", "is not valid YAML"),
-        ("services:\n  a: 1\n  a: 2\n", "is not valid YAML"),
-        ("- just\n- a list\n", "mapping at the top level"),
-        ("volumes: {}\n", "declares no services"),
-    ],
-    ids=["missing", "broken", "duplicate key", "list", "no services"],
-)
-def test_load_compose_names_the_file_when_it_cannot_be_used(
-    tmp_path: Path, content: str | None, message: str
-) -> None:
-    path = tmp_path / "docker-compose.yml"
-    if content is not None:
-        path.write_text(content, encoding="utf-8")
-
-    with pytest.raises(BaseComposeError, match=message) as error:
-        load_compose(path)
-
-    assert str(path) in str(error.value)
 
 
 def test_services_with_own_devices_are_the_managed_ones_that_would_get_two_gpus() -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from gpuconfig.config_files import render_override
+from gpuconfig.domain import ResolvedAssignment
 from gpuconfig.files import write_atomic
-from orchestration.override import OverrideEntry, render_override
 from orchestration.podman import (
     CommandResult,
     ComposeTool,
@@ -36,8 +37,13 @@ from orchestration.tests.containers import (
 )
 
 containers = pytest.mark.containers
-ENRICHMENT_ON_GPU_1 = OverrideEntry(
-    "ai-enrichment", 1, "GPU-5d0c1e2a-a400", "NVIDIA RTX A400", 3.5, "VRAM_BUDGET_GB"
+ENRICHMENT_ON_GPU_1 = ResolvedAssignment(
+    "ai-enrichment",
+    1,
+    3.5,
+    gpu_uuid="GPU-5d0c1e2a-a400",
+    gpu_name="NVIDIA RTX A400",
+    budget_env="VRAM_BUDGET_GB",
 )
 
 
@@ -52,7 +58,7 @@ def _with_path_first(env: Mapping[str, str], directory: Path) -> dict[str, str]:
     return {**env, "PATH": f"{directory}{os.pathsep}{env['PATH']}"}
 
 
-def _write_override(project: ComposeProject, *entries: OverrideEntry) -> Path:
+def _write_override(project: ComposeProject, *entries: ResolvedAssignment) -> Path:
     path = project.directory / "docker-compose.gpu-override.yml"
     text = render_override(entries, version=1, generated_at=datetime.now(UTC))
     write_atomic(path, text)
@@ -225,7 +231,7 @@ def test_a_gpu_missing_from_the_cdi_spec_leaves_the_container_created_but_not_ru
     compose_project: ComposeProject,
 ) -> None:
     compose_project.start()
-    bad = OverrideEntry("ai-enrichment", 7, "GPU-not-there", "NVIDIA ghost")
+    bad = ResolvedAssignment("ai-enrichment", 7, gpu_uuid="GPU-not-there", gpu_name="NVIDIA ghost")
 
     result = _up(compose_project, _write_override(compose_project, bad), "ai-enrichment")
 

@@ -303,7 +303,7 @@ def test_without_javascript_the_form_posts_and_the_page_re_renders(
     expect(page.locator("#gpu-ai-enrichment")).to_have_value("1")
     expect(page.locator("#budget-ai-enrichment")).to_have_value("3.5")
     version = ConfigVersion.objects.get()
-    assert (version.strategy, version.assignments["ai-enrichment"]["gpu"]) == ("balanced", 1)
+    assert (version.strategy, version.assignments["ai-enrichment"]["gpu_index"]) == ("balanced", 1)
 
 
 def test_the_system_tab_saves_settings_with_validation(new_page, staff_user, screenshot):

@@ -1,0 +1,258 @@
+"""The draft: saved settings + a user's changes -> a planned, evaluated configuration.
+
+``gpu_config_draft`` is the one place that does this; the GET, Preview, Save and the settings
+page all go through it, so they cannot disagree. It only reads: saving is
+``gpuconfig.services.gpu_config_save``, which takes the draft a request made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.conf import settings
+
+from gpuconfig import selectors
+from gpuconfig.changes import ServiceChange, config_changes
+from gpuconfig.domain import (
+    Configuration,
+    Evaluation,
+    Gpu,
+    Plan,
+    PlanWarning,
+    ResolvedAssignment,
+    ServiceRequest,
+    StrategyName,
+    WarningCode,
+)
+from gpuconfig.models import GpuConfiguration
+from gpuconfig.registry import Registry, load_registry
+from gpuconfig.strategies import StrategyError, plan
+from gpuconfig.validation import evaluate
+
+
+class ConfigInputError(ValueError):
+    """A request that cannot be saved; ``errors`` maps field paths to messages (API: 400)."""
+
+    def __init__(self, errors: dict[str, Any]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """A user's choice for one service, as sent by the API or the settings form."""
+
+    service: str
+    gpu_index: int | None = None  # None: let the strategy decide
+    vram_budget_override: float | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A complete proposed configuration: what the files would say, and why."""
+
+    strategy: StrategyName
+    registry: Registry
+    gpus: tuple[Gpu, ...]
+    requests: tuple[ServiceRequest, ...]
+    plan: Plan | None
+    evaluation: Evaluation | None
+    warnings: tuple[PlanWarning, ...]
+    configuration: Configuration  # every registry service, enabled or not
+    error: str = ""  # the strategy could not run (manual with a service unassigned, no GPUs)
+    saved_version: int = 0
+    changes: list[ServiceChange] = field(default_factory=list)
+
+
+def _requests(
+    *,
+    strategy: StrategyName,
+    registry: Registry,
+    rows: Mapping[str, GpuConfiguration],
+    saved_strategy: StrategyName | None,
+    changes: Sequence[AssignmentChange],
+) -> tuple[ServiceRequest, ...]:
+    by_service = {c.service: c for c in changes}
+    # Pins made under Manual pin *every* service; carried into an automatic strategy they
+    # would leave it nothing to decide, so switching away from Manual starts unpinned.
+    keep_pins = not (saved_strategy == StrategyName.MANUAL and strategy != StrategyName.MANUAL)
+    requests = []
+    for service in registry.services:
+        row = rows.get(service.name)
+        change = by_service.get(service.name)
+        if change is not None:
+            pin, budget, enabled = change.gpu_index, change.vram_budget_override, change.enabled
+        elif row is not None:
+            pin = row.gpu_index if keep_pins else None
+            budget, enabled = row.vram_budget_override, row.enabled
+        else:
+            pin, budget, enabled = None, None, True
+        if strategy == StrategyName.MANUAL and pin is None and row is not None:
+            # Manual freezes what is saved: nothing moves unless the user moves it.
+            pin = row.resolved_gpu_index
+        requests.append(
+            ServiceRequest(
+                service=service, pinned_gpu=pin, enabled=enabled, budget_override_gb=budget
+            )
+        )
+    return tuple(requests)
+
+
+def _configuration(
+    requests: Sequence[ServiceRequest], evaluation: Evaluation | None, gpus: Sequence[Gpu]
+) -> Configuration:
+    """The evaluation's assignments completed with what the files and containers need."""
+    by_service = {a.service: a for a in evaluation.assignments} if evaluation else {}
+    by_index = {g.index: g for g in gpus}
+    entries = []
+    for request in requests:
+        name = request.service.name
+        resolved = by_service.get(name) or ResolvedAssignment(name, None)
+        gpu = by_index.get(resolved.gpu_index) if resolved.gpu_index is not None else None
+        entries.append(
+            replace(
+                resolved,
+                gpu_uuid=gpu.uuid if gpu else "",
+                gpu_name=gpu.name if gpu else "",
+                pinned=request.pinned_gpu is not None,
+                vram_budget_override=request.budget_override_gb,
+                enabled=request.enabled,
+                budget_env=request.service.budget_env,
+            )
+        )
+    return Configuration(tuple(entries))
+
+
+def _saved_placements(
+    requests: Sequence[ServiceRequest], rows: Mapping[str, GpuConfiguration]
+) -> dict[str, int] | None:
+    """Where the saved rows put the enabled services, or None when one has no GPU yet
+    (a service added to the compose file since the last save: it must be planned)."""
+    placements = {}
+    for request in requests:
+        if not request.enabled:
+            continue
+        row = rows.get(request.service.name)
+        if row is None or row.resolved_gpu_index is None:
+            return None
+        placements[request.service.name] = row.resolved_gpu_index
+    return placements
+
+
+def gpu_config_draft(
+    *,
+    strategy: StrategyName | None = None,
+    changes: Sequence[AssignmentChange] = (),
+    replan: bool = True,
+) -> Draft:
+    """What ``strategy`` would assign with ``changes`` applied on top of what is saved.
+
+    ``replan=False`` evaluates the saved resolved assignments as they are (the GET view):
+    warnings then reflect the inventory now, e.g. a GPU that has disappeared since the save.
+    """
+    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
+    config = selectors.system_config()
+    latest = selectors.latest_version()
+    saved_strategy = StrategyName(latest.strategy) if latest else None
+    strategy = strategy or saved_strategy or config.default_strategy
+    rows = selectors.saved_rows()
+    gpus = selectors.planning_gpus()
+    requests = _requests(
+        strategy=strategy,
+        registry=registry,
+        rows=rows,
+        saved_strategy=saved_strategy,
+        changes=changes,
+    )
+    assignments = _saved_placements(requests, rows) if not replan and latest else None
+    plan_result: Plan | None = None
+    error = ""
+    if assignments is None:
+        try:
+            plan_result = plan(strategy, gpus, requests)
+            assignments = dict(plan_result.assignments)
+        except StrategyError as exc:
+            error, assignments = str(exc), {}
+    evaluation = None
+    warnings: list[PlanWarning] = []
+    if not any(g.present for g in gpus):
+        warnings.append(PlanWarning(WarningCode.NO_GPUS, "No GPUs detected"))
+    elif not error:
+        evaluation = evaluate(
+            gpus,
+            requests,
+            assignments,
+            reserve_mb=config.vram_reserve_mb,
+            applied=_applied_placements(),
+            strategy=strategy,
+            over_capacity=plan_result.over_capacity if plan_result else (),
+        )
+        warnings.extend(evaluation.warnings)
+    configuration = _configuration(requests, evaluation, gpus)
+    saved = Configuration.from_json(latest.assignments) if latest else None
+    return Draft(
+        strategy=strategy,
+        registry=registry,
+        gpus=gpus,
+        requests=requests,
+        plan=plan_result,
+        evaluation=evaluation,
+        warnings=_unique(warnings),
+        configuration=configuration,
+        error=error,
+        saved_version=latest.number if latest else 0,
+        changes=config_changes(saved, configuration),
+    )
+
+
+def _applied_placements() -> dict[str, int] | None:
+    """Where the managed services run now, as far as GPU Config knows (for external-use checks)."""
+    version = selectors.latest_applied_version()
+    return Configuration.from_json(version.assignments).placements() if version else None
+
+
+def _unique(warnings: list[PlanWarning]) -> tuple[PlanWarning, ...]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for w in warnings:
+        key = (w.code, w.service, w.gpu_index, w.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(w)
+    return tuple(out)
+
+
+def validate_changes(
+    changes: Sequence[AssignmentChange], registry: Registry, gpus: Sequence[Gpu]
+) -> None:
+    """Refuse what can never be saved, with one message per field (nothing is written)."""
+    errors: dict[str, Any] = {}
+    seen: set[str] = set()
+    known_gpus = {g.index for g in gpus}
+    for i, change in enumerate(changes):
+        where = f"assignments[{i}]"
+        service = registry.get(change.service)
+        if change.service in seen:
+            errors[f"{where}.service"] = f"{change.service} appears more than once"
+            continue
+        seen.add(change.service)
+        if service is None:
+            errors[f"{where}.service"] = (
+                f"unknown service {change.service!r}; managed services: "
+                + ", ".join(registry.names())
+            )
+            continue
+        if change.gpu_index is not None and change.gpu_index not in known_gpus:
+            seen_list = ", ".join(str(i) for i in sorted(known_gpus)) or "none"
+            errors[f"{where}.gpu_index"] = (
+                f"GPU {change.gpu_index} has never been detected (detected: {seen_list})"
+            )
+        if change.vram_budget_override is not None and service.budget_env is None:
+            errors[f"{where}.vram_budget_override"] = (
+                f"{change.service} takes no VRAM budget (no gpuconfig.budget_env label)"
+            )
+    if errors:
+        raise ConfigInputError(errors)
