@@ -153,9 +153,7 @@ class FakeNvml:
             def listed(handle: object) -> list[SimpleNamespace]:
                 gpu = self._gpu(handle, function)
                 self.process_calls += 1
-                entries = (
-                    gpu.compute_processes if "Compute" in function else gpu.graphics_processes
-                )
+                entries = gpu.compute_processes if "Compute" in function else gpu.graphics_processes
                 # pynvml's own object: pid, usedGpuMemory (None when not available), and
                 # the MIG instance ids, which are 0xFFFFFFFF outside MIG.
                 return [
@@ -215,3 +213,16 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
     fake = FakeNvml()
     fake.install(monkeypatch)
     yield fake
+
+
+# Real podman containers, as the orchestration tests run them (podman, runc, a busybox
+# stand-in image, this VM's containers.conf): the same fixtures, not a copy of them.
+from orchestration.tests.conftest import (  # noqa: E402
+    cdi_spec,
+    compose_command,
+    compose_project,
+    podman_env,
+    standin_image,
+)
+
+__all__ = ["cdi_spec", "compose_command", "compose_project", "podman_env", "standin_image"]
