@@ -50,7 +50,7 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     gpus = [
         {
             "index": i,
-            "uuid": f"GPU-bench-{i:04d}",
+            "uuid": f"GPU-00000000-0000-0000-0000-{i:012d}",
             "name": "NVIDIA H100 80GB HBM3" if i < 4 else "NVIDIA L4",
             "vram_total_mb": 81559 if i < 4 else 23034,
             "vram_used_mb": 1000 * i,
@@ -170,6 +170,9 @@ def main() -> int:
         "GPUCONFIG_COMPOSE_FILE": str(compose),
         "GPUCONFIG_BIND": f"127.0.0.1:{port}",
         "GPUCONFIG_LOG_LEVEL": "WARNING",
+        "GPUCONFIG_HTTPS": "0",  # plain HTTP on loopback, as the stack's default on a LAN
+        # The benchmark requests no page, so no collected static files are needed.
+        "GPUCONFIG_STATIC_MANIFEST": "0",
         # The API's throttle protects a real deployment from one noisy client; here 50 clients
         # poll on purpose, so it is lifted (the setting is documented in docs/configuration.md).
         "GPUCONFIG_API_THROTTLE_USER": "1000000/minute",
@@ -186,7 +189,7 @@ def main() -> int:
             "from django.contrib.auth.models import User; from rest_framework.authtoken.models "
             "import Token; u = User.objects.create_user('load', is_staff=True); "
             "print(Token.objects.create(user=u).key)",
-        ).strip()
+        ).strip().splitlines()[-1]  # the shell may print a banner first
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "--config",
              str(ROOT / "deploy" / "gunicorn.conf.py"), "config.wsgi:application"],
