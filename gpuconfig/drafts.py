@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
+from devices.vram import measured_vram_warnings
 from gpuconfig import selectors
 from gpuconfig.changes import ServiceChange, config_changes
 from gpuconfig.domain import (
@@ -181,16 +182,28 @@ def gpu_config_draft(
     if not any(g.present for g in gpus):
         warnings.append(PlanWarning(WarningCode.NO_GPUS, "No GPUs detected"))
     elif not error:
+        applied = _applied_placements()
         evaluation = evaluate(
             gpus,
             requests,
             assignments,
             reserve_mb=config.vram_reserve_mb,
-            applied=_applied_placements(),
+            applied=applied,
             strategy=strategy,
             over_capacity=plan_result.over_capacity if plan_result else (),
         )
         warnings.extend(evaluation.warnings)
+        # Measured VRAM: services over their estimate, and moves that the target GPU's real
+        # free memory cannot hold (only where per-process memory is measured).
+        warnings.extend(
+            measured_vram_warnings(
+                gpus=gpus,
+                requests=requests,
+                assignments=assignments,
+                budgets_gb={a.service: a.vram_budget_gb for a in evaluation.assignments},
+                applied=applied,
+            )
+        )
     configuration = _configuration(requests, evaluation, gpus)
     saved = Configuration.from_json(latest.assignments) if latest else None
     return Draft(

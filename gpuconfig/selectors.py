@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 
 from devices.models import GpuDevice
 from devices.services import gpu_sample
+from devices.vram import planning_capacity_mb
 from gpuconfig.domain import Configuration, Gpu
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.registry import RegistryError, load_registry
@@ -24,6 +25,10 @@ def planning_gpus() -> tuple[Gpu, ...]:
 
     The inventory decides which indexes exist; the shared live sample adds what is in use
     now. Before the first re-scan the live sample alone is used.
+
+    ``vram_total_mb`` is what the planner may hand out: the GPU's total minus the driver's
+    reserve (``devices.vram.planning_capacity_mb``); the validator then keeps the safety
+    reserve free. Capacity for planning = total - driver reserve - safety reserve.
     """
     sample = gpu_sample()
     live = {r.index: r for r in sample.readings}
@@ -33,7 +38,7 @@ def planning_gpus() -> tuple[Gpu, ...]:
             Gpu(
                 index=r.index,
                 name=r.name,
-                vram_total_mb=r.vram_total_mb or 0,
+                vram_total_mb=planning_capacity_mb(r.vram_total_mb, r.vram_reserved_mb),
                 vram_used_mb=r.vram_used_mb,
                 compute_capability=r.compute_capability,
                 uuid=r.uuid,
@@ -48,7 +53,13 @@ def planning_gpus() -> tuple[Gpu, ...]:
             Gpu(
                 index=d.gpu_index,
                 name=d.name,
-                vram_total_mb=d.vram_total_mb or 0,
+                vram_total_mb=planning_capacity_mb(
+                    d.vram_total_mb,
+                    # The live reading when there is one; the last re-scan's otherwise.
+                    reading.vram_reserved_mb
+                    if reading is not None and reading.vram_reserved_mb is not None
+                    else d.vram_reserved_mb,
+                ),
                 vram_used_mb=reading.vram_used_mb if reading else None,
                 compute_capability=d.compute_capability or None,
                 present=present,
