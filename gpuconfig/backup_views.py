@@ -11,8 +11,10 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -35,6 +37,11 @@ STAFF_ONLY = "Only staff users may download or restore backups."
 ACTIONS = ("preview", "import", "confirm")
 
 
+def _is_htmx(request: HttpRequest) -> bool:
+    # The header itself, not django-htmx's request.htmx: this module needs nothing else of it.
+    return request.headers.get("HX-Request") == "true"
+
+
 def _is_staff(request: HttpRequest) -> bool:
     return bool(request.user.is_staff)
 
@@ -42,7 +49,7 @@ def _is_staff(request: HttpRequest) -> bool:
 def _answer(request: HttpRequest, context: dict[str, Any], *, status: int = 200) -> HttpResponse:
     """The backup panel for htmx; the small backup page otherwise."""
     context = {"can_edit": _is_staff(request), "tab": "system", **context}
-    if request.headers.get("HX-Request") == "true":
+    if _is_htmx(request):
         response = render(request, PANEL_TEMPLATE, context, status=status)
         response[FRAGMENT_HEADER] = "backup"
         return response
@@ -112,14 +119,18 @@ def backup_import(request: HttpRequest) -> HttpResponse:
         # The history is not imported: leave it out of what the confirm posts back.
         context["backup_document"] = json.dumps(backup_document(replace(backup, versions=None)))
         context["backup_history_note"] = backup.versions is not None
-    else:
-        context["backup_notices"] = [
-            (
-                "success",
-                f"Imported as version {result.new_version}. Apply & Restart Services on the GPU "
-                "Configuration tab puts it into effect.",
-            )
-        ]
+        return _answer(request, context)
+    done = (
+        f"Imported as version {result.new_version}. Apply & Restart Services on the GPU "
+        "Configuration tab puts it into effect."
+    )
+    if not _is_htmx(request):
+        # Without JavaScript: redirect after the write, so a reload cannot import twice.
+        messages.success(request, done)
+        for line in (*result.warnings, *result.config_warnings):
+            messages.warning(request, line)
+        return redirect(reverse("gpuconfig:system") + "#backup")
+    context["backup_notices"] = [("success", done)]
     return _answer(request, context)
 
 

@@ -205,13 +205,25 @@ def test_direct_import_shows_the_result_and_warnings_in_place(staff: Client):
     assert ConfigVersion.objects.count() == 2
 
 
-def test_without_javascript_the_import_answers_with_a_page(staff: Client):
-    content = staff.get(DOWNLOAD_URL).content
-    response = staff.post(IMPORT_URL, {"action": "import", "file": _upload(content)})
-    assert response.status_code == 200
-    page = _text(response)
+def test_without_javascript_a_preview_is_a_page_and_an_import_redirects(staff: Client):
+    content = staff.get(DOWNLOAD_URL).content.replace(b"service: ai-florence", b"service: ai-old")
+    preview = staff.post(IMPORT_URL, {"action": "preview", "file": _upload(content)})
+    assert preview.status_code == 200
+    page = _text(preview)
     assert "<title>Settings \u203a System \u203a Backup · GPU Config</title>" in page
-    assert "Imported as version 2." in page
+    assert "Preview: importing would save version 2" in page
+
+    response = staff.post(IMPORT_URL, {"action": "import", "file": _upload(content)})
+
+    assert response.status_code == 302
+    assert response["Location"] == SYSTEM_URL + "#backup"
+    page = _text(staff.get(SYSTEM_URL))
+    assert '<li class="notice success">Imported as version 2.' in page
+    assert (
+        '<li class="notice warning">ai-old is in the file but not in this compose file; '
+        "it is left out.</li>" in page
+    )
+    assert ConfigVersion.objects.count() == 2
 
 
 @pytest.mark.parametrize(
