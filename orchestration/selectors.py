@@ -11,7 +11,7 @@ from django.conf import settings
 from gpuconfig.registry import RegistryError, load_registry
 from orchestration import podman
 from orchestration.models import ApplyRun
-from orchestration.services import compose_tool
+from orchestration.probe import compose_tool
 
 
 def run_body(run: ApplyRun) -> dict[str, Any]:

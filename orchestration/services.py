@@ -1,33 +1,25 @@
-"""Apply & Restart: write the override, recreate only the changed services, verify, roll back.
+"""Apply & Restart, the public writes: start an apply, start a rollback, reap stale runs.
 
-The run's state lives in ApplyRun/ServiceStep rows moved forward by conditional updates
-(``filter(pk=..., status=old).update(...)``), so two workers can never both own a run, and a
-worker killed mid-run leaves a heartbeat that goes stale and is reported as interrupted.
+Starting a run checks what can be checked up front (podman, the compose file, another active
+run), records the run and one step per changed service, and hands the run to the Celery
+worker, which carries it out with ``orchestration.executor.apply_run_execute``. The database's
+partial unique index allows one active run; a run whose worker stopped is marked interrupted.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from datetime import datetime, timedelta
-from pathlib import Path
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
-from gpuconfig.config_files import budget_environment, render_override
-from gpuconfig.domain import Configuration, ResolvedAssignment
-from gpuconfig.files import write_atomic
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
 from gpuconfig.services import gpu_config_restore, saving_user
@@ -38,15 +30,21 @@ from orchestration.models import (
     RunKind,
     RunStatus,
     ServiceStep,
-    StepStatus,
 )
 from orchestration.override import services_with_own_devices
+from orchestration.probe import compose_tool, forget_probe
+
+# forget_probe is re-exported for the tests and the CLI, which reset the probe cache here.
+__all__ = [
+    "ApplyRefused",
+    "apply_run_start",
+    "apply_runs_reap_stale",
+    "compose_tool",
+    "forget_probe",
+    "rollback_run_start",
+]
 
 logger = logging.getLogger(__name__)
-
-OVERRIDE_FILE = "docker-compose.gpu-override.yml"
-PREVIOUS_SUFFIX = ".previous"
-HEARTBEAT_SECONDS = 2.0
 
 
 class ApplyRefused(Exception):
@@ -55,43 +53,6 @@ class ApplyRefused(Exception):
     def __init__(self, message: str, status_code: int):
         super().__init__(message)
         self.status_code = status_code
-
-
-def override_path() -> Path:
-    return Path(settings.GPUCONFIG_OUTPUT_DIR) / OVERRIDE_FILE
-
-
-def compose_dir() -> Path:
-    return Path(settings.GPUCONFIG_COMPOSE_FILE).parent
-
-
-# --- probing ------------------------------------------------------------------------------
-
-_probe_lock = threading.Lock()
-_probe_cache: dict[tuple[str, ...], tuple[float, podman.ComposeTool]] = {}
-PROBE_CACHE_SECONDS = 30.0
-# The worker runs a run only after the web process (or the CLI) has just probed the same
-# command, so it may rely on an older probe of its own; a podman that vanished since shows
-# up as a failed compose run and a rollback.
-WORKER_PROBE_CACHE_SECONDS = 600.0
-
-
-def compose_tool(*, max_age_s: float = PROBE_CACHE_SECONDS) -> podman.ComposeTool:
-    """The checked compose command (cached: probing runs two subprocesses, ~0.3 s)."""
-    command = tuple(settings.GPUCONFIG_COMPOSE_COMMAND)
-    with _probe_lock:
-        cached = _probe_cache.get(command)
-        if cached and time.monotonic() - cached[0] < max_age_s:
-            return cached[1]
-    tool = podman.probe_compose(command, cwd=compose_dir(), env=os.environ)
-    with _probe_lock:
-        _probe_cache[command] = (time.monotonic(), tool)
-    return tool
-
-
-def forget_probe() -> None:
-    with _probe_lock:
-        _probe_cache.clear()
 
 
 # --- starting a run -----------------------------------------------------------------------
@@ -251,339 +212,3 @@ def apply_runs_reap_stale() -> list[Any]:
             reaped.append(run.pk)
             logger.warning("apply run %s marked interrupted: %s", run.pk, error)
     return reaped
-
-
-# --- executing a run (in the Celery worker) -----------------------------------------------
-
-
-class _RunFailed(Exception):
-    """A step failed; the message says which services and why."""
-
-
-@contextmanager
-def _heartbeat(run_id: Any) -> Iterator[None]:
-    """Refresh ``heartbeat_at`` from a side thread while the run's slow steps block."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(HEARTBEAT_SECONDS):
-                ApplyRun.objects.filter(
-                    pk=run_id, status__in=[RunStatus.RUNNING, RunStatus.ROLLING_BACK]
-                ).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()  # this thread's own connection
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-
-
-def render_override_for(version: ConfigVersion) -> str:
-    """The override file for a saved version: GPU reservations for its enabled services."""
-    configuration = config_selectors.version_configuration(version)
-    return render_override(
-        configuration.assignments, version=version.number, generated_at=timezone.now()
-    )
-
-
-def _verify(
-    expected: Configuration | None,
-    services: Sequence[str],
-    recreated_after: datetime,
-    *,
-    env: Mapping[str, str],
-    on_step: Callable[[str, StepStatus, str], None],
-    on_steps: Callable[[Sequence[str], StepStatus], None],
-    check_gpu: bool = True,
-) -> dict[str, str]:
-    """Check every recreated container; return {service: problem} for those that failed.
-
-    A container that runs without the GPU it was given is a failure: podman-compose versions
-    and `podman compose` wrappers that drop GPU reservations do so without an error.
-    """
-    project = settings.GPUCONFIG_COMPOSE_PROJECT
-    after = podman.inspect_services(project, services, env=env)
-    on_steps(services, StepStatus.VERIFYING)
-
-    def check(name: str) -> str | None:
-        state = after.get(name)
-        problem = _container_problem(
-            state, expected.get(name) if expected else None, recreated_after, check_gpu=check_gpu
-        )
-        if problem is None and state is not None and state.health is not None:
-            healthy, why = podman.wait_healthy(
-                state.id,
-                timeout_s=settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS,
-                env=env,
-                assume_running_with_check=True,
-            )
-            if not healthy:
-                problem = f"health check failed: {why}"
-        return problem
-
-    # Health checks wait on the containers, not on us: run them side by side. The threads
-    # only call podman; the database is written from this thread alone.
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(services)))) as pool:
-        outcomes = dict(zip(services, pool.map(check, services), strict=True))
-    problems: dict[str, str] = {}
-    for name, problem in outcomes.items():
-        if problem is None:
-            state = after.get(name)
-            on_step(name, StepStatus.HEALTHY, f"running as {state.name if state else '?'}")
-        else:
-            problems[name] = problem
-            on_step(name, StepStatus.FAILED, problem)
-    return problems
-
-
-def _container_problem(
-    state: podman.ContainerState | None,
-    want: ResolvedAssignment | None,
-    recreated_after: datetime,
-    *,
-    check_gpu: bool,
-) -> str | None:
-    if state is None:
-        return "no container was created"
-    if not state.running:
-        return f"container is {state.status}, not running"
-    if state.created is not None and state.created < recreated_after:
-        return "container was not recreated (it predates this apply)"
-    if not check_gpu or want is None:
-        return None
-    gpus = [d for d in state.cdi_devices if d.startswith("nvidia.com/gpu=")]
-    if not want.placed:
-        if gpus:
-            return f"should have no GPU but has {', '.join(gpus)}"
-        return None
-    device = f"nvidia.com/gpu={want.gpu_index}"
-    if device not in gpus:
-        got = ", ".join(gpus) or "no GPU device"
-        return (
-            f"started without its GPU: expected {device}, got {got} (is the compose command "
-            "dropping GPU reservations?)"
-        )
-    for key, value in budget_environment(want).items():
-        if state.env.get(key) != value:
-            return f"{key} is {state.env.get(key)!r}, expected {value!r}"
-    return None
-
-
-def _recreate(
-    tool: podman.ComposeTool,
-    services: Sequence[str],
-    *,
-    override: Path | None,
-    env: Mapping[str, str],
-) -> podman.CommandResult:
-    """``up -d --force-recreate --no-deps`` of ``services`` from the base file (+ override)."""
-    return podman.compose_up(
-        tool,
-        base=Path(settings.GPUCONFIG_COMPOSE_FILE),
-        override=override,
-        services=services,
-        project_name=settings.GPUCONFIG_COMPOSE_PROJECT,
-        cwd=compose_dir(),
-        timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
-        env=env,
-    )
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-
-
-def _set_step(run: ApplyRun, service: str, status: StepStatus, message: str) -> None:
-    ServiceStep.objects.filter(run=run, service_name=service).update(
-        status=status, message=message[:2000], updated_at=timezone.now()
-    )
-
-
-def _record(run: ApplyRun, result: podman.CommandResult) -> None:
-    command = " ".join(result.argv)
-    outcome = "timed out" if result.timed_out else f"exit {result.returncode}"
-    ApplyRun.objects.filter(pk=run.pk).update(
-        command=(run.command + "\n" if run.command else "") + command,
-        output=(
-            (run.output + "\n" if run.output else "")
-            + f"$ {command}\n{result.output}\n[{outcome} after {result.duration_s:.1f} s]"
-        )[-20000:],
-        heartbeat_at=timezone.now(),
-    )
-    run.refresh_from_db(fields=["command", "output"])
-
-
-def apply_run_execute(run_id: Any, *, progress: Callable[[str], None] | None = None) -> str | None:
-    """Carry out a queued run. Safe to call twice: only the caller that moves the run from
-    queued to running does anything; the other returns None."""
-    say = progress or (lambda message: None)
-    now = timezone.now()
-    claimed = ApplyRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
-    )
-    if not claimed:
-        logger.info("apply run %s is not queued any more; nothing to do", run_id)
-        return None
-    run = ApplyRun.objects.select_related("version", "previous_version").get(pk=run_id)
-    services = list(run.steps.values_list("service_name", flat=True))
-    env = dict(os.environ)
-    path = override_path()
-    previous_text = _read(path)
-
-    def on_step(name: str, status: StepStatus, message: str) -> None:
-        _set_step(run, name, status, message)
-        say(f"{name}: {status.label.lower()}{' - ' + message if message else ''}")
-
-    def on_steps(names: Sequence[str], status: StepStatus) -> None:
-        ServiceStep.objects.filter(run=run, service_name__in=names).update(
-            status=status, updated_at=timezone.now()
-        )
-        say(f"{status.label.lower()}: {', '.join(names)}")
-
-    with _heartbeat(run.pk):
-        try:
-            _forward(run, services, env, path, previous_text, on_step, on_steps, say)
-        except Exception as exc:  # any failure, ours or podman's, leads to the rollback
-            if not isinstance(exc, _RunFailed):
-                logger.exception("apply run %s failed unexpectedly", run.pk)
-            return _roll_back(
-                run, services, env, path, previous_text, str(exc), on_step, on_steps, say
-            )
-        finally:
-            close_old_connections()
-    return RunStatus.SUCCEEDED
-
-
-def _forward(
-    run: ApplyRun,
-    services: list[str],
-    env: dict[str, str],
-    path: Path,
-    previous_text: str | None,
-    on_step: Callable[[str, StepStatus, str], None],
-    on_steps: Callable[[Sequence[str], StepStatus], None],
-    say: Callable[[str], None],
-) -> None:
-    target = run.version
-    tool = compose_tool(max_age_s=WORKER_PROBE_CACHE_SECONDS)
-    text = render_override_for(target)
-    if previous_text is not None:
-        write_atomic(path.with_name(path.name + PREVIOUS_SUFFIX), previous_text)
-    write_atomic(path, text)
-    say(f"wrote {path} (version {target.number})")
-    if services:
-        # Containers created from here on are the recreated ones (no "before" inspect needed;
-        # podman's clock is this host's clock).
-        recreated_after = timezone.now()
-        on_steps(services, StepStatus.RECREATING)
-        result = _recreate(tool, services, override=path, env=env)
-        _record(run, result)
-        # Verify even when compose failed: podman-compose goes on after a failed service,
-        # and the user needs to know which ones came up and which did not.
-        problems = _verify(
-            config_selectors.version_configuration(target),
-            services,
-            recreated_after,
-            env=env,
-            on_step=on_step,
-            on_steps=on_steps,
-        )
-        if result.timed_out:
-            raise _RunFailed(
-                f"podman-compose did not finish within "
-                f"{settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS} s"
-            )
-        if problems or result.returncode != 0:
-            details = "; ".join(f"{name}: {why}" for name, why in problems.items())
-            exit_note = f"podman-compose exited {result.returncode}. " if result.returncode else ""
-            raise _RunFailed(f"{exit_note}{details}".strip())
-    finished = timezone.now()
-    with transaction.atomic():
-        moved = ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-            status=RunStatus.SUCCEEDED, finished_at=finished, heartbeat_at=finished
-        )
-        if not moved:
-            raise _RunFailed("the run was marked interrupted while it ran")
-        ConfigVersion.objects.filter(pk=target.pk).update(applied_at=finished)
-    say(f"version {target.number} applied; {len(services)} service(s) recreated")
-
-
-def _roll_back(
-    run: ApplyRun,
-    services: list[str],
-    env: dict[str, str],
-    path: Path,
-    previous_text: str | None,
-    error: str,
-    on_step: Callable[[str, StepStatus, str], None],
-    on_steps: Callable[[Sequence[str], StepStatus], None],
-    say: Callable[[str], None],
-) -> str:
-    ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-        status=RunStatus.ROLLING_BACK, error=error, heartbeat_at=timezone.now()
-    )
-    say(f"failed: {error}; rolling back")
-    failed_steps = dict(
-        ServiceStep.objects.filter(run=run, status=StepStatus.FAILED).values_list(
-            "service_name", "message"
-        )
-    )
-    try:
-        if previous_text is None:
-            path.unlink(missing_ok=True)
-        else:
-            write_atomic(path, previous_text)
-        rollback_problems: dict[str, str] = {}
-        if services:
-            recreated_after = timezone.now()
-            result = _recreate(
-                compose_tool(max_age_s=WORKER_PROBE_CACHE_SECONDS),
-                services,
-                override=path if previous_text is not None else None,
-                env=env,
-            )
-            _record(run, result)
-            previous = run.previous_version
-            rollback_problems = _verify(
-                config_selectors.version_configuration(previous) if previous else None,
-                services,
-                recreated_after,
-                env=env,
-                on_step=lambda *args: None,
-                on_steps=lambda *args: None,
-                check_gpu=previous is not None,
-            )
-            if result.timed_out:
-                rollback_problems.setdefault("*", "podman-compose timed out")
-        if rollback_problems:
-            raise _RunFailed("; ".join(f"{k}: {v}" for k, v in rollback_problems.items()))
-    except Exception as exc:
-        logger.error("ROLLBACK FAILED for apply run %s: %s (after: %s)", run.pk, exc, error)
-        ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
-            status=RunStatus.ROLLBACK_FAILED,
-            finished_at=timezone.now(),
-            error=f"{error}\nROLLBACK FAILED: {exc}. Containers may be in between versions; "
-            "check them with podman ps and apply again.",
-        )
-        say(f"ROLLBACK FAILED: {exc}")
-        return RunStatus.ROLLBACK_FAILED
-    for name in services:
-        reason = failed_steps.get(name, "")
-        on_step(
-            name,
-            StepStatus.ROLLED_BACK,
-            f"restored previous container ({reason})" if reason else "restored previous container",
-        )
-    ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
-        status=RunStatus.ROLLED_BACK, finished_at=timezone.now()
-    )
-    say("rolled back to the previous configuration")
-    return RunStatus.ROLLED_BACK

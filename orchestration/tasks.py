@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from orchestration.services import apply_run_execute
+from orchestration.executor import apply_run_execute
 
 # Worst case: forward and rollback each run compose up and wait for health checks.
 _SOFT_LIMIT = (

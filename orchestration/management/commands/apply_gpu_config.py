@@ -6,13 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from orchestration.executor import apply_run_execute
 from orchestration.models import RunStatus
-from orchestration.services import (
-    ApplyRefused,
-    apply_run_execute,
-    apply_run_start,
-    rollback_run_start,
-)
+from orchestration.services import ApplyRefused, apply_run_start, rollback_run_start
 
 
 class Command(BaseCommand):

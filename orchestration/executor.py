@@ -1,0 +1,362 @@
+"""Carrying out an apply run in the worker: write the override, recreate, verify, roll back.
+
+The steps share one :class:`ApplyContext` (the run, the configuration to apply and the one it
+replaces, the services to recreate, the override file and its previous text, the command
+environment and the progress callback). The run's state lives in ApplyRun/ServiceStep rows
+moved forward by conditional updates (``filter(pk=..., status=old).update(...)``), so two
+workers can never both own a run, and a worker killed mid-run leaves a heartbeat that goes
+stale (``services.apply_runs_reap_stale`` then marks the run interrupted).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from gpuconfig import selectors as config_selectors
+from gpuconfig.config_files import budget_environment, render_override
+from gpuconfig.domain import Configuration, ResolvedAssignment
+from gpuconfig.files import write_atomic
+from gpuconfig.models import ConfigVersion
+from orchestration import podman, probe
+from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus
+
+logger = logging.getLogger(__name__)
+
+OVERRIDE_FILE = "docker-compose.gpu-override.yml"
+PREVIOUS_SUFFIX = ".previous"
+HEARTBEAT_SECONDS = 2.0
+
+
+class RunFailed(Exception):
+    """A step failed; the message says which services and why."""
+
+
+def override_path() -> Path:
+    return Path(settings.GPUCONFIG_OUTPUT_DIR) / OVERRIDE_FILE
+
+
+@dataclass
+class ApplyContext:
+    """What every step of one run needs."""
+
+    run: ApplyRun
+    target: Configuration  # what this run applies
+    previous: Configuration | None  # what was applied before; None: nothing yet
+    services: list[str]  # the services to recreate (those whose GPU, budget or switch changed)
+    override: Path
+    previous_text: str | None  # the override before this run, put back on failure
+    env: dict[str, str]
+    say: Callable[[str], None]
+
+    def set_step(self, service: str, status: StepStatus, message: str = "") -> None:
+        ServiceStep.objects.filter(run=self.run, service_name=service).update(
+            status=status, message=message[:2000], updated_at=timezone.now()
+        )
+        self.say(f"{service}: {status.label.lower()}{' - ' + message if message else ''}")
+
+    def set_steps(self, services: Sequence[str], status: StepStatus) -> None:
+        ServiceStep.objects.filter(run=self.run, service_name__in=services).update(
+            status=status, updated_at=timezone.now()
+        )
+        self.say(f"{status.label.lower()}: {', '.join(services)}")
+
+
+def apply_run_execute(run_id: Any, *, progress: Callable[[str], None] | None = None) -> str | None:
+    """Carry out a queued run. Safe to call twice: only the caller that moves the run from
+    queued to running does anything; the other returns None."""
+    now = timezone.now()
+    claimed = ApplyRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
+    )
+    if not claimed:
+        logger.info("apply run %s is not queued any more; nothing to do", run_id)
+        return None
+    context = _context(run_id, progress or (lambda message: None))
+    with _heartbeat(run_id):
+        try:
+            _forward(context)
+        except Exception as exc:  # any failure, ours or podman's, leads to the rollback
+            if not isinstance(exc, RunFailed):
+                logger.exception("apply run %s failed unexpectedly", run_id)
+            return roll_back(context, str(exc))
+        finally:
+            close_old_connections()
+    return RunStatus.SUCCEEDED
+
+
+def _context(run_id: Any, say: Callable[[str], None]) -> ApplyContext:
+    run = ApplyRun.objects.select_related("version", "previous_version").get(pk=run_id)
+    previous = run.previous_version
+    path = override_path()
+    return ApplyContext(
+        run=run,
+        target=config_selectors.version_configuration(run.version),
+        previous=config_selectors.version_configuration(previous) if previous else None,
+        services=list(run.steps.values_list("service_name", flat=True)),
+        override=path,
+        previous_text=_read(path),
+        env=dict(os.environ),
+        say=say,
+    )
+
+
+@contextmanager
+def _heartbeat(run_id: Any) -> Iterator[None]:
+    """Refresh ``heartbeat_at`` from a side thread while the run's slow steps block."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                ApplyRun.objects.filter(
+                    pk=run_id, status__in=[RunStatus.RUNNING, RunStatus.ROLLING_BACK]
+                ).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _forward(context: ApplyContext) -> None:
+    write_override(context)
+    if context.services:
+        # Containers created from here on are the recreated ones (no "before" inspect needed;
+        # podman's clock is this host's clock).
+        recreated_after = timezone.now()
+        context.set_steps(context.services, StepStatus.RECREATING)
+        result = recreate(context, override=context.override)
+        # Verify even when compose failed: podman-compose goes on after a failed service,
+        # and the user needs to know which ones came up and which did not.
+        problems = verify(context, context.target, recreated_after)
+        if result.timed_out:
+            raise RunFailed(
+                f"podman-compose did not finish within "
+                f"{settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS} s"
+            )
+        if problems or result.returncode != 0:
+            details = "; ".join(f"{name}: {why}" for name, why in problems.items())
+            exit_note = f"podman-compose exited {result.returncode}. " if result.returncode else ""
+            raise RunFailed(f"{exit_note}{details}".strip())
+    _succeed(context)
+
+
+def write_override(context: ApplyContext) -> None:
+    """Write the target's override atomically, keeping the one it replaces as ``.previous``."""
+    version = context.run.version.number
+    text = render_override(context.target.assignments, version=version, generated_at=timezone.now())
+    if context.previous_text is not None:
+        path = context.override
+        write_atomic(path.with_name(path.name + PREVIOUS_SUFFIX), context.previous_text)
+    write_atomic(context.override, text)
+    context.say(f"wrote {context.override} (version {version})")
+
+
+def recreate(context: ApplyContext, *, override: Path | None) -> podman.CommandResult:
+    """``up -d --force-recreate --no-deps`` of the run's services from the base file
+    (+ ``override``); the command is recorded on the run."""
+    result = podman.compose_up(
+        probe.compose_tool(max_age_s=probe.WORKER_PROBE_CACHE_SECONDS),
+        base=Path(settings.GPUCONFIG_COMPOSE_FILE),
+        override=override,
+        services=context.services,
+        project_name=settings.GPUCONFIG_COMPOSE_PROJECT,
+        cwd=probe.compose_dir(),
+        timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
+        env=context.env,
+    )
+    _record(context.run, result)
+    return result
+
+
+def verify(
+    context: ApplyContext,
+    expected: Configuration | None,
+    recreated_after: datetime,
+    *,
+    report: bool = True,
+) -> dict[str, str]:
+    """Check every recreated container; return {service: problem} for those that failed.
+
+    A container that runs without the GPU it was given is a failure: podman-compose versions
+    and `podman compose` wrappers that drop GPU reservations do so without an error. With
+    ``expected=None`` (nothing applied before) only running and health are checked.
+    ``report=False`` leaves the service steps as they are (the rollback's own check).
+    """
+    services = context.services
+    after = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, services, env=context.env)
+    if report:
+        context.set_steps(services, StepStatus.VERIFYING)
+
+    def check(name: str) -> str | None:
+        state = after.get(name)
+        want = expected.get(name) if expected else None
+        problem = container_problem(state, want, recreated_after, check_gpu=expected is not None)
+        if problem is None and state is not None and state.health is not None:
+            healthy, why = podman.wait_healthy(
+                state.id,
+                timeout_s=settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS,
+                env=context.env,
+                assume_running_with_check=True,
+            )
+            if not healthy:
+                problem = f"health check failed: {why}"
+        return problem
+
+    # Health checks wait on the containers, not on us: run them side by side. The threads
+    # only call podman; the database is written from this thread alone.
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(services)))) as pool:
+        outcomes = dict(zip(services, pool.map(check, services), strict=True))
+    problems = {name: problem for name, problem in outcomes.items() if problem is not None}
+    if report:
+        for name, problem in outcomes.items():
+            if problem is None:
+                state = after.get(name)
+                where = state.name if state else "?"
+                context.set_step(name, StepStatus.HEALTHY, f"running as {where}")
+            else:
+                context.set_step(name, StepStatus.FAILED, problem)
+    return problems
+
+
+def container_problem(
+    state: podman.ContainerState | None,
+    want: ResolvedAssignment | None,
+    recreated_after: datetime,
+    *,
+    check_gpu: bool,
+) -> str | None:
+    """Why a recreated container does not show what it was given, or None when it does."""
+    if state is None:
+        return "no container was created"
+    if not state.running:
+        return f"container is {state.status}, not running"
+    if state.created is not None and state.created < recreated_after:
+        return "container was not recreated (it predates this apply)"
+    if not check_gpu or want is None:
+        return None
+    gpus = [d for d in state.cdi_devices if d.startswith("nvidia.com/gpu=")]
+    if not want.placed:
+        return f"should have no GPU but has {', '.join(gpus)}" if gpus else None
+    device = f"nvidia.com/gpu={want.gpu_index}"
+    if device not in gpus:
+        got = ", ".join(gpus) or "no GPU device"
+        return (
+            f"started without its GPU: expected {device}, got {got} (is the compose command "
+            "dropping GPU reservations?)"
+        )
+    for key, value in budget_environment(want).items():
+        if state.env.get(key) != value:
+            return f"{key} is {state.env.get(key)!r}, expected {value!r}"
+    return None
+
+
+def _succeed(context: ApplyContext) -> None:
+    finished = timezone.now()
+    with transaction.atomic():
+        moved = ApplyRun.objects.filter(pk=context.run.pk, status=RunStatus.RUNNING).update(
+            status=RunStatus.SUCCEEDED, finished_at=finished, heartbeat_at=finished
+        )
+        if not moved:
+            raise RunFailed("the run was marked interrupted while it ran")
+        ConfigVersion.objects.filter(pk=context.run.version_id).update(applied_at=finished)
+    context.say(
+        f"version {context.run.version.number} applied; "
+        f"{len(context.services)} service(s) recreated"
+    )
+
+
+def roll_back(context: ApplyContext, error: str) -> str:
+    """Put the previous override back, recreate the same services from it and check them."""
+    run = context.run
+    ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=RunStatus.ROLLING_BACK, error=error, heartbeat_at=timezone.now()
+    )
+    context.say(f"failed: {error}; rolling back")
+    failed_steps = dict(
+        ServiceStep.objects.filter(run=run, status=StepStatus.FAILED).values_list(
+            "service_name", "message"
+        )
+    )
+    try:
+        _restore_previous(context)
+    except Exception as exc:
+        logger.error("ROLLBACK FAILED for apply run %s: %s (after: %s)", run.pk, exc, error)
+        ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
+            status=RunStatus.ROLLBACK_FAILED,
+            finished_at=timezone.now(),
+            error=f"{error}\nROLLBACK FAILED: {exc}. Containers may be in between versions; "
+            "check them with podman ps and apply again.",
+        )
+        context.say(f"ROLLBACK FAILED: {exc}")
+        return RunStatus.ROLLBACK_FAILED
+    for name in context.services:
+        reason = failed_steps.get(name, "")
+        context.set_step(
+            name,
+            StepStatus.ROLLED_BACK,
+            f"restored previous container ({reason})" if reason else "restored previous container",
+        )
+    ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
+        status=RunStatus.ROLLED_BACK, finished_at=timezone.now()
+    )
+    context.say("rolled back to the previous configuration")
+    return RunStatus.ROLLED_BACK
+
+
+def _restore_previous(context: ApplyContext) -> None:
+    """The rollback's work; raises RunFailed when the previous containers do not come back."""
+    if context.previous_text is None:
+        context.override.unlink(missing_ok=True)
+    else:
+        write_atomic(context.override, context.previous_text)
+    if not context.services:
+        return
+    recreated_after = timezone.now()
+    result = recreate(
+        context, override=context.override if context.previous_text is not None else None
+    )
+    problems = verify(context, context.previous, recreated_after, report=False)
+    if result.timed_out:
+        problems.setdefault("*", "podman-compose timed out")
+    if problems:
+        raise RunFailed("; ".join(f"{k}: {v}" for k, v in problems.items()))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _record(run: ApplyRun, result: podman.CommandResult) -> None:
+    command = " ".join(result.argv)
+    outcome = "timed out" if result.timed_out else f"exit {result.returncode}"
+    run.refresh_from_db(fields=["command", "output"])
+    ApplyRun.objects.filter(pk=run.pk).update(
+        command=(run.command + "\n" if run.command else "") + command,
+        output=(
+            (run.output + "\n" if run.output else "")
+            + f"$ {command}\n{result.output}\n[{outcome} after {result.duration_s:.1f} s]"
+        )[-20000:],
+        heartbeat_at=timezone.now(),
+    )

@@ -1,0 +1,44 @@
+"""The checked compose command, probed once and cached (probing runs two subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from orchestration import podman
+
+PROBE_CACHE_SECONDS = 30.0
+# The worker runs a run only after the web process (or the CLI) has just probed the same
+# command, so it may rely on an older probe of its own; a podman that vanished since shows
+# up as a failed compose run and a rollback.
+WORKER_PROBE_CACHE_SECONDS = 600.0
+
+_probe_lock = threading.Lock()
+_probe_cache: dict[tuple[str, ...], tuple[float, podman.ComposeTool]] = {}
+
+
+def compose_dir() -> Path:
+    """Where compose commands run: the folder of the AI system's compose file."""
+    return Path(settings.GPUCONFIG_COMPOSE_FILE).parent
+
+
+def compose_tool(*, max_age_s: float = PROBE_CACHE_SECONDS) -> podman.ComposeTool:
+    """The checked compose command (cached: probing runs two subprocesses, ~0.3 s)."""
+    command = tuple(settings.GPUCONFIG_COMPOSE_COMMAND)
+    with _probe_lock:
+        cached = _probe_cache.get(command)
+        if cached and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+    tool = podman.probe_compose(command, cwd=compose_dir(), env=os.environ)
+    with _probe_lock:
+        _probe_cache[command] = (time.monotonic(), tool)
+    return tool
+
+
+def forget_probe() -> None:
+    with _probe_lock:
+        _probe_cache.clear()
