@@ -95,6 +95,10 @@ set_var() {  # set_var KEY VALUE: replace KEY's line in ENV_FILE, or append it
   tmp="$(mktemp "$ENV_FILE.XXXXXX")"
   grep -v "^${key}=" "$ENV_FILE" > "$tmp" || true
   echo "${key}=${value}" >> "$tmp"
+  # Keep the file's owner, group and mode: the guide has GPU Config's containers read it
+  # through the podman socket's group.
+  chmod --reference="$ENV_FILE" "$tmp"
+  chown --reference="$ENV_FILE" "$tmp" 2>/dev/null || true
   mv "$tmp" "$ENV_FILE"
 }
 set_var POSTGRES_IMAGE "$POSTGRES_IMAGE"

@@ -12,5 +12,3 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 10
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
-# podman-remote and gunicorn keep files in $HOME; the image gives its user a real one.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -18,9 +18,11 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,7 +66,12 @@ class Stack:
 
     def compose(self, *args: str, timeout_s: float = UP_TIMEOUT_S) -> str:
         result = subprocess.run(
-            [str(Path(os.sys.executable).parent / "podman-compose"), "-f", str(self.folder / "docker-compose.prod.yml"), *args],
+            [
+                str(Path(sys.executable).parent / "podman-compose"),
+                "-f",
+                str(self.folder / "docker-compose.prod.yml"),
+                *args,
+            ],
             cwd=self.folder,
             env=self.env,
             capture_output=True,
@@ -81,7 +88,12 @@ class Stack:
 
     def podman(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
-            ["podman", *args], env=self.env, capture_output=True, text=True, timeout=120, check=False
+            ["podman", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)}: {result.stderr.strip()}")
@@ -89,8 +101,13 @@ class Stack:
 
     def container(self, service: str) -> dict[str, Any]:
         ids = self.podman(
-            "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
-            "--filter", f"label=com.docker.compose.service={service}",
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
         ).split()
         assert len(ids) == 1, f"expected one container for {service}, found {ids}"
         return json.loads(self.podman("inspect", ids[0]))[0]
@@ -130,7 +147,7 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
     def _csrf(self) -> str:
-        return next(c.value for c in self.jar if c.name == "csrftoken")
+        return next(c.value or "" for c in self.jar if c.name == "csrftoken")
 
     def login(self, username: str, password: str) -> None:
         page = self.opener.open(self.base_url + "/accounts/login/", timeout=30).read().decode()
@@ -194,7 +211,12 @@ def stack() -> Iterator[Stack]:
     started = time.monotonic()
 
     build = subprocess.run(
-        [str(ROOT / "deploy" / "build-local-images.sh"), "--env-file", str(folder / ".env"), "--ai-standins"],
+        [
+            str(ROOT / "deploy" / "build-local-images.sh"),
+            "--env-file",
+            str(folder / ".env"),
+            "--ai-standins",
+        ],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -205,6 +227,9 @@ def stack() -> Iterator[Stack]:
     built = time.monotonic()
 
     shutil.copy(COMPOSE, folder / "docker-compose.prod.yml")
+    # The worker runs podman-compose on this folder and reads .env as the app's non-root
+    # user, through the socket's group (the guide: chgrp podman-api .env; chmod 640 .env).
+    (folder / ".env").chmod(0o640)
     with (folder / ".env").open("a", encoding="utf-8") as dotenv:
         dotenv.write(
             "\n".join(
@@ -228,8 +253,13 @@ def stack() -> Iterator[Stack]:
     stack = Stack(folder=folder, env=env, port=port, admin_password=admin_password)
     stack.timings["build_s"] = built - started
     # The host's podman API socket (systemctl enable --now podman.socket on a normal host).
+    # Its log (systemd timer complaints on a host without systemd) goes to a file, not the run's.
+    service_log = (work / "podman-service.log").open("wb")
     stack.api_socket = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{socket_path}"], env=env
+        ["podman", "system", "service", "--time=0", f"unix://{socket_path}"],
+        env=env,
+        stdout=service_log,
+        stderr=subprocess.STDOUT,
     )
     try:
         with installed_cdi_spec():
@@ -255,6 +285,7 @@ def stack() -> Iterator[Stack]:
             stack.podman("volume", "rm", "-f", f"{stack.project}_{volume}", check=False)
         stack.api_socket.terminate()
         stack.api_socket.wait(timeout=30)
+        service_log.close()
         shutil.rmtree(work, ignore_errors=True)
         print(f"stack timings: {stack.timings}")
 
@@ -322,9 +353,9 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
         {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 2.5},
     ]
     first = _save_and_apply(browser, baseline)
-    assert (first.get("run") or first)["status"] == "succeeded", (
-        json.dumps(first, indent=1)[-3000:] + stack.logs("gpuconfig-worker")
-    )
+    assert (first.get("run") or first)["status"] == "succeeded", json.dumps(first, indent=1)[
+        -3000:
+    ] + stack.logs("gpuconfig-worker")
     before = {name: stack.container(name)["Id"] for name in AI_SERVICES + APP_SERVICES}
 
     # The move: CLIP to the A400.
@@ -333,9 +364,9 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
     apply_started = time.monotonic()
     second = _save_and_apply(browser, moved)
     stack.timings["apply_one_move_s"] = time.monotonic() - apply_started
-    assert (second.get("run") or second)["status"] == "succeeded", (
-        json.dumps(second, indent=1)[-3000:] + stack.logs("gpuconfig-worker")
-    )
+    assert (second.get("run") or second)["status"] == "succeeded", json.dumps(second, indent=1)[
+        -3000:
+    ] + stack.logs("gpuconfig-worker")
 
     # On the host: exactly CLIP was recreated, on CDI device 1, with GPU 1's UUID as the web
     # showed it (the worker verified against the same inventory); nothing else was touched,
