@@ -6,11 +6,16 @@ imports nothing from GPU Config or Django. It keeps to Python 3.8 syntax because
 images often run an older interpreter than the GPU Config app.
 
 Why match by UUID, not by index: GPU Config hands a service its GPU through CDI
-(``nvidia.com/gpu=<uuid>``), so inside the container that GPU is the only one and CUDA
-calls it device 0, whatever its host index is. The generated override therefore sets
+(``nvidia.com/gpu=<host index>``), so inside the container that GPU is the only one and CUDA
+calls it device 0, whatever its host index is; and a host index can name another GPU after
+re-cabling. The generated override therefore sets
 
 * ``GPUCONFIG_GPU_UUID``: the assigned GPU's UUID, the identity to look for;
 * ``GPUCONFIG_GPU_INDEX``: its host index, only to make log messages recognisable.
+
+The same identity, compared the same way (:func:`same_gpu`), is what GPU Config's own
+verification after Apply checks: the variable names are defined here once, and the override
+renderer and the verification import them.
 
 Usage in a service::
 
@@ -28,6 +33,16 @@ logger = logging.getLogger(__name__)
 
 UUID_ENV = "GPUCONFIG_GPU_UUID"
 INDEX_ENV = "GPUCONFIG_GPU_INDEX"
+
+
+def same_gpu(uuid_a: str, uuid_b: str) -> bool:
+    """Whether two GPU UUIDs name the same GPU (case and surrounding blanks do not matter).
+
+    NVML prints ``GPU-`` plus lowercase hex; people and tools copy UUIDs in other cases.
+    An empty UUID names no GPU.
+    """
+    a, b = uuid_a.strip().lower(), uuid_b.strip().lower()
+    return bool(a) and a == b
 
 
 class NoGpuAvailableError(RuntimeError):
@@ -71,7 +86,7 @@ def get_target_gpu() -> int:
 
     if assigned_uuid:
         for local_index, device in enumerate(devices):
-            if device.uuid.lower() == assigned_uuid.lower():
+            if same_gpu(device.uuid, assigned_uuid):
                 if device.problem is None:
                     return local_index
                 reason = f"NVML reports {device.problem}"

@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from devices.models import GpuDevice
+from devices.runtime import same_gpu
 from devices.services import gpu_sample
 from devices.vram import GpuMemoryUse, gpu_memory_uses, margin_percent, over_estimate_warnings
 
@@ -67,3 +68,22 @@ def gpu_inventory_view() -> dict[str, Any]:
             w.as_dict() for w in over_estimate_warnings(uses, sample.readings, margin_percent())
         ],
     }
+
+
+def gpu_identity_problem(gpu_index: int, gpu_uuid: str) -> str | None:
+    """Why host GPU ``gpu_index`` is not the GPU ``gpu_uuid`` names now, or None.
+
+    CDI hands a container its GPU by host index, but the identity that was planned (and that
+    ``devices.runtime.get_target_gpu`` looks for inside the container) is the UUID: after
+    re-cabling or a GPU swap the index can name another card. Read from the shared sample; a
+    GPU the sample does not show, or an assignment saved without a UUID, is not judged here.
+    """
+    if not gpu_uuid:
+        return None
+    reading = next((r for r in gpu_sample().readings if r.index == gpu_index), None)
+    if reading is None or same_gpu(reading.uuid, gpu_uuid):
+        return None
+    return (
+        f"GPU {gpu_index} is now {reading.uuid}, not {gpu_uuid} that the configuration was "
+        "saved for: re-scan the GPUs and save again"
+    )
