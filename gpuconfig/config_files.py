@@ -32,13 +32,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
+from devices.runtime import INDEX_ENV, UUID_ENV
 from gpuconfig.domain import Configuration, ResolvedAssignment
 
 # The environment variables every pinned container gets, so that a service (and our verification)
 # can tell which GPU it was given. The UUID is what to match on: inside a container given one GPU
 # through CDI, CUDA numbers that GPU 0 whatever its host index is.
-GPU_UUID_ENV = "GPUCONFIG_GPU_UUID"
-GPU_INDEX_ENV = "GPUCONFIG_GPU_INDEX"
+# Named once, in the helper the services themselves run (devices/runtime.py).
+GPU_UUID_ENV = UUID_ENV
+GPU_INDEX_ENV = INDEX_ENV
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

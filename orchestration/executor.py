@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from devices.selectors import gpu_identity_problem
 from gpuconfig import selectors as config_selectors
 from gpuconfig.config_files import budget_environment, render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
@@ -263,6 +264,12 @@ def container_problem(
             f"started without its GPU: expected {device}, got {got} (is the compose command "
             "dropping GPU reservations?)"
         )
+    # CDI names the device by host index; the plan meant a GPU by UUID, the identity the
+    # runtime helper matches on inside the container (devices.runtime.same_gpu).
+    if want.gpu_index is not None:
+        identity = gpu_identity_problem(want.gpu_index, want.gpu_uuid)
+        if identity is not None:
+            return identity
     for key, value in budget_environment(want).items():
         if state.env.get(key) != value:
             return f"{key} is {state.env.get(key)!r}, expected {value!r}"
