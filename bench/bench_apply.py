@@ -168,9 +168,10 @@ def main() -> int:
                 assert set(moved) <= set(recreated), run
                 recreated_count[n] = len(recreated)
                 results[n][0].append(took)
-                compose_times.setdefault(n, []).append(
-                    float(run["output"].rsplit(" after ", 1)[1].split(" s]")[0])
-                )
+                # The compose command's own duration, from its row (a run that succeeded ran
+                # exactly one command).
+                (command,) = run["commands"]
+                compose_times.setdefault(n, []).append(command["duration_s"])
                 results[n][1].append(bare(recreated))
         noop_times = []
         for _ in range(ROUNDS):

@@ -32,7 +32,7 @@ from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.files import write_atomic
 from gpuconfig.models import ConfigVersion
 from orchestration import podman, probe
-from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus
+from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,7 @@ def write_override(context: ApplyContext) -> None:
 def recreate(context: ApplyContext, *, override: Path | None) -> podman.CommandResult:
     """``up -d --force-recreate --no-deps`` of the run's services from the base file
     (+ ``override``); the command is recorded on the run."""
+    started_at = timezone.now()
     result = podman.compose_up(
         probe.compose_tool(max_age_s=probe.WORKER_PROBE_CACHE_SECONDS),
         base=Path(settings.GPUCONFIG_COMPOSE_FILE),
@@ -184,7 +185,7 @@ def recreate(context: ApplyContext, *, override: Path | None) -> podman.CommandR
         timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
         env=context.env,
     )
-    _record(context.run, result)
+    _record(context.run, result, started_at)
     return result
 
 
@@ -355,15 +356,15 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _record(run: ApplyRun, result: podman.CommandResult) -> None:
-    command = " ".join(result.argv)
-    outcome = "timed out" if result.timed_out else f"exit {result.returncode}"
-    run.refresh_from_db(fields=["command", "output"])
-    ApplyRun.objects.filter(pk=run.pk).update(
-        command=(run.command + "\n" if run.command else "") + command,
-        output=(
-            (run.output + "\n" if run.output else "")
-            + f"$ {command}\n{result.output}\n[{outcome} after {result.duration_s:.1f} s]"
-        )[-20000:],
-        heartbeat_at=timezone.now(),
+def _record(run: ApplyRun, result: podman.CommandResult, started_at: datetime) -> None:
+    """A row per command, as the status API and the page show it."""
+    ApplyCommand.objects.create(
+        run=run,
+        argv=list(result.argv),
+        exit_code=None if result.timed_out else result.returncode,
+        timed_out=result.timed_out,
+        started_at=started_at,
+        duration_s=round(result.duration_s, 3),
+        output=result.output,
     )
+    ApplyRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import uuid
 
 from django.conf import settings
@@ -60,8 +61,6 @@ class ApplyRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
-    command = models.TextField(blank=True)
-    output = models.TextField(blank=True)
 
     class Meta:
         db_table = "gpu_apply_runs"
@@ -89,8 +88,6 @@ class ServiceStep(models.Model):
     status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
     from_gpu = models.IntegerField(null=True, blank=True)
     to_gpu = models.IntegerField(null=True, blank=True)
-    container_id_before = models.CharField(max_length=80, blank=True)
-    container_id_after = models.CharField(max_length=80, blank=True)
     message = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,3 +100,35 @@ class ServiceStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service_name}: {self.status}"
+
+
+class ApplyCommand(models.Model):
+    """One command a run ran, as Read the Docs records a build's commands: what ran, how it
+    ended, when, for how long, and its output (bounded: the head and the tail are kept, so
+    the first error line survives a long output)."""
+
+    run = models.ForeignKey(ApplyRun, on_delete=models.CASCADE, related_name="commands")
+    argv = models.JSONField(help_text="The argument list, exactly as run (no shell).")
+    exit_code = models.IntegerField(null=True, blank=True, help_text="Empty: killed at timeout")
+    timed_out = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    duration_s = models.FloatField()
+    output = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "gpu_apply_commands"
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return self.command_line
+
+    @property
+    def command_line(self) -> str:
+        """The argv as one line, for people (shlex quoting where an argument needs it)."""
+        return shlex.join(str(arg) for arg in self.argv)
+
+    @property
+    def outcome(self) -> str:
+        if self.timed_out:
+            return f"killed after {self.duration_s:.1f} s (timeout)"
+        return f"exit {self.exit_code} after {self.duration_s:.1f} s"

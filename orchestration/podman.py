@@ -1,9 +1,9 @@
 """Run podman-compose and podman, and read back what the containers really got.
 
 Everything here runs a subprocess from an argument list with an explicit cwd, environment and
-timeout, and keeps the tail of its output. Command failures are returned, not raised, where the
-caller decides what they mean (``compose_up``); reads that cannot answer raise
-:class:`PodmanCommandError`.
+timeout, and keeps the head and the tail of its output. Command failures are returned, not
+raised, where the caller decides what they mean (``compose_up``); reads that cannot answer
+raise :class:`PodmanCommandError`.
 
 Facts about podman 4.3 and podman-compose 1.6 this module relies on, checked on a real host:
 
@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any
 
 MIN_PODMAN_COMPOSE = (1, 4)
+OUTPUT_HEAD_CHARS = 2000
 OUTPUT_TAIL_CHARS = 4000
 PROBE_TIMEOUT_S = 30.0
 QUERY_TIMEOUT_S = 30.0
@@ -354,9 +355,14 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def _trim(text: str) -> str:
-    if len(text) <= OUTPUT_TAIL_CHARS:
+    """The head and the tail of a long output: the first error is often at the top (podman
+    names the failing device or image there), the final status at the bottom."""
+    if len(text) <= OUTPUT_HEAD_CHARS + OUTPUT_TAIL_CHARS:
         return text
-    return f"[... {len(text) - OUTPUT_TAIL_CHARS} characters cut ...]\n" + text[-OUTPUT_TAIL_CHARS:]
+    cut = len(text) - OUTPUT_HEAD_CHARS - OUTPUT_TAIL_CHARS
+    return (
+        text[:OUTPUT_HEAD_CHARS] + f"\n[... {cut} characters cut ...]\n" + text[-OUTPUT_TAIL_CHARS:]
+    )
 
 
 def _last_line(text: str) -> str:

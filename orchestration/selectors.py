@@ -10,11 +10,25 @@ from django.conf import settings
 
 from gpuconfig.registry import RegistryError, load_registry
 from orchestration import podman
-from orchestration.models import ApplyRun
+from orchestration.models import ApplyCommand, ApplyRun
 from orchestration.probe import compose_tool
 
 
+def command_body(command: ApplyCommand) -> dict[str, Any]:
+    return {
+        "argv": command.argv,
+        "command": command.command_line,
+        "exit_code": command.exit_code,
+        "timed_out": command.timed_out,
+        "started_at": command.started_at,
+        "duration_s": command.duration_s,
+        "outcome": command.outcome,
+        "output": command.output,
+    }
+
+
 def run_body(run: ApplyRun) -> dict[str, Any]:
+    commands = list(run.commands.all())
     return {
         "id": str(run.id),
         "kind": run.kind,
@@ -28,8 +42,11 @@ def run_body(run: ApplyRun) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "heartbeat_at": run.heartbeat_at,
         "error": run.error,
-        "command": run.command,
-        "output": run.output,
+        "commands": [command_body(c) for c in commands],
+        # The commands as one text, as before there were rows (one line per command; the
+        # output of each after a "$ command" line).
+        "command": "\n".join(c.command_line for c in commands),
+        "output": "\n".join(f"$ {c.command_line}\n{c.output}\n[{c.outcome}]" for c in commands),
         "steps": [
             {
                 "service": step.service_name,
