@@ -1,5 +1,5 @@
 # Shortcuts; the README's two commands (bin/run, bin/test) need no make.
-.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages
+.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler
 
 run:
 	bin/run
@@ -15,7 +15,7 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
 
-bench: bench-strategies bench-pages bench-apply
+bench: bench-strategies bench-pages bench-apply bench-sampler
 
 bench-strategies:
 	.venv/bin/python -m bench.bench_strategies
@@ -25,3 +25,6 @@ bench-pages:
 
 bench-apply:
 	.venv/bin/python -m bench.bench_apply
+
+bench-sampler:
+	.venv/bin/python -m bench.bench_sampler
