@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
-
 from devices.models import GpuDevice
 from devices.runtime import same_gpu
 from devices.services import gpu_sample
 from devices.vram import GpuMemoryUse, gpu_memory_uses, margin_percent, over_estimate_warnings
-
-
-def gpu_device_list() -> QuerySet[GpuDevice]:
-    return GpuDevice.objects.order_by("gpu_index")
 
 
 def gpu_inventory_view() -> dict[str, Any]:

@@ -9,9 +9,9 @@ there shows a verification failure and the automatic rollback.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,6 +23,10 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from gpuconfig.files import write_atomic
+from gpuconfig.registry import RegistryError, load_registry
+from orchestration import podman
+
+logger = logging.getLogger(__name__)
 
 STANDIN_IMAGE = "localhost/gpuconfig-standin:latest"
 DEMO_PROJECT = "gpuconfig-demo"
@@ -49,27 +53,17 @@ class DemoUnavailable(Exception):
     """The demo cannot run here; the message says what to install."""
 
 
-def _podman(*args: str, env: Mapping[str, str], timeout_s: float = 120) -> str:
-    result = subprocess.run(
-        ["podman", *args],
-        cwd="/",
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise DemoUnavailable(f"podman {args[0]} failed: {(result.stderr or result.stdout)[-800:]}")
-    return result.stdout
+def _podman(*args: str, env: Mapping[str, str], timeout_s: float = 120) -> podman.CommandResult:
+    """A podman command through the podman layer (argument list, cwd /, timeout); must pass."""
+    result = podman.run_command(("podman", *args), env=env, timeout_s=timeout_s)
+    if not result.ok:
+        raise DemoUnavailable(f"podman {args[0]} failed: {result.output[-800:]}")
+    return result
 
 
 def build_standin_image(env: Mapping[str, str], image: str = STANDIN_IMAGE) -> str:
     """Build the busybox-from-scratch image (no registry needed) unless it exists."""
-    exists = subprocess.run(
-        ["podman", "image", "exists", image], env=dict(env), capture_output=True, check=False
-    )
-    if exists.returncode == 0:
+    if podman.run_command(("podman", "image", "exists", image), env=env, timeout_s=60).ok:
         return image
     with tempfile.TemporaryDirectory() as build_dir:
         shutil.copy2(BUSYBOX, Path(build_dir) / "busybox")
@@ -145,7 +139,11 @@ def demo_up(
     image = build_standin_image(env)
     CDI_SPEC_PATH.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(CDI_SPEC_PATH, cdi_spec(gpu_indexes))
-    base = YAML(typ="safe").load(base_compose.read_text(encoding="utf-8"))
+    try:
+        # The registry's reader: the one place the compose file is parsed and checked.
+        base = load_registry(base_compose).compose
+    except RegistryError as exc:
+        raise DemoUnavailable(f"the compose file cannot be used: {exc}") from exc
     compose_file = demo_dir / "docker-compose.yml"
     yaml = YAML()
     yaml.default_flow_style = False
@@ -156,17 +154,14 @@ def demo_up(
     compose = Path(shutil.which("podman-compose", path=str(Path(sys.executable).parent)) or "")
     if not compose.name:
         raise DemoUnavailable("podman-compose is missing from the virtualenv")
-    result = subprocess.run(
-        [str(compose), "-p", DEMO_PROJECT, "-f", str(compose_file), "up", "-d"],
+    result = podman.run_command(
+        (str(compose), "-p", DEMO_PROJECT, "-f", str(compose_file), "up", "-d"),
         cwd=demo_dir,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        timeout_s=300,
     )
-    if result.returncode != 0:
-        raise DemoUnavailable(f"starting the demo containers failed: {result.stdout[-800:]}")
+    if not result.ok:
+        raise DemoUnavailable(f"starting the demo containers failed: {result.output[-800:]}")
     return DemoSetup(compose_file=compose_file, containers_conf=conf, project=DEMO_PROJECT)
 
 
@@ -174,15 +169,19 @@ def demo_down(*, data_dir: Path) -> None:
     """Remove the demo containers, pod and network, and the CDI spec."""
     conf = data_dir / "demo" / "containers.conf"
     env = {**os.environ, **({"CONTAINERS_CONF": str(conf)} if conf.exists() else {})}
-    label = f"label=io.podman.compose.project={DEMO_PROJECT}"
-    ids = subprocess.run(
-        ["podman", "ps", "-aq", "--filter", label], env=env, capture_output=True, text=True
-    ).stdout.split()
+    try:
+        ids = podman.project_container_ids(DEMO_PROJECT, env=env)
+    except podman.PodmanCommandError as exc:
+        logger.warning("cannot list the demo containers: %s", exc)
+        ids = []
+    # Best effort, each with a timeout: whatever is left is reported, not fatal.
+    commands: list[tuple[str, ...]] = [
+        ("podman", "pod", "rm", "-f", "--ignore", f"pod_{DEMO_PROJECT}")
+    ]
     if ids:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], env=env, capture_output=True)
-    subprocess.run(
-        ["podman", "pod", "rm", "-f", "--ignore", f"pod_{DEMO_PROJECT}"],
-        env=env,
-        capture_output=True,
-    )
+        commands.insert(0, ("podman", "rm", "-f", "-t", "0", *ids))
+    for argv in commands:
+        result = podman.run_command(argv, env=env, timeout_s=60)
+        if not result.ok:
+            logger.warning("%s failed: %s", " ".join(argv[:3]), result.output[-400:])
     CDI_SPEC_PATH.unlink(missing_ok=True)

@@ -221,21 +221,8 @@ def inspect_services(
     A service with no container is absent from the result. Where a service has several (scaled,
     or a leftover), the running one is preferred, then the newest.
     """
-    _check_project_name(project_name)
     run_env = _environment(env)
-    listed = _query_json(
-        (
-            "podman",
-            "ps",
-            "-a",
-            "--filter",
-            f"label={PROJECT_LABEL}={project_name}",
-            "--format",
-            "json",
-        ),
-        env=run_env,
-        what=f"cannot list the containers of project {project_name}",
-    )
+    listed = _project_containers(project_name, env=run_env)
     wanted = set(services) if services is not None else None
     chosen: dict[str, dict[str, Any]] = {}
     for row in listed:
@@ -259,6 +246,44 @@ def inspect_services(
     )
     states = [_container_state(data) for data in inspected]
     return {state.service: state for state in sorted(states, key=lambda s: s.service)}
+
+
+def project_container_ids(project_name: str, *, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every container of a compose project, leftovers included (``podman ps -a``)."""
+    return [row["Id"] for row in _project_containers(project_name, env=_environment(env))]
+
+
+def _project_containers(project_name: str, *, env: Mapping[str, str]) -> list[dict[str, Any]]:
+    _check_project_name(project_name)
+    return _query_json(
+        (
+            "podman",
+            "ps",
+            "-a",
+            "--filter",
+            f"label={PROJECT_LABEL}={project_name}",
+            "--format",
+            "json",
+        ),
+        env=env,
+        what=f"cannot list the containers of project {project_name}",
+    )
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    timeout_s: float,
+    cwd: Path = Path("/"),
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    """Run one command from an argument list with an explicit cwd, environment and timeout.
+
+    Never raises for a failing command (or a missing executable: exit 127); the caller reads
+    ``result.ok``. For the other podman work GPU Config does (building demo images, removing
+    demo containers), so that every subprocess goes through this module.
+    """
+    return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
 
 
 def run_healthcheck(
@@ -517,15 +542,6 @@ def _parse_created(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed
-    text = value.replace("Z", "+00:00")
-    head, dot, rest = text.partition(".")
-    if dot:  # Python keeps microseconds: cut the fraction to six digits
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _requested_cdi_devices(create_command: Sequence[str], *, image: str) -> tuple[str, ...]:
