@@ -8,19 +8,22 @@ login page) and rely on DRF permissions instead: anonymous callers get 403, neve
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.decorators.cache import never_cache
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.views import APIView
 
 from devices import apis as device_apis
 from gpuconfig import apis as gpuconfig_apis
 from gpuconfig import backup_apis as gpuconfig_backup_apis
+from gpuconfig.api_docs import ApiDocsView
 from orchestration import apis as orchestration_apis
 
 
 def _api(view: type[APIView]) -> Callable[..., Any]:
-    return login_not_required(view.as_view())
+    # no-store: answers describe live state and who may see it; no cache may keep them.
+    return never_cache(login_not_required(view.as_view()))
 
 
 urlpatterns = [
@@ -55,7 +58,9 @@ urlpatterns = [
         _api(gpuconfig_backup_apis.GpuConfigImportApi),
         name="api-gpu-config-import",
     ),
-    # Schema and Swagger UI stay behind the login middleware (session users browse them).
-    path("schema", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The schema: any logged-in user, by session or token (SERVE_PERMISSIONS), else 403.
+    path("schema", never_cache(SpectacularAPIView.as_view()), name="api-schema"),
+    # Swagger UI: DRF views opt out of LoginRequiredMiddleware, so the login is asked here
+    # (anonymous browsers go to the login page, as everywhere else).
+    path("docs", login_required(ApiDocsView.as_view(url_name="api-schema")), name="api-docs"),
 ]

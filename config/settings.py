@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from config.private_files import private_dir, private_file_create
 from config.production import refuse_embedded_defaults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -34,11 +35,10 @@ def _secret_key() -> str:
         return key
     # Embedded default: one random key per installation, kept beside the SQLite database,
     # so sessions survive restarts without anyone having to invent a secret.
+    # Private from the first byte (0600 in a 0700 folder): config/private_files.py.
     path = DATA_DIR / "secret-key"
-    if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    private_dir(DATA_DIR)
+    private_file_create(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -135,6 +135,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # csp_nonce for <script> tags (see the hardening block at the end).
+                "django.template.context_processors.csp",
             ],
         },
     },
@@ -167,7 +169,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not Django
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # The database holds sessions and API tokens: 0600 in a 0700 folder before SQLite opens
+    # it (an empty file is an empty database; SQLite gives its journals the same mode).
+    private_dir(DATA_DIR)
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_file_create(Path(DATABASES["default"]["NAME"]))
     # The web server and the Celery worker share the file: wait for locks instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -250,7 +256,7 @@ SPECTACULAR_SETTINGS = {
 # which needs no server (the run command starts a worker that reads the same folder).
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = DATA_DIR / "celery-broker"
+    _broker_dir = private_dir(DATA_DIR) / "celery-broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -303,4 +309,55 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("GPUCONFIG_LOG_LEVEL", "INFO")},
+}
+
+# --- Hardening (issue 12): input, login lockout, throttling, CSP -------------------------
+# Kept in one block so the production settings above can change without touching it.
+from django.utils.csp import CSP  # noqa: E402  (this block stays self-contained)
+
+# The API takes JSON only, parsed strictly (depth, duplicate keys, lone surrogates): a
+# form-encoded or multipart PUT is a 415, not a save that silently dropped `assignments`.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["gpuconfig.parsers.StrictJSONParser"]
+# Throttling per user or token (anonymous callers are refused before it); "" switches it off.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["gpuconfig.throttles.ApiUserThrottle"]
+GPUCONFIG_API_RATE_USER = envstr("GPUCONFIG_API_RATE_USER", "1200/minute")
+# The schema and Swagger UI are for logged-in users (session or token), like the API.
+SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
+
+# Login lockout (django-axes): after GPUCONFIG_LOGIN_FAILURE_LIMIT wrong passwords for one
+# username from one address, that pair is refused for GPUCONFIG_LOGIN_COOLOFF_MINUTES, on
+# the login page and the admin alike. Locking the pair, not the address, keeps one
+# mistyping colleague behind a shared NAT from locking everyone else out.
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes requires
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = envbool("GPUCONFIG_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = envint("GPUCONFIG_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = envfloat("GPUCONFIG_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no start-up banner
+# Lockouts are logged as warnings; axes' INFO line for every login would bury them.
+LOGGING.setdefault("loggers", {})["axes"] = {"level": "WARNING"}  # type: ignore[index]
+
+# Content-Security-Policy (Django's own): scripts only from this origin or with the
+# per-response nonce (django-htmx's {% htmx_script %} uses it); no plugins, no framing.
+# style-src-attr allows the width of the usage bars (style="width: N%" in the templates).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+)
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
 }

@@ -22,6 +22,14 @@ from gpuconfig.domain import (
     STRATEGY_LABELS,
     StrategyName,
 )
+from gpuconfig.parsers import (
+    MAX_VERSION,
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    version_number,
+)
 from gpuconfig.registry import RegistryError
 from gpuconfig.services import (
     AssignmentChange,
@@ -91,14 +99,15 @@ class StrictSerializer(serializers.Serializer):
 
 
 class AssignmentInputSerializer(StrictSerializer):
-    service = serializers.CharField(max_length=64)
-    gpu_index = serializers.IntegerField(
+    # Strict fields (gpuconfig/parsers.py): true is not 1 GB, "1" and 1.0 are not GPU 1.
+    service = StrictCharField(min_length=1, max_length=64)
+    gpu_index = StrictIntegerField(
         min_value=0, max_value=1023, allow_null=True, required=False, default=None
     )
-    vram_budget_override = serializers.FloatField(
+    vram_budget_override = StrictFloatField(
         min_value=0.1, max_value=MAX_BUDGET_GB, allow_null=True, required=False, default=None
     )
-    enabled = serializers.BooleanField(required=False, default=True)
+    enabled = StrictBooleanField(required=False, default=True)
 
     def validate_vram_budget_override(self, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
@@ -109,11 +118,24 @@ class AssignmentInputSerializer(StrictSerializer):
 class GpuConfigInputSerializer(StrictSerializer):
     strategy = serializers.ChoiceField(choices=STRATEGY_CHOICES)
     assignments = AssignmentInputSerializer(many=True, required=False, max_length=512)  # type: ignore[call-arg]
-    version = serializers.IntegerField(
+    version = StrictIntegerField(
         min_value=0,
+        max_value=MAX_VERSION,
         required=False,
         help_text="The version you read (from GET). If someone saved since, the save gets 409.",
     )
+
+    def validate_version(self, value: int) -> int:
+        # A version nobody has saved yet was never read: a typo or a client bug, not a
+        # conflict with another user (409 would send the user to reload for nothing).
+        latest = selectors.latest_version()
+        newest = latest.number if latest else 0
+        if value > newest:
+            raise ValidationError(
+                f"There is no version {value}; the newest is {newest}. "
+                "Send the version you read from GET."
+            )
+        return value
 
     def validate_assignments(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         names = [item["service"] for item in value]
@@ -341,10 +363,10 @@ class ConfigVersionListApi(APIView):
         if "from" in request.query_params or "to" in request.query_params:
             numbers = {}
             for key in ("from", "to"):
-                raw = request.query_params.get(key, "")
-                if not raw.isdigit():
-                    raise ValidationError({key: ["A version number is required."]})
-                numbers[key] = int(raw)
+                number = version_number(request.query_params.get(key, ""))
+                if number is None:
+                    raise ValidationError({key: ["A version number (digits 0-9) is required."]})
+                numbers[key] = number
             found = {
                 v.number: v for v in selectors.version_list().filter(number__in=numbers.values())
             }

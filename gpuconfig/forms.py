@@ -88,7 +88,8 @@ class GpuConfigForm(forms.Form):
         for service in self.services:
             name = gpu_field(service.name)
             raw = (cleaned.get(name) or "").strip()
-            if raw not in ("", OFF) and not raw.isdigit():
+            # ASCII digits only: "²".isdigit() is True, and int("²") then fails.
+            if raw not in ("", OFF) and not (raw.isascii() and raw.isdigit()):
                 self.add_error(name, f"{raw!r} is not a GPU; choose one from the list.")
         return cleaned
 
@@ -126,7 +127,7 @@ class GpuConfigForm(forms.Form):
             out.append(
                 AssignmentChange(
                     service=service.name,
-                    gpu_index=int(raw) if raw.isdigit() else None,
+                    gpu_index=int(raw) if raw.isascii() and raw.isdigit() else None,
                     vram_budget_override=self._budget_override(service),
                     enabled=raw != OFF,
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,35 @@ KNOWN_LABELS = {LABEL_MODEL, LABEL_VRAM, LABEL_ROLE, LABEL_BUDGET_ENV}
 ROLES: tuple[Role, ...] = ("llm", "critical", "standard")
 # The largest GPUs sold today hold under 200 GB; anything above 2 TB is a typo.
 MAX_VRAM_ESTIMATE_MB = 2_000_000
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_SERVICE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+# Used with fullmatch: "$" would also match before a final newline ("ai-llm\n").
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
+# YAML aliases let a 500-byte file describe billions of values ("billion laughs"). A compose
+# file of 40 services is a few thousand values; past this many, expanded, it is refused.
+MAX_COMPOSE_VALUES = 100_000
+MAX_COMPOSE_DEPTH = 64
+# Messages end up in API answers and on the page: a value quoted in one is cut to this.
+MAX_QUOTED_CHARS = 80
+MAX_MESSAGE_CHARS = 2000
+# A compose file that failed to parse is not parsed again for this long, unless it changes:
+# every GET of the configuration would otherwise pay for the failure again.
+FAILED_PARSE_CACHE_SECONDS = 5.0
 
 
 class RegistryError(ValueError):
     """The compose file cannot be used; the message names the file, service and label."""
+
+    def __init__(self, message: str) -> None:
+        # Bounded whatever went into it (a YAML error quoting a huge line, a long value).
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+        super().__init__(message)
+
+
+def _quoted(value: Any) -> str:
+    """``repr(value)``, cut to MAX_QUOTED_CHARS: an error message quotes, it does not copy."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,9 @@ def parse_registry(compose_file: Path, text: str) -> Registry:
         data = YAML(typ="safe").load(text)
     except YAMLError as exc:
         raise RegistryError(f"{compose_file}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise RegistryError(f"{compose_file}: nested too deeply to be a compose file") from None
+    _check_size(compose_file, data)
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise RegistryError(f"{compose_file}: expected a compose file with a 'services' mapping")
     services: list[Service] = []
@@ -63,8 +90,47 @@ def parse_registry(compose_file: Path, text: str) -> Registry:
     return Registry(compose_file=compose_file, services=tuple(services), compose=data)
 
 
+def _check_size(compose_file: Path, data: Any) -> None:
+    """Refuse a document whose values, with every alias expanded, are too many or too deep.
+
+    Counted without expanding anything: aliases share one Python object, so each distinct
+    container is sized once and its size reused wherever an alias points at it.
+    """
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(value: Any, depth: int) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise RegistryError(f"{compose_file}: a YAML alias refers to itself")
+        if depth > MAX_COMPOSE_DEPTH:
+            raise RegistryError(
+                f"{compose_file}: nested deeper than {MAX_COMPOSE_DEPTH} levels; not a compose file"
+            )
+        open_ids.add(key)
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_COMPOSE_VALUES:
+                raise RegistryError(
+                    f"{compose_file}: more than {MAX_COMPOSE_VALUES:,} values once its YAML "
+                    "aliases are expanded; a compose file is far smaller (are aliases nested "
+                    "inside aliases?)"
+                )
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data, 0)
+
+
 def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
-    where = f"{compose_file}: service {name!r}"
+    where = f"{compose_file}: service {_quoted(name)}"
     if not isinstance(definition, dict):
         raise RegistryError(f"{where}: expected a mapping")
     raw = definition.get("labels") or {}
@@ -73,7 +139,7 @@ def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
         for item in raw:
             key, sep, value = str(item).partition("=")
             if not sep:
-                raise RegistryError(f"{where}: label {item!r} is not key=value")
+                raise RegistryError(f"{where}: label {_quoted(item)} is not key=value")
             labels[key.strip()] = value.strip()
         return labels
     if isinstance(raw, dict):
@@ -83,12 +149,14 @@ def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
 
 def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     def fail(label: str, problem: str) -> RegistryError:
-        return RegistryError(f"{compose_file}: service {name!r}, label {label}: {problem}")
+        return RegistryError(
+            f"{compose_file}: service {_quoted(name)}, label {_quoted(label)[1:-1]}: {problem}"
+        )
 
-    if not _SERVICE_NAME.match(name):
+    if not _SERVICE_NAME.fullmatch(name):
         raise RegistryError(
-            f"{compose_file}: service {name!r}: names of managed services must be 1-64 letters, "
-            "digits, '.', '_' or '-'"
+            f"{compose_file}: service {_quoted(name)}: names of managed services must be "
+            "1-64 letters, digits, '.', '_' or '-'"
         )
     unknown = sorted(k for k in labels if k.startswith(LABEL_PREFIX) and k not in KNOWN_LABELS)
     if unknown:
@@ -99,18 +167,20 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     try:
         vram = int(raw_vram)
     except ValueError:
-        raise fail(LABEL_VRAM, f"{raw_vram!r} is not a whole number of MB") from None
+        raise fail(LABEL_VRAM, f"{_quoted(raw_vram)} is not a whole number of MB") from None
     if not 1 <= vram <= MAX_VRAM_ESTIMATE_MB:
         raise fail(LABEL_VRAM, f"{vram} is out of range (1 to {MAX_VRAM_ESTIMATE_MB} MB)")
     role = labels.get(LABEL_ROLE, "standard").strip() or "standard"
     if role not in ROLES:
-        raise fail(LABEL_ROLE, f"{role!r} is not one of {', '.join(ROLES)}")
+        raise fail(LABEL_ROLE, f"{_quoted(role)} is not one of {', '.join(ROLES)}")
     model = labels.get(LABEL_MODEL, "").strip() or name
     if len(model) > 128:
         raise fail(LABEL_MODEL, "longer than 128 characters")
     budget_env = labels.get(LABEL_BUDGET_ENV, "").strip() or None
-    if budget_env is not None and not _ENV_NAME.match(budget_env):
-        raise fail(LABEL_BUDGET_ENV, f"{budget_env!r} is not a valid environment variable name")
+    if budget_env is not None and not _ENV_NAME.fullmatch(budget_env):
+        raise fail(
+            LABEL_BUDGET_ENV, f"{_quoted(budget_env)} is not a valid environment variable name"
+        )
     return Service(
         name=name,
         model=model,
@@ -122,6 +192,8 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
 
 _cache_lock = threading.Lock()
 _cache: dict[Path, tuple[tuple[int, int], Registry]] = {}
+# Failed parses: (stamp, when, error), kept FAILED_PARSE_CACHE_SECONDS.
+_failures: dict[Path, tuple[tuple[int, int], float, RegistryError]] = {}
 
 
 def load_registry(compose_file: Path) -> Registry:
@@ -131,8 +203,15 @@ def load_registry(compose_file: Path) -> Registry:
         stamp = (stat.st_mtime_ns, stat.st_size)
         with _cache_lock:
             cached = _cache.get(compose_file)
+            failed = _failures.get(compose_file)
         if cached is not None and cached[0] == stamp:
             return cached[1]
+        if (
+            failed is not None
+            and failed[0] == stamp
+            and time.monotonic() - failed[1] < FAILED_PARSE_CACHE_SECONDS
+        ):
+            raise RegistryError(str(failed[2]))
         text = compose_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(
@@ -140,7 +219,13 @@ def load_registry(compose_file: Path) -> Registry:
         ) from None
     except UnicodeDecodeError:
         raise RegistryError(f"{compose_file}: not UTF-8 text") from None
-    registry = parse_registry(compose_file, text)
+    try:
+        registry = parse_registry(compose_file, text)
+    except RegistryError as exc:
+        with _cache_lock:
+            _failures[compose_file] = (stamp, time.monotonic(), exc)
+        raise
     with _cache_lock:
         _cache[compose_file] = (stamp, registry)
+        _failures.pop(compose_file, None)
     return registry

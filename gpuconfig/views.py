@@ -25,7 +25,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
 from django_htmx.middleware import HtmxDetails
 
 from devices.presenters import gpu_card_memory, measured_by_service
@@ -50,6 +50,7 @@ from gpuconfig.forms import (
     warning_note,
 )
 from gpuconfig.models import ConfigVersion
+from gpuconfig.parsers import version_number
 from gpuconfig.registry import RegistryError, load_registry
 from gpuconfig.services import (
     AssignmentChange,
@@ -96,14 +97,17 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_not_required
-@require_GET
+@require_safe  # HEAD too: it is what load balancers send
 def health(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers and the run script: the database answers."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:  # any database failure means "not healthy", whatever its type
-        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+        # The driver's text names hosts, users and databases: the log has it, callers (who
+        # are anonymous, and whose session could not be read now anyway) learn only this.
+        logger.error("health check: the database is unavailable: %s", exc)
+        return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
     return JsonResponse({"status": "ok"})
 
 
@@ -369,7 +373,7 @@ def _history_context(request: HtmxHttpRequest) -> dict[str, Any]:
     raw = request.GET.get("compare", "")
     if raw:
         by_number = {v.number: v for v in versions}
-        number = int(raw) if raw.isdigit() else None
+        number = version_number(raw)  # ASCII digits only: "²".isdigit() is True
         if number is not None:
             compare = (
                 by_number.get(number) or selectors.version_list().filter(number=number).first()

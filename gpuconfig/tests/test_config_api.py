@@ -206,7 +206,7 @@ def test_an_explicit_budget_wins_over_auto_adjustment(staff_api):
         (
             {"strategy": "manual", "assignments": [{"service": "ai-llm", "gpu_index": "zero"}]},
             "assignments",
-            "valid integer",
+            "Must be a whole number (a JSON integer, not a string).",
         ),
         (
             {
@@ -230,7 +230,7 @@ def test_an_explicit_budget_wins_over_auto_adjustment(staff_api):
                 "assignments": [{"service": "ai-enrichment", "vram_budget_override": "lots"}],
             },
             "assignments",
-            "valid number",
+            "Must be a number (not a string).",
         ),
         (
             {

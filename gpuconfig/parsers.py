@@ -1,0 +1,200 @@
+"""Strict input for the API: a JSON parser and serializer fields that refuse instead of guess.
+
+DRF's defaults are lenient in ways that matter here: the JSON parser recurses without a bound
+(a 20 KB body nested 10,000 deep is a RecursionError, a 500), keeps the last of two equal keys,
+and lets lone surrogates through to error messages that the renderer then cannot encode (a
+500 again); its fields turn ``true`` into 1, ``"1"`` and ``1.0`` into a GPU index and
+``"yes"`` into True. docs/api.md promises "wrong types" are a 400: these classes keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import IO, Any
+
+from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+# A configuration body is three levels deep ({"assignments": [{...}]}); 32 leaves room for
+# any honest client and keeps every later walk of the data (serializers, renderers) shallow.
+MAX_JSON_DEPTH = 32
+# A JSON string (with its escapes), so that brackets inside strings are not counted.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+# ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then refuses.
+_VERSION_NUMBER = re.compile(r"[0-9]{1,10}")
+# ConfigVersion.number is a PositiveIntegerField: PostgreSQL's integer.
+MAX_VERSION = 2**31 - 1
+
+
+class StrictJSONParser(JSONParser):
+    """JSON only, parsed strictly: a bounded depth, no duplicate keys, no NaN or Infinity,
+    valid UTF-8 and no lone surrogates. Every refusal is a 400 with a sentence that never
+    quotes the offending text (it may not be printable, or even encodable)."""
+
+    def parse(
+        self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None
+    ) -> Any:
+        raw = stream.read() if stream is not None else b""
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"JSON parse error: the body is not UTF-8 (byte {exc.start})."
+            ) from None
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise ParseError(
+                f"JSON parse error: nested {depth} levels deep; at most {MAX_JSON_DEPTH} allowed."
+            )
+        try:
+            data = json.loads(
+                text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+            )
+        except _Refused as exc:
+            raise ParseError(f"JSON parse error: {exc}") from None
+        except ValueError as exc:
+            # json's own messages give a position, never the text: safe to pass on.
+            raise ParseError(f"JSON parse error: {exc}") from None
+        where = _unencodable_string(data)
+        if where is not None:
+            raise ParseError(
+                f"JSON parse error: a string {where} contains a lone surrogate "
+                "(a \\ud800-\\udfff escape without its pair); it is not text."
+            )
+        return data
+
+
+class _Refused(ValueError):
+    pass
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects in ``text`` nest (strings ignored), without parsing."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            shown = key if _encodable(key) and len(key) <= 64 else "(unprintable)"
+            raise _Refused(f"the key {shown!r} appears twice in one object.")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number.")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unencodable_string(data: Any, path: str = "") -> str | None:
+    """Where the first string (key or value) that is not valid Unicode is, or None."""
+    if isinstance(data, str):
+        return f"at {path or 'the top level'}" if not _encodable(data) else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not _encodable(key):
+                return f"used as a key in {path or 'the top-level object'}"
+            found = _unencodable_string(value, f"{path}.{key}" if path else key)
+            if found:
+                return found
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            found = _unencodable_string(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def version_number(raw: str) -> int | None:
+    """A version number from a query string or form: ASCII digits within range, else None."""
+    if not _VERSION_NUMBER.fullmatch(raw):
+        return None
+    number = int(raw)
+    return number if number <= MAX_VERSION else None
+
+
+# --- serializer fields that refuse what the JSON types do not say --------------------------
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: not a bool, a string ("1") or a float (1.0)."""
+
+    default_error_messages = {"type": "Must be a whole number (a JSON integer, not {kind})."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("type", kind=_json_kind(data))
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number: not a bool or a string."""
+
+    default_error_messages = {"type": "Must be a number (not {kind})."}
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("type", kind=_json_kind(data))
+        try:
+            return float(data)
+        except OverflowError:  # an integer too large for a float; DRF would answer 500
+            self.fail("max_value", max_value=self.max_value)
+            raise  # unreachable: fail() raises
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """``true`` or ``false``: not "yes", 1 or "true"."""
+
+    default_error_messages = {"type": "Must be true or false (not {kind})."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("type", kind=_json_kind(data))
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string: not a number that DRF would turn into one."""
+
+    default_error_messages = {"type": "Must be a string (not {kind})."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("type", kind=_json_kind(data))
+        return super().to_internal_value(data)
+
+
+def _json_kind(data: Any) -> str:
+    """The JSON type of a value, for messages that must not echo the value itself."""
+    if data is None:
+        return "null"
+    if isinstance(data, bool):
+        return "a boolean"
+    if isinstance(data, int | float):
+        return "a decimal number" if isinstance(data, float) else "a number"
+    if isinstance(data, str):
+        return "a string"
+    if isinstance(data, list):
+        return "an array"
+    if isinstance(data, dict):
+        return "an object"
+    return type(data).__name__

@@ -1,0 +1,415 @@
+"""Hostile and careless input (issue 12): each is a clear 4xx that changes nothing.
+
+Each test sends what a client could really send and checks the answer a user sees, the
+database and config/gpu-assignments.yml.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+from rest_framework.test import APIClient
+
+from devices.services import gpu_inventory_rescan
+from gpuconfig import views
+from gpuconfig.models import ConfigVersion, GpuConfiguration
+from gpuconfig.registry import RegistryError, load_registry, parse_registry
+from orchestration import selectors as orchestration_selectors
+from orchestration import services as orchestration_services
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/system/gpu-config"
+PREVIEW = "/api/system/gpu-config/preview"
+VERSIONS = "/api/system/gpu-config/versions"
+GOOD = {"strategy": "vram_based", "assignments": [{"service": "ai-llm", "gpu_index": 0}]}
+
+
+@pytest.fixture(autouse=True)
+def _inventory(db: Any) -> None:
+    gpu_inventory_rescan()
+
+
+def _assignments_file() -> Path:
+    return Path(django_settings.GPUCONFIG_OUTPUT_DIR) / "gpu-assignments.yml"
+
+
+def _nothing_saved() -> bool:
+    return (
+        not ConfigVersion.objects.exists()
+        and not GpuConfiguration.objects.exists()
+        and not _assignments_file().exists()
+    )
+
+
+def _raw(client: APIClient, method: str, url: str, body: str | bytes, **extra: Any) -> Any:
+    return getattr(client, method)(
+        url, data=body, content_type=extra.pop("content_type", "application/json"), **extra
+    )
+
+
+# --- the JSON parser ------------------------------------------------------------------------
+
+
+def test_json_nested_ten_thousand_deep_is_a_400_not_a_recursion_error(member_api):
+    body = "[" * 10_000 + "]" * 10_000  # 20 KB, under the size limit
+
+    response = _raw(member_api, "post", PREVIEW, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "JSON parse error: nested 10000 levels deep; at most 32 allowed."
+    )
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(staff_api):
+    body = (
+        json.dumps({**GOOD, "strategy": "manual"})[:-1]
+        + ', "x": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}'
+    )
+    response = _raw(staff_api, "put", URL, body)
+    # Refused for the unknown field, not for depth: the parser saw through the string.
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "x": ["Unknown field; expected one of: strategy, assignments, version."]
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"strategy": "\\udfff"}',
+        '{"\\udfff": 1, "strategy": "manual"}',
+        '{"strategy": "manual", "assignments": [{"service": "ai-\\ud800llm"}]}',
+    ],
+)
+def test_a_lone_surrogate_is_a_400_whose_message_does_not_echo_it(staff_api, body):
+    response = _raw(staff_api, "put", URL, body)
+
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "lone surrogate" in message
+    assert "\\udfff" not in message.replace("\\udfff escape", "")
+    message.encode("utf-8")  # the answer is text
+    assert _nothing_saved()
+
+
+def test_duplicate_keys_are_refused_not_resolved_last_wins(staff_api):
+    response = _raw(staff_api, "put", URL, '{"strategy": "bogus", "strategy": "manual"}')
+
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "JSON parse error: the key 'strategy' appears twice in one object."
+    )
+    assert _nothing_saved()
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json_numbers(staff_api, constant):
+    body = (
+        '{"strategy": "manual", "assignments": [{"service": "ai-enrichment", '
+        f'"vram_budget_override": {constant}}}]}}'
+    )
+    response = _raw(staff_api, "put", URL, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == f"JSON parse error: {constant} is not a JSON number."
+
+
+def test_a_body_that_is_not_utf8_is_a_400(staff_api):
+    response = _raw(staff_api, "put", URL, b'{"strategy": "man\xffual"}')
+    assert response.status_code == 400
+    assert response.json()["error"] == "JSON parse error: the body is not UTF-8 (byte 17)."
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "multipart/form-data; boundary=BoUnDaRy"],
+)
+@pytest.mark.parametrize(("method", "url"), [("put", URL), ("post", PREVIEW)])
+def test_form_encoded_and_multipart_bodies_are_415(staff_api, content_type, method, url):
+    if content_type.startswith("multipart"):
+        body = (
+            '--BoUnDaRy\r\nContent-Disposition: form-data; name="strategy"\r\n\r\nmanual\r\n'
+            "--BoUnDaRy--\r\n"
+        )
+    else:
+        body = "strategy=manual&assignments=ai-llm"
+
+    response = _raw(staff_api, method, url, body, content_type=content_type)
+
+    assert response.status_code == 415
+    assert response.json()["error"].startswith(f'Unsupported media type "{content_type}"')
+    assert _nothing_saved()
+
+
+# --- strict types -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("assignment", "field", "message"),
+    [
+        (
+            {"service": "ai-enrichment", "vram_budget_override": True},
+            "vram_budget_override",
+            "Must be a number (not a boolean).",
+        ),
+        (
+            {"service": "ai-enrichment", "vram_budget_override": "3.5"},
+            "vram_budget_override",
+            "Must be a number (not a string).",
+        ),
+        (
+            {"service": "ai-llm", "gpu_index": "1"},
+            "gpu_index",
+            "Must be a whole number (a JSON integer, not a string).",
+        ),
+        (
+            {"service": "ai-llm", "gpu_index": 1.0},
+            "gpu_index",
+            "Must be a whole number (a JSON integer, not a decimal number).",
+        ),
+        (
+            {"service": "ai-llm", "gpu_index": True},
+            "gpu_index",
+            "Must be a whole number (a JSON integer, not a boolean).",
+        ),
+        (
+            {"service": "ai-llm", "enabled": "yes"},
+            "enabled",
+            "Must be true or false (not a string).",
+        ),
+        ({"service": "ai-llm", "enabled": 1}, "enabled", "Must be true or false (not a number)."),
+        ({"service": 5}, "service", "Must be a string (not a number)."),
+        ({"service": ""}, "service", "This field may not be blank."),
+    ],
+)
+def test_wrong_json_types_are_refused_not_coerced(staff_api, assignment, field, message):
+    body = {"strategy": "manual", "assignments": [assignment]}
+
+    response = _raw(staff_api, "put", URL, json.dumps(body))
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["errors"] == {"assignments": {"0": {field: [message]}}}
+    assert _nothing_saved()
+
+
+def test_a_budget_too_large_for_a_float_is_a_400(staff_api):
+    body = (
+        '{"strategy": "manual", "assignments": '
+        '[{"service": "ai-enrichment", "vram_budget_override": 1' + "0" * 400 + "}]}"
+    )
+    response = _raw(staff_api, "put", URL, body)
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "assignments": {
+            "0": {"vram_budget_override": ["Ensure this value is less than or equal to 2000.0."]}
+        }
+    }
+
+
+@pytest.mark.parametrize("version", [1, 5, 2**31 - 1])
+def test_a_version_nobody_saved_is_a_400_not_a_conflict(staff_api, version):
+    response = _raw(staff_api, "put", URL, json.dumps({**GOOD, "version": version}))
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "version": [
+            f"There is no version {version}; the newest is 0. Send the version you read from GET."
+        ]
+    }
+    assert _nothing_saved()
+
+
+@pytest.mark.parametrize("version", [2**63, 2**31, -1, "3", 3.0])
+def test_a_version_out_of_range_or_of_the_wrong_type_is_a_400(staff_api, version):
+    response = _raw(staff_api, "put", URL, json.dumps({**GOOD, "version": version}))
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["version"]
+    assert _nothing_saved()
+
+
+def test_the_version_just_read_still_saves(staff_api):
+    assert _raw(staff_api, "put", URL, json.dumps(GOOD)).status_code == 200
+    response = _raw(staff_api, "put", URL, json.dumps({**GOOD, "version": 1}))
+    assert response.status_code == 200
+    assert response.json()["version"] == 2
+
+
+# --- digits that str.isdigit() accepts and int() refuses -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query", ["from=²&to=1", "from=1&to=²", "from=\u0661&to=1", "from=&to=1", "from=1"]
+)
+def test_versions_refuse_anything_but_ascii_digits(member_api, query):
+    response = member_api.get(f"{VERSIONS}?{query}")
+    assert response.status_code == 400
+    assert "A version number (digits 0-9) is required." in json.dumps(response.json())
+
+
+def test_the_history_compare_with_a_superscript_digit_says_there_is_no_such_version(
+    staff_user, monkeypatch
+):
+    monkeypatch.setattr(orchestration_selectors, "container_health", lambda: {})
+    orchestration_services.forget_probe()
+    client = Client()
+    client.force_login(staff_user)
+
+    response = client.get("/settings/gpu/?compare=²")
+
+    assert response.status_code == 200
+    assert "There is no version ²." in response.content.decode()
+
+
+def test_a_settings_form_post_with_a_superscript_digit_is_refused_beside_its_service(
+    staff_user, monkeypatch
+):
+    monkeypatch.setattr(orchestration_selectors, "container_health", lambda: {})
+    orchestration_services.forget_probe()
+    client = Client()
+    client.force_login(staff_user)
+
+    response = client.post(
+        "/settings/gpu/",
+        {"strategy": "manual", "gpu-ai-llm": "²", "action": "save"},
+        headers={"HX-Request": "true"},
+    )
+
+    assert response.status_code == 400
+    assert "GPU: &#x27;²&#x27; is not a GPU; choose one from the list." in response.content.decode()
+    assert _nothing_saved()
+    assert views  # the module under test
+
+
+# --- the compose file ------------------------------------------------------------------------
+
+BASE = """services:
+  ai-llm:
+    image: localhost/llm:latest
+    labels:
+      gpuconfig.vram_estimate_mb: "1000"
+"""
+
+
+def test_a_service_name_with_a_trailing_newline_is_refused():
+    text = 'services:\n  "ai-llm\\n":\n    labels:\n      gpuconfig.vram_estimate_mb: "1000"\n'
+    with pytest.raises(RegistryError, match="names of managed services must be"):
+        parse_registry(Path("compose.yml"), text)
+
+
+def _laughs(depth: int) -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, depth + 1):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return "x-laughs:\n" + "\n".join("  " + line for line in lines) + "\n" + BASE
+
+
+def test_a_billion_laughs_compose_file_is_refused_quickly_with_a_short_message():
+    text = _laughs(8)  # 9**9 = 387 million values once expanded, from ~600 bytes
+    assert len(text) < 700
+
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(Path("compose.yml"), text)
+
+    message = str(caught.value)
+    assert "more than 100,000 values once its YAML aliases are expanded" in message
+    assert len(message) < 300
+
+
+def test_a_few_honest_aliases_still_parse():
+    text = "x-common: &common\n  restart: always\n" + BASE.replace(
+        "    image:", "    <<: *common\n    image:"
+    )
+    assert parse_registry(Path("compose.yml"), text).names() == ["ai-llm"]
+
+
+def test_a_huge_label_value_is_quoted_briefly_in_the_error():
+    text = BASE + f'      gpuconfig.role: "{"x" * 50_000}"\n'
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(Path("compose.yml"), text)
+    assert len(str(caught.value)) < 300
+    assert "is not one of llm, critical, standard" in str(caught.value)
+
+
+def test_a_failed_parse_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services: [")
+    calls = []
+    real = parse_registry
+
+    def counting(path: Path, text: str) -> Any:
+        calls.append(path)
+        return real(path, text)
+
+    monkeypatch.setattr("gpuconfig.registry.parse_registry", counting)
+    for _ in range(5):
+        with pytest.raises(RegistryError, match="not valid YAML"):
+            load_registry(compose)
+    assert len(calls) == 1
+
+    compose.write_text(BASE)
+    assert load_registry(compose).names() == ["ai-llm"]
+    assert len(calls) == 2
+
+
+def test_the_api_answers_a_billion_laughs_compose_file_with_a_short_503(staff_api, settings):
+    Path(settings.GPUCONFIG_COMPOSE_FILE).write_text(_laughs(8))
+
+    response = staff_api.get(URL)
+
+    assert response.status_code == 503
+    assert len(response.content) < 1000
+    assert "aliases are expanded" in response.json()["error"]
+
+
+# --- the admin ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(db: Any) -> Client:
+    from django.contrib.auth.models import User
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("root-admin", password="admin-pass-1"))
+    return client
+
+
+def test_the_admin_cannot_pin_a_service_to_a_gpu_that_does_not_exist(admin_client, staff_api):
+    assert _raw(staff_api, "put", URL, json.dumps(GOOD)).status_code == 200
+    row = GpuConfiguration.objects.get(service_name="ai-llm")
+    before = _assignments_file().read_text()
+
+    response = admin_client.post(
+        f"/admin/gpuconfig/gpuconfiguration/{row.pk}/change/",
+        {"service_name": "ai-llm", "gpu_index": "7", "strategy": "manual", "enabled": "on"},
+    )
+
+    assert response.status_code == 403
+    row.refresh_from_db()
+    assert row.gpu_index == 0
+    assert ConfigVersion.objects.count() == 1
+    assert _assignments_file().read_text() == before
+
+
+def test_the_admin_shows_assignments_read_only_with_a_link_to_the_page(admin_client, staff_api):
+    assert _raw(staff_api, "put", URL, json.dumps(GOOD)).status_code == 200
+
+    listing = admin_client.get("/admin/gpuconfig/gpuconfiguration/").content.decode()
+    row = GpuConfiguration.objects.get(service_name="ai-llm")
+    detail = admin_client.get(f"/admin/gpuconfig/gpuconfiguration/{row.pk}/change/")
+
+    assert 'change assignments on <a href="/settings/gpu/">Settings &rsaquo; GPU' in listing
+    assert "Add gpu configuration" not in listing
+    assert detail.status_code == 200
+    assert 'name="_save"' not in detail.content.decode()
+    assert (
+        admin_client.post("/admin/gpuconfig/configversion/1/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert ConfigVersion.objects.count() == 1
