@@ -1,0 +1,130 @@
+"""Write requests plan once and take a fixed number of SQL queries, however many services.
+
+Save (API PUT and the page's htmx save), Apply and Rollback (API and page) are each measured
+with 5 and with 40 managed services on the same history: the counts must be equal, and
+below the figures recorded in the closing note of issue 10.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from devices.services import gpu_inventory_rescan
+from gpuconfig import drafts
+from gpuconfig.domain import StrategyName
+from gpuconfig.models import ConfigVersion, GpuConfiguration
+from gpuconfig.services import gpu_config_save
+from gpuconfig.tests.factories import compose_with
+from orchestration import podman, selectors
+from orchestration import services as orchestration_services
+from orchestration.models import ApplyRun
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "/settings/gpu/"
+HX = {"HX-Request": "true"}
+# Most queries any of these requests may take (5 or 40 services alike).
+MAX_QUERIES = {
+    "api_put": 18,
+    "htmx_save": 32,
+    "api_apply": 10,
+    "api_rollback": 21,
+    "htmx_apply": 43,
+    "htmx_rollback": 37,
+}
+# How many times each request may run a strategy: a save plans once, the rest never.
+PLANS = {"api_put": 1, "htmx_save": 1, "htmx_apply": 1}
+
+
+@pytest.fixture(autouse=True)
+def _startable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apply and rollback pass their podman probe and enqueue nothing; no podman is read."""
+    gpu_inventory_rescan()
+    orchestration_services.forget_probe()
+    monkeypatch.setattr(
+        orchestration_services,
+        "compose_tool",
+        lambda **kwargs: podman.ComposeTool(argv=("podman-compose",), version="1.6.0"),
+    )
+    monkeypatch.setattr(orchestration_services, "_enqueue", lambda run_id: None)
+    monkeypatch.setattr(
+        selectors,
+        "container_health",
+        lambda: {"available": True, "unavailable_reason": "", "containers": {}, "summary": ""},
+    )
+
+
+def _history(count: int) -> int:
+    """Two saved versions, both applied (so a rollback has one to go back to)."""
+    ApplyRun.objects.all().delete()
+    ConfigVersion.objects.all().delete()
+    GpuConfiguration.objects.all().delete()
+    Path(django_settings.GPUCONFIG_COMPOSE_FILE).write_text(compose_with(count))
+    for strategy in (StrategyName.VRAM_BASED, StrategyName.ISOLATION_FIRST):
+        version = gpu_config_save(user=None, strategy=strategy).version
+        ConfigVersion.objects.filter(pk=version.pk).update(applied_at=timezone.now())
+    return version.number
+
+
+def _request(name: str, api: APIClient, page: Client, version: int) -> Any:
+    form = {"strategy": "balanced", "table_strategy": "balanced", "version": str(version)}
+    requests: dict[str, Callable[[], Any]] = {
+        "api_put": lambda: api.put(
+            "/api/system/gpu-config",
+            data=json.dumps({"strategy": "balanced", "version": version}),
+            content_type="application/json",
+        ),
+        "htmx_save": lambda: page.post(PAGE, {**form, "action": "save"}, headers=HX),
+        "api_apply": lambda: api.post("/api/system/gpu-config/apply"),
+        "api_rollback": lambda: api.post("/api/system/gpu-config/rollback"),
+        "htmx_apply": lambda: page.post(PAGE, {**form, "action": "apply"}, headers=HX),
+        "htmx_rollback": lambda: page.post(PAGE, {"action": "rollback"}, headers=HX),
+    }
+    return requests[name]()
+
+
+def _measure(
+    name: str, count: int, api: APIClient, page: Client, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, int]:
+    version = _history(count)
+    page.get(PAGE)  # warm caches (session, registry parse, the GPU sample)
+    plans: list[Any] = []
+    real_plan = drafts.plan
+
+    def counting_plan(*args: Any, **kwargs: Any) -> Any:
+        plans.append(args)
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(drafts, "plan", counting_plan)
+    with CaptureQueriesContext(connection) as queries:
+        response = _request(name, api, page, version)
+    monkeypatch.setattr(drafts, "plan", real_plan)
+    assert response.status_code < 300, (name, response.content[:800])
+    return len(queries), len(plans)
+
+
+@pytest.mark.parametrize("name", list(MAX_QUERIES))
+def test_a_write_takes_one_plan_and_the_same_queries_for_5_and_40_services(
+    name: str, staff_api: APIClient, staff_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = Client()
+    page.force_login(staff_user)
+
+    five = _measure(name, 5, staff_api, page, monkeypatch)
+    forty = _measure(name, 40, staff_api, page, monkeypatch)
+
+    assert five == forty, (name, five, forty)
+    queries, plans = five
+    assert plans == PLANS.get(name, 0), (name, plans)
+    assert queries <= MAX_QUERIES[name], (name, queries)
