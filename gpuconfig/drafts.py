@@ -168,42 +168,19 @@ def gpu_config_draft(
         saved_strategy=saved_strategy,
         changes=changes,
     )
-    assignments = _saved_placements(requests, rows) if not replan and latest else None
-    plan_result: Plan | None = None
-    error = ""
-    if assignments is None:
-        try:
-            plan_result = plan(strategy, gpus, requests)
-            assignments = dict(plan_result.assignments)
-        except StrategyError as exc:
-            error, assignments = str(exc), {}
-    evaluation = None
-    warnings: list[PlanWarning] = []
-    if not any(g.present for g in gpus):
-        warnings.append(PlanWarning(WarningCode.NO_GPUS, "No GPUs detected"))
-    elif not error:
-        applied = _applied_placements()
-        evaluation = evaluate(
-            gpus,
-            requests,
-            assignments,
-            reserve_mb=config.vram_reserve_mb,
-            applied=applied,
-            strategy=strategy,
-            over_capacity=plan_result.over_capacity if plan_result else (),
-        )
-        warnings.extend(evaluation.warnings)
-        # Measured VRAM: services over their estimate, and moves that the target GPU's real
-        # free memory cannot hold (only where per-process memory is measured).
-        warnings.extend(
-            measured_vram_warnings(
-                gpus=gpus,
-                requests=requests,
-                assignments=assignments,
-                budgets_gb={a.service: a.vram_budget_gb for a in evaluation.assignments},
-                applied=applied,
-            )
-        )
+    saved_placements = _saved_placements(requests, rows) if not replan and latest else None
+    if saved_placements is None:
+        plan_result, assignments, error = _planned(strategy, gpus, requests)
+    else:
+        plan_result, assignments, error = None, saved_placements, ""
+    evaluation, warnings = _evaluated(
+        strategy=strategy,
+        gpus=gpus,
+        requests=requests,
+        assignments=assignments,
+        reserve_mb=config.vram_reserve_mb,
+        over_capacity=plan_result.over_capacity if plan_result else (),
+    )
     configuration = _configuration(requests, evaluation, gpus)
     saved = Configuration.from_json(latest.assignments) if latest else None
     return Draft(
@@ -219,6 +196,56 @@ def gpu_config_draft(
         saved_version=latest.number if latest else 0,
         changes=config_changes(saved, configuration),
     )
+
+
+def _planned(
+    strategy: StrategyName, gpus: tuple[Gpu, ...], requests: tuple[ServiceRequest, ...]
+) -> tuple[Plan | None, dict[str, int] | None, str]:
+    """The strategy's plan and its assignments, or the reason it could not run."""
+    try:
+        result = plan(strategy, gpus, requests)
+    except StrategyError as exc:
+        return None, None, str(exc)
+    return result, dict(result.assignments), ""
+
+
+def _evaluated(
+    *,
+    strategy: StrategyName,
+    gpus: tuple[Gpu, ...],
+    requests: tuple[ServiceRequest, ...],
+    assignments: dict[str, int] | None,
+    reserve_mb: int,
+    over_capacity: tuple[str, ...],
+) -> tuple[Evaluation | None, list[PlanWarning]]:
+    """Budgets and warnings for ``assignments`` (None: the strategy could not place them)."""
+    if not any(g.present for g in gpus):
+        return None, [PlanWarning(WarningCode.NO_GPUS, "No GPUs detected")]
+    if assignments is None:
+        return None, []
+    applied = _applied_placements()
+    evaluation = evaluate(
+        gpus,
+        requests,
+        assignments,
+        reserve_mb=reserve_mb,
+        applied=applied,
+        strategy=strategy,
+        over_capacity=over_capacity,
+    )
+    warnings = list(evaluation.warnings)
+    # Measured VRAM: services over their estimate, and moves that the target GPU's real
+    # free memory cannot hold (only where per-process memory is measured).
+    warnings.extend(
+        measured_vram_warnings(
+            gpus=gpus,
+            requests=requests,
+            assignments=assignments,
+            budgets_gb={a.service: a.vram_budget_gb for a in evaluation.assignments},
+            applied=applied,
+        )
+    )
+    return evaluation, warnings
 
 
 def _applied_placements() -> dict[str, int] | None:
