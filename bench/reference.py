@@ -1,14 +1,170 @@
 """Exact and bounding references for the planner, used by the benchmark and the tests.
 
-Deliberately naive: the brute force enumerates every placement, so its answer is right
-by construction and can judge the product's cleverer search. Never imported by the app.
+Independent of the product's search on purpose: the brute forces enumerate every
+placement, so their answers are right by construction; the mid-size reference is a
+constraint-programming model solved by OR-Tools CP-SAT (a dev dependency), a different
+method from the product's own packing search. Never imported by the app.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 
-__all__ = ["brute_force_min_max", "feasible", "lower_bound"]
+__all__ = [
+    "Harm",
+    "brute_force_least_harm",
+    "brute_force_min_max",
+    "cpsat_least_harm",
+    "feasible",
+    "lower_bound",
+]
+
+
+@dataclass(frozen=True)
+class Harm:
+    """The least-harm objective, compared in this order (smaller is better).
+
+    `unfit`: services that fit on no GPU; `unfit_mb`: their MB; `max_utilization`: the
+    highest load / capacity of what fits, over the GPUs that pinned services alone do not
+    overload. `proven`: the solver proved it (always True for the brute force).
+    """
+
+    unfit: int
+    unfit_mb: int
+    max_utilization: Fraction
+    proven: bool = True
+
+    def key(self) -> tuple[int, int, Fraction]:
+        """The lexicographic objective."""
+        return (self.unfit, self.unfit_mb, self.max_utilization)
+
+
+def brute_force_least_harm(
+    caps: Sequence[int], demands: Sequence[int], fixed: Sequence[int] | None = None
+) -> Harm:
+    """The least harm over every way to place each service on a GPU or leave it out.
+
+    A service is left out ("does not fit") or placed on a GPU where it fits within
+    capacity; GPUs that pinned load alone overloads take nothing. Enumerates all of it
+    (capacity cuts only placements that would not fit): keep instances small.
+    """
+    gpu_count, n = len(caps), len(demands)
+    loads = list(fixed) if fixed is not None else [0] * gpu_count
+    usable = [g for g in range(gpu_count) if loads[g] <= caps[g]]
+    best: tuple[int, int, Fraction] | None = None
+
+    def visit(k: int, unfit: int, unfit_mb: int) -> None:
+        nonlocal best
+        if k == n:
+            worst = max((Fraction(loads[g], caps[g]) for g in usable), default=Fraction(0))
+            key = (unfit, unfit_mb, worst)
+            if best is None or key < best:
+                best = key
+            return
+        for g in usable:
+            if loads[g] + demands[k] <= caps[g]:
+                loads[g] += demands[k]
+                visit(k + 1, unfit, unfit_mb)
+                loads[g] -= demands[k]
+        visit(k + 1, unfit + 1, unfit_mb + demands[k])
+
+    visit(0, 0, 0)
+    assert best is not None
+    return Harm(*best)
+
+
+def cpsat_least_harm(
+    caps: Sequence[int],
+    demands: Sequence[int],
+    fixed: Sequence[int] | None = None,
+    *,
+    seconds: float = 20.0,
+) -> Harm:
+    """The same objective as `brute_force_least_harm`, by OR-Tools CP-SAT, in three stages.
+
+    1. fewest services left out, 2. least MB left out, 3. the least highest utilization:
+    CP-SAT minimises it in millionths, then the exact optimum is pinned down by asking
+    for a placement strictly below the best value (load * D < N * capacity for N / D)
+    until there is none. `proven` is False when a stage ran out of `seconds`.
+    """
+    from ortools.sat.python import cp_model  # dev dependency, only here
+
+    gpu_count, n = len(caps), len(demands)
+    base = list(fixed) if fixed is not None else [0] * gpu_count
+    usable = [g for g in range(gpu_count) if base[g] <= caps[g]]
+    proven = True
+
+    def model_with(
+        unfit_at_most: int | None, unfit_mb_at_most: int | None
+    ) -> tuple[cp_model.CpModel, list[list[cp_model.IntVar]], list[cp_model.IntVar]]:
+        model = cp_model.CpModel()
+        x = [[model.new_bool_var(f"x{i}_{g}") for g in usable] for i in range(n)]
+        out = [model.new_bool_var(f"out{i}") for i in range(n)]
+        for i in range(n):
+            model.add_exactly_one([*x[i], out[i]])
+        for j, g in enumerate(usable):
+            model.add(sum(demands[i] * x[i][j] for i in range(n)) <= caps[g] - base[g])
+        if unfit_at_most is not None:
+            model.add(sum(out) <= unfit_at_most)
+        if unfit_mb_at_most is not None:
+            model.add(sum(demands[i] * out[i] for i in range(n)) <= unfit_mb_at_most)
+        return model, x, out
+
+    def solve(model: cp_model.CpModel) -> tuple[cp_model.CpSolver, bool]:
+        nonlocal proven
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = seconds
+        solver.parameters.num_workers = 1  # deterministic, and fair on a shared machine
+        status = solver.solve(model)
+        if status == cp_model.OPTIMAL:
+            return solver, True
+        if status == cp_model.FEASIBLE:
+            proven = False
+            return solver, True
+        if status == cp_model.INFEASIBLE:
+            return solver, False
+        proven = False
+        return solver, False
+
+    model, _, out = model_with(None, None)
+    model.minimize(sum(out))
+    solver, _ = solve(model)
+    unfit = round(solver.objective_value)
+    model, _, out = model_with(unfit, None)
+    model.minimize(sum(demands[i] * out[i] for i in range(n)))
+    solver, _ = solve(model)
+    unfit_mb = round(solver.objective_value)
+    if not usable:
+        return Harm(unfit, unfit_mb, Fraction(0), proven)
+
+    scale = 1_000_000
+    model, x, out = model_with(unfit, unfit_mb)
+    z = model.new_int_var(0, scale, "z")
+    for j, g in enumerate(usable):
+        load = base[g] + sum(demands[i] * x[i][j] for i in range(n))
+        model.add(load * scale <= z * caps[g])
+    model.minimize(z)
+    solver, _ = solve(model)
+
+    def value(solver: cp_model.CpSolver, x: list[list[cp_model.IntVar]]) -> Fraction:
+        loads = [
+            base[g] + sum(demands[i] for i in range(n) if solver.value(x[i][j]))
+            for j, g in enumerate(usable)
+        ]
+        return max(Fraction(load, caps[g]) for load, g in zip(loads, usable, strict=True))
+
+    best = value(solver, x)
+    while True:
+        model, x, out = model_with(unfit, unfit_mb)
+        for j, g in enumerate(usable):
+            load = base[g] + sum(demands[i] * x[i][j] for i in range(n))
+            model.add(load * best.denominator <= best.numerator * caps[g] - 1)
+        solver, found = solve(model)
+        if not found:
+            return Harm(unfit, unfit_mb, best, proven)
+        best = value(solver, x)
 
 
 def brute_force_min_max(

@@ -8,6 +8,7 @@ Units: VRAM is counted in MB, and 1 GB = 1000 MB everywhere (6800 MB is "6.8 GB"
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -100,6 +101,54 @@ class Plan:
     assignments: dict[str, int]
     over_capacity: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    optimality: Optimality | None = None  # balanced only: how close to the optimum it is
+
+
+@dataclass(frozen=True)
+class Optimality:
+    """What balanced's search proved about its plan.
+
+    `max_utilization` is the plan's highest load / capacity over the GPUs it could keep
+    within capacity (the services that fit nowhere are left out of it), `lower_bound`
+    a value no plan can beat with as few services that do not fit. `proven` is True when
+    the search showed the plan optimal: then the two are equal.
+    """
+
+    proven: bool
+    max_utilization: float
+    lower_bound: float
+
+    @property
+    def gap(self) -> float | None:
+        """Relative distance to the bound (0.0 when proven); None when there is no bound."""
+        if self.proven:
+            return 0.0
+        if self.lower_bound <= 0:
+            return None
+        return max(0.0, self.max_utilization / self.lower_bound - 1)
+
+    @property
+    def label(self) -> str:
+        """What the page shows: "optimal" or "within 0.3% of optimal"."""
+        gap = self.gap
+        if gap == 0.0:
+            return "optimal"
+        if gap is None:
+            return "best plan found within the time budget (not proven optimal)"
+        # Round the gap up to a tenth of a percent: the label may understate how good
+        # the plan is, never overstate it.
+        tenths = max(1, math.ceil(gap * 1000 - 1e-9))
+        return f"within {tenths // 10}.{tenths % 10}% of optimal"
+
+    def as_dict(self) -> dict[str, bool | float | str | None]:
+        """JSON-ready form."""
+        return {
+            "proven": self.proven,
+            "max_utilization": self.max_utilization,
+            "lower_bound": self.lower_bound,
+            "gap": self.gap,
+            "label": self.label,
+        }
 
 
 class WarningCode(StrEnum):

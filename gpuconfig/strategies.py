@@ -8,10 +8,13 @@ Shared rules for the automatic strategies (everything but manual):
 * A pinned service stays on its pin (even a GPU that is not detected: the validator
   reports that) and its demand counts as fixed load on that GPU.
 * Capacity is a GPU's total VRAM; a service's demand is `domain.demand_mb`.
-* When a strategy's rule overloads a GPU, a bounded backtracking search looks for the
-  nearest placement, in the rule's own order of preference, that fits. When none fits
-  (or the search runs out of steps) the rule's placement is kept and the services that do
-  not fit are listed in `Plan.over_capacity`: every service still gets a GPU.
+* Never over capacity when a placement within capacity exists: when a strategy's rule
+  overloads a GPU, a search looks for the nearest placement, in the rule's own order of
+  preference, that fits (and, if that search runs out of time, for any placement that
+  fits). When none fits the rule's placement is kept and the fewest services that do not
+  fit are listed in `Plan.over_capacity`: every service still gets a GPU.
+* The work is bounded by a time budget (`time_budget_ms`), counted in search steps so
+  that equal inputs always give equal plans.
 
 The strategies:
 
@@ -24,38 +27,56 @@ The strategies:
   they fit nowhere else or there is no other GPU.
 * isolation_first: "llm" services alone on the largest GPU (`largest_gpu`); the rest by
   the vram_based rule on the GPUs no LLM is on. With one GPU everything shares it.
-* balanced: least possible highest utilization, then as even as possible (`_balance`).
+* balanced: the proven least highest utilization when the budget allows, else the best
+  plan found with a proven bound (`Plan.optimality`); then as even as possible. When
+  nothing fits, the least harm (`_balance`).
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from gpuconfig.domain import (
     Gpu,
+    Optimality,
     Plan,
     ServiceRequest,
     StrategyName,
     demand_mb,
 )
 
-__all__ = ["StrategyError", "fastest_gpu", "largest_gpu", "plan"]
+__all__ = [
+    "DEFAULT_TIME_BUDGET_MS",
+    "StrategyError",
+    "fastest_gpu",
+    "largest_gpu",
+    "plan",
+]
 
-# Steps the backtracking searches may take. Enough to search any instance with at most
-# ~1e5 complete placements exhaustively (a tree with G**n leaves has under 1.5 * G**n
-# nodes for G >= 3, 2 * G**n for G == 2), while bounding the time spent on big ones.
-_SEARCH_NODE_BUDGET = 200_000
-# Budget for the rule strategies' fit search on larger instances, where it can neither be
-# exhaustive nor, at ~5 us a node, afford the full budget.
-_SMALL_NODE_BUDGET = 20_000
-# Balanced runs its exact search only on instances this small (GPUs ** services); larger
-# ones rely on the greedy start plus local search, which stays fast.
-_EXACT_SEARCH_MAX_LEAVES = 100_000
+# The planner's default time budget (setting GPUCONFIG_PLANNER_TIME_BUDGET_MS).
+DEFAULT_TIME_BUDGET_MS = 250
+# The budget is spent in search nodes, not read off the clock, so that a plan does not
+# depend on how busy the machine is. Calibrated on a slow shared 2-core machine
+# (bench/bench_strategies.py): one node of the packing search costs 4-15 us there, so
+# this many nodes per millisecond keeps the worst case inside the budget.
+_NODES_PER_MS = 60
+# The clock only guards against a machine far slower than that: past this multiple of the
+# budget the search stops anyway (then, and only then, the plan may depend on timing).
+_DEADLINE_FACTOR = 3
+# Nodes the rule strategies' search in their own order of preference may take before the
+# plain packing search takes over (a share of the budget, so that one is left for it).
+_RULE_ORDER_SHARE = 0.3
+# Nodes one candidate choice of the services that do not fit may cost (least-harm search).
+_OVERFLOW_CANDIDATE_NODES = 2_000
+# Below this relative gap between the best plan and the bound, the search asks straight
+# away for any plan strictly better than the best; above it, it bisects the gap.
+_BISECT_MIN_GAP = 0.002
 # Per-service cap on local-search improvements; each one strictly improves the objective,
 # so this only guards against pathological slow convergence.
 _LOCAL_SEARCH_STEPS_PER_SERVICE = 50
@@ -63,6 +84,43 @@ _LOCAL_SEARCH_STEPS_PER_SERVICE = 50
 
 class StrategyError(ValueError):
     """The strategy cannot produce a plan for this input (the message says why)."""
+
+
+class _BudgetExhausted(Exception):
+    """A search used up its budget."""
+
+
+class _Budget:
+    """The work one `plan()` call may do: search nodes, plus a clock as a safety net."""
+
+    def __init__(self, time_budget_ms: int) -> None:
+        self.nodes_left = max(1, time_budget_ms) * _NODES_PER_MS
+        self.total = self.nodes_left
+        self.deadline = time.perf_counter() + max(1, time_budget_ms) * _DEADLINE_FACTOR / 1000
+
+    def spend(self) -> None:
+        """Count one node; raise `_BudgetExhausted` when the budget is spent."""
+        self.nodes_left -= 1
+        if self.nodes_left < 0 or (
+            self.nodes_left & 1023 == 0 and time.perf_counter() > self.deadline
+        ):
+            self.nodes_left = -1
+            raise _BudgetExhausted
+
+
+class _Cap:
+    """A sub-budget: at most `nodes` of the parent's nodes."""
+
+    def __init__(self, parent: _Budget, nodes: int) -> None:
+        self.parent = parent
+        self.nodes_left = nodes
+
+    def spend(self) -> None:
+        """Count one node against both this cap and the parent budget."""
+        self.nodes_left -= 1
+        if self.nodes_left < 0:
+            raise _BudgetExhausted
+        self.parent.spend()
 
 
 @dataclass(frozen=True)
@@ -96,12 +154,14 @@ def plan(
     strategy: StrategyName | str,
     gpus: Sequence[Gpu],
     requests: Sequence[ServiceRequest],
+    *,
+    time_budget_ms: int = DEFAULT_TIME_BUDGET_MS,
 ) -> Plan:
     """Assign every enabled service to a GPU with the given strategy.
 
     Raises `StrategyError` for input no strategy can honour: duplicate service names or
-    GPU indexes, negative demands, a present GPU without VRAM, an unpinned enabled service
-    under the manual strategy, or services to place while no GPU is present.
+    GPU indexes, a missing or negative demand, a present GPU without VRAM, an unpinned
+    enabled service under the manual strategy, or services to place while no GPU is present.
     """
     try:
         strategy = StrategyName(strategy)
@@ -145,30 +205,32 @@ def plan(
         fixed=tuple(fixed),
     )
 
+    budget = _Budget(time_budget_ms)
     notes: list[str] = []
-    if strategy is StrategyName.VRAM_BASED:
+    optimality: Optimality | None = None
+    if strategy is StrategyName.BALANCED:
         items = _vram_based_items(inventory, movable)
-        choice = _place_by_rule(inventory, items, notes)
-    elif strategy is StrategyName.LATENCY_OPTIMIZED:
-        items = _latency_items(inventory, movable, notes)
-        choice = _place_by_rule(inventory, items, notes)
-    elif strategy is StrategyName.ISOLATION_FIRST:
-        items = _isolation_items(inventory, enabled, notes)
-        choice = _place_by_rule(inventory, items, notes)
+        choice, over, optimality = _balance(inventory, items, budget)
     else:
-        items = _vram_based_items(inventory, movable)
-        choice = _balance(inventory, items)
+        if strategy is StrategyName.VRAM_BASED:
+            items = _vram_based_items(inventory, movable)
+        elif strategy is StrategyName.LATENCY_OPTIMIZED:
+            items = _latency_items(inventory, movable, notes)
+        else:
+            items = _isolation_items(inventory, enabled, notes)
+        choice = _place_by_rule(inventory, items, notes, budget)
+        over = _over_capacity(inventory, items, choice)
 
     placed = pins | {
         item.name: inventory.gpus[p].index for item, p in zip(items, choice, strict=True)
     }
-    over = _over_capacity(inventory, items, choice)
     order = {r.service.name: i for i, r in enumerate(enabled)}
     return Plan(
         # Keep the caller's service order so the plan reads like the request list.
         assignments={r.service.name: placed[r.service.name] for r in enabled},
         over_capacity=tuple(sorted(over, key=order.__getitem__)),
         notes=tuple(notes),
+        optimality=optimality,
     )
 
 
@@ -185,7 +247,15 @@ def _check_requests(requests: Sequence[ServiceRequest]) -> list[ServiceRequest]:
         seen.add(name)
     enabled = [r for r in requests if r.enabled]
     for request in enabled:
-        if demand_mb(request) < 0:
+        # The types say int, but a service read from elsewhere (an old saved row, a
+        # hand-built request) may lack the figure; say so instead of a TypeError below.
+        demand: object = demand_mb(request)
+        if not isinstance(demand, int) or isinstance(demand, bool):
+            raise StrategyError(
+                f"{request.service.name} has no VRAM figure: set its estimate in MB "
+                "(label gpuconfig.vram_estimate_mb) or a budget"
+            )
+        if demand < 0:
             raise StrategyError(f"{request.service.name} has a negative VRAM demand")
     return enabled
 
@@ -328,13 +398,16 @@ def _rule_order(item: _Item, caps: Sequence[int], loads: Sequence[int]) -> list[
     return sorted(item.tiers, key=lambda p: (item.tiers[p], loads[p] - caps[p], -caps[p], p))
 
 
-def _place_by_rule(inventory: _Inventory, items: list[_Item], notes: list[str]) -> list[int]:
+def _place_by_rule(
+    inventory: _Inventory, items: list[_Item], notes: list[str], budget: _Budget
+) -> list[int]:
     """The rule's greedy placement, or the nearest one in its order that fits.
 
     Greedy: each item in turn goes to the first GPU in `_rule_order` where it fits, or
     when it fits nowhere, to the first GPU in that order (the most free MB of its
     preferred tier). Among candidates of one tier this is the design's "most free MB"
     rule; note that it evens out free megabytes, not utilization (that is balanced's job).
+    When that overloads a GPU, the search in `_search_fit` repairs it if anything can.
     """
     caps = inventory.caps
     loads = list(inventory.fixed)
@@ -345,56 +418,68 @@ def _place_by_rule(inventory: _Inventory, items: list[_Item], notes: list[str]) 
         p = fitting[0] if fitting else order[0]
         loads[p] += item.demand
         choice.append(p)
-    if all(loads[p] <= caps[p] for p in inventory.positions):
-        return choice
+    if not any(loads[p] > caps[p] for p in set(choice)):
+        return choice  # whatever is over capacity, only pinned services put it there
 
-    better = _search_fit(inventory, items)
+    better = None
+    in_rule_order = True
+    try:
+        better = _search_fit(inventory, items, _Cap(budget, int(budget.total * _RULE_ORDER_SHARE)))
+    except _BudgetExhausted:
+        # The search in the rule's order is the one that explains itself best, but it is
+        # slow to disprove; the packing search finds a fit, when one exists, far sooner.
+        in_rule_order = False
+        allowed = [sorted(item.tiers) for item in items]
+        free = [cap - load for cap, load in zip(caps, inventory.fixed, strict=True)]
+        try:
+            better = _pack(free, [item.demand for item in items], budget, allowed)
+        except _BudgetExhausted:
+            better = None
     if better is None:
         return choice
-    notes.append(
-        "The plain rule overloaded a GPU; services were rearranged, in the rule's order of "
-        "preference, so that every GPU stays within capacity."
+    pinned_over = [
+        inventory.gpus[p].index for p in inventory.positions if inventory.fixed[p] > caps[p]
+    ]
+    how = (
+        "in the rule's order of preference"
+        if in_rule_order
+        else "away from the rule's order of preference (no fit in that order was found in time)"
     )
+    if pinned_over:
+        result = (
+            "so that every service the strategy placed fits; "
+            f"GPU {', '.join(map(str, pinned_over))} stays over capacity from pinned "
+            "services alone"
+        )
+    else:
+        result = "so that every GPU stays within capacity"
+    notes.append(f"The plain rule overloaded a GPU; services were rearranged, {how}, {result}.")
     return better
 
 
-class _BudgetExhausted(Exception):
-    """A search used up its node budget."""
-
-
-def _search_fit(inventory: _Inventory, items: list[_Item]) -> list[int] | None:
+def _search_fit(inventory: _Inventory, items: list[_Item], budget: _Cap) -> list[int] | None:
     """Depth-first search for a placement within capacity, trying GPUs in the rule's order.
 
     Returns the first placement found (so the closest to the greedy one in the rule's
-    lexicographic order of choices), or None when there is none or the budget runs out.
-    Exhaustive, hence exact, when there are at most 1e5 complete placements; larger
-    instances get a smaller budget so that a hopeless search stays within 0.1-0.2 s.
+    lexicographic order of choices), or None when there is none. Raises
+    `_BudgetExhausted` when the budget runs out first.
     """
     caps = inventory.caps
     loads = list(inventory.fixed)
     n = len(items)
-    leaves = math.prod(len(item.tiers) for item in items)
-    budget = _SEARCH_NODE_BUDGET if leaves <= _EXACT_SEARCH_MAX_LEAVES else _SMALL_NODE_BUDGET
     # GPUs that look the same to every item (same tier for each item, same size) are
     # interchangeable while their loads are equal: trying one of them is enough.
     signatures = [tuple(item.tiers.get(p) for item in items) for p in inventory.positions]
     kind = [signatures.index(signature) for signature in signatures]  # small ints hash fast
-    # The demands still to place from item k on, ascending, for the bound in `_may_fit`.
-    pending: list[list[int]] = [[] for _ in range(n + 1)]
-    for k in range(n - 1, -1, -1):
-        pending[k] = pending[k + 1].copy()
-        bisect.insort(pending[k], items[k].demand)
+    # The demands still to place from item k on, largest first, for the bound.
+    pending = [sorted((item.demand for item in items[k:]), reverse=True) for k in range(n + 1)]
     choice = [0] * n
-    nodes = 0
 
     def extend(k: int) -> bool:
-        nonlocal nodes
         if k == n:
             return True
-        nodes += 1
-        if nodes > budget:
-            raise _BudgetExhausted
-        if not _may_fit(pending[k], [c - load for c, load in zip(caps, loads, strict=True)]):
+        budget.spend()
+        if not _may_fit(pending[k], 0, [c - load for c, load in zip(caps, loads, strict=True)]):
             return False
         item = items[k]
         tried: set[tuple[int, int, int]] = set()
@@ -412,96 +497,468 @@ def _search_fit(inventory: _Inventory, items: list[_Item]) -> list[int] | None:
             loads[p] -= item.demand
         return False
 
-    try:
-        return choice if extend(0) else None
-    except _BudgetExhausted:
-        return None
-
-
-def _may_fit(demands: list[int], free: list[int]) -> bool:
-    """False when `demands` (ascending) certainly cannot be packed into `free` MB per GPU.
-
-    For every j, the demands too big for all but the j GPUs with the most free memory
-    must fit, in total, into those j GPUs. With j = all GPUs this is "the total fits".
-    """
-    free = sorted(free, reverse=True)
-    room = 0
-    must = 0
-    i = len(demands) - 1  # walks the demands from the largest down
-    for j in range(len(free)):
-        room += max(0, free[j])
-        below = free[j + 1] if j + 1 < len(free) else None
-        # Demands larger than the next GPU's free memory can only go to the first j + 1.
-        while i >= 0 and (below is None or demands[i] > below):
-            must += demands[i]
-            i -= 1
-        if must > room:
-            return False
-    return True
+    return choice if extend(0) else None
 
 
 def _over_capacity(inventory: _Inventory, items: list[_Item], choice: list[int]) -> set[str]:
-    """Names of placed items that do not fit their GPU: pins first, then largest first."""
-    used = list(inventory.fixed)
+    """The fewest placed items whose absence would leave their GPU within capacity.
+
+    On a GPU that its pinned services alone overload, every placed item is listed. On
+    any other overloaded GPU, the fewest items whose removal makes the rest fit (the
+    largest ones reach the excess with the fewest), and among as many, the least MB.
+    """
     over: set[str] = set()
-    placed = sorted(zip(items, choice, strict=True), key=lambda pair: -pair[0].demand)
-    for item, p in placed:
-        if used[p] + item.demand <= inventory.caps[p]:
-            used[p] += item.demand
-        else:
-            over.add(item.name)
+    for p in inventory.positions:
+        here = [item for item, q in zip(items, choice, strict=True) if q == p]
+        load = inventory.fixed[p] + sum(item.demand for item in here)
+        if load <= inventory.caps[p]:
+            continue
+        if inventory.fixed[p] > inventory.caps[p]:
+            over |= {item.name for item in here}
+            continue
+        demands = [item.demand for item in here]
+        excess = load - inventory.caps[p]
+        for k in _least_overflow(demands, _fewest_reaching(demands, excess), excess, _always):
+            over.add(here[k].name)
     return over
+
+
+def _always(_: set[int]) -> bool:
+    return True
+
+
+def _fewest_reaching(demands: Sequence[int], excess: int) -> int:
+    """How many demands, at the fewest, add up to at least `excess` (the largest do)."""
+    total = 0
+    for count, demand in enumerate(sorted(demands, reverse=True), start=1):
+        total += demand
+        if total >= excess:
+            return count
+    return len(demands)
+
+
+def _least_overflow(
+    demands: Sequence[int], count: int, excess: int, rest_fits: Callable[[set[int]], bool]
+) -> set[int]:
+    """Indexes of `count` demands adding up to >= `excess` MB, the least MB found.
+
+    `rest_fits(chosen)` says whether what is left without `chosen` can be placed; it must
+    hold for the `count` largest demands, the start. With few demands every set of that
+    size is tried, from the least total MB up; otherwise each member is swapped for the
+    smallest demand that still works. Raises `_BudgetExhausted` only through `rest_fits`.
+    """
+    by_size = sorted(range(len(demands)), key=lambda k: (-demands[k], k))
+    chosen = set(by_size[:count])
+    if math.comb(len(demands), count) <= 2_000:
+        candidates = sorted(
+            itertools.combinations(range(len(demands)), count),
+            key=lambda c: (sum(demands[k] for k in c), c),
+        )
+        for candidate in candidates:
+            if sum(demands[k] for k in candidate) >= excess and rest_fits(set(candidate)):
+                return set(candidate)
+        return chosen
+    # Too many sets to try: improve one member at a time, largest first.
+    for member in sorted(chosen, key=lambda k: (-demands[k], k)):
+        others = sum(demands[k] for k in chosen) - demands[member]
+        smaller = sorted(
+            (k for k in range(len(demands)) if k not in chosen and demands[k] < demands[member]),
+            key=lambda k: (demands[k], k),
+        )
+        for k in smaller:
+            if others + demands[k] < excess:
+                continue
+            trial = (chosen - {member}) | {k}
+            if rest_fits(trial):
+                chosen = trial
+                break
+    return chosen
+
+
+# --- packing search (shared) --------------------------------------------------------------
+
+
+def _pack(
+    free: Sequence[int],
+    demands: Sequence[int],
+    budget: _Budget | _Cap,
+    allowed: Sequence[Sequence[int]] | None = None,
+) -> list[int] | None:
+    """A placement of `demands` into GPUs with `free` MB each, or None when there is none.
+
+    Bin packing by depth-first search: largest demand first, each onto the GPU where it
+    fits most tightly (best fit, so the first leaf is the classic best-fit-decreasing
+    plan). Pruned by `_may_fit`; GPUs with the same free MB (and, with `allowed`, open to
+    the same services) are tried once; and a demand that fills a GPU exactly goes there
+    and nowhere else (any packing can swap that GPU's contents for it). Exhaustive, hence
+    a proof when it answers None; raises `_BudgetExhausted` when the budget runs out.
+    """
+    n = len(demands)
+    order = sorted(range(n), key=lambda k: (-demands[k], k))
+    sizes = [demands[k] for k in order]
+    positions = range(len(free))
+    options = [list(allowed[k]) for k in order] if allowed is not None else None
+    # GPUs open to exactly the same services are interchangeable while equally free.
+    if options is not None:
+        signatures = [tuple(p in option for option in options) for p in positions]
+        kind = [signatures.index(signature) for signature in signatures]
+    else:
+        kind = [0] * len(free)
+    rest = [0] * (n + 1)
+    for k in range(n - 1, -1, -1):
+        rest[k] = rest[k + 1] + sizes[k]
+    room = list(free)
+    choice = [0] * n
+
+    def place(k: int) -> bool:
+        if k == n:
+            return True
+        budget.spend()
+        if not _may_fit(sizes, k, room, rest[k]):
+            return False
+        size = sizes[k]
+        candidates = options[k] if options is not None else positions
+        tried: set[tuple[int, int]] = set()
+        for left, p in sorted((room[p], p) for p in candidates if room[p] >= size):
+            key = (left, kind[p])
+            if key in tried:
+                continue
+            tried.add(key)
+            room[p] -= size
+            choice[k] = p
+            if place(k + 1):
+                return True
+            room[p] += size
+            if left == size and options is None:
+                return False  # the exact fit failed, so every other choice fails too
+        return False
+
+    if not place(0):
+        return None
+    result = [0] * n
+    for k, item in enumerate(order):
+        result[item] = choice[k]
+    return result
+
+
+def _may_fit(
+    demands: Sequence[int], start: int, free: Sequence[int], rest: int | None = None
+) -> bool:
+    """False when `demands[start:]` (largest first) certainly cannot be packed into `free`.
+
+    Two relaxations of bin packing. For every j, the demands too big for all but the j
+    GPUs with the most free memory must fit, in total, into those j GPUs (with j = all
+    GPUs: the total fits). And free memory smaller than the smallest demand is lost.
+    `rest` is sum(demands[start:]) when the caller has it at hand.
+    """
+    n = len(demands)
+    if start >= n:
+        return True
+    order = sorted(free, reverse=True)
+    smallest = demands[-1]
+    if rest is None:
+        rest = sum(demands[start:])
+    if rest > sum(f for f in order if f >= smallest):
+        return False
+    room = 0
+    must = 0
+    i = start  # walks the demands from the largest down
+    count = len(order)
+    for j in range(count):
+        if order[j] < smallest:
+            break
+        room += order[j]
+        below = order[j + 1] if j + 1 < count else -1
+        # Demands larger than the next GPU's free memory can only go to the first j + 1.
+        while i < n and demands[i] > below:
+            must += demands[i]
+            i += 1
+        if must > room:
+            return False
+    return i >= n
 
 
 # --- balanced ----------------------------------------------------------------------------
 
 
-def _balance(inventory: _Inventory, items: list[_Item]) -> list[int]:
-    """Minimise the highest utilization (load / capacity), then even out the rest.
+def _balance(
+    inventory: _Inventory, items: list[_Item], budget: _Budget
+) -> tuple[list[int], set[str], Optimality | None]:
+    """Balanced: (GPU position per item, names that do not fit, what was proven).
 
-    The objective is leximax over the GPUs' utilizations: the highest one first (the plan
-    fits exactly when it is <= 1.0), then the second highest, and so on. That evens out
-    utilization from the top down without ever raising the maximum, and unlike a variance
-    term it never overloads a small card to even out a big one, and is indifferent to a
-    GPU that pinned services alone overload. Comparing two placements that differ on two
-    GPUs only needs those two GPUs, so every candidate move is scored in O(1).
+    When everything can fit: the least possible highest utilization (load / capacity),
+    proven by `_min_max` when the budget allows; then the rest evened out by
+    `_local_search` (leximax: the second highest, and so on, without raising the highest).
+    A GPU that its pinned services alone overload is left to them.
 
-    1. Greedy: largest service first onto the GPU where its resulting utilization is lowest.
-    2. Local search: single moves and pairwise swaps between two GPUs, best pair transfer
-       first, until no move or swap improves the objective.
-    3. On small instances (GPUs ** services <= 1e5) a branch and bound finds the exact
-       minimum of the highest utilization; local search then evens out the rest.
+    When not everything can fit, the least harm, in this order: the fewest services that
+    do not fit (`_fewest_unfit`), and among as many, the least MB of them; then the fewest
+    overloaded GPUs (they all go to one GPU, one that pins already overload if there is
+    one); then the least highest utilization of what fits, as above.
     """
-    caps = inventory.caps
-    loads = list(inventory.fixed)
-    choice: list[int] = []
-    for item in items:
-        p = min(
-            inventory.positions,
-            key=lambda q: ((loads[q] + item.demand) / caps[q], -caps[q], q),
-        )
-        loads[p] += item.demand
-        choice.append(p)
-    demands = [item.demand for item in items]
-    _local_search(caps, loads, demands, choice)
+    caps, fixed = inventory.caps, inventory.fixed
+    demands = [item.demand for item in items]  # largest first (`_by_size`)
+    usable = [p for p in inventory.positions if fixed[p] <= caps[p]]
+    pinned_over = [p for p in inventory.positions if fixed[p] > caps[p]]
+    if not usable:
+        # Pins alone overload every GPU: nothing placed can fit; spread it thinly.
+        loads = list(fixed)
+        choice = []
+        for d in demands:
+            p = min(inventory.positions, key=lambda q: ((loads[q] + d) / caps[q], -caps[q], q))
+            loads[p] += d
+            choice.append(p)
+        return choice, {item.name for item in items}, None
 
-    gpu_count, n = len(caps), len(items)
-    if gpu_count > 1 and n and gpu_count**n <= _EXACT_SEARCH_MAX_LEAVES:
-        exact = _min_max_utilization(
-            caps, inventory.fixed, demands, max(_utilizations(caps, loads))
-        )
-        if exact is not None:
-            choice = exact
-            loads = list(inventory.fixed)
-            for d, p in zip(demands, choice, strict=True):
-                loads[p] += d
-            _local_search(caps, loads, demands, choice)
+    sub_caps = [caps[p] for p in usable]
+    sub_fixed = [fixed[p] for p in usable]
+    free = [c - f for c, f in zip(sub_caps, sub_fixed, strict=True)]
+    start = _greedy(sub_caps, sub_fixed, demands)
+    unfit: set[int] = set()
+    unfit_proven = True
+    known_fit: dict[int, int] | None = None
+    if _value(sub_caps, sub_fixed, demands, start) > 1:
+        fit: list[int] | None = None
+        try:
+            fit = _pack(free, demands, budget)
+        except _BudgetExhausted:
+            unfit_proven = False
+        if fit is not None:
+            start = fit
+        else:
+            unfit, known_fit, unfit_proven = _fewest_unfit(
+                free, demands, budget, all_known_unfit=unfit_proven
+            )
+
+    placed = [k for k in range(len(items)) if k not in unfit]
+    sizes = [demands[k] for k in placed]
+    if unfit or known_fit is not None:
+        greedy = _greedy(sub_caps, sub_fixed, sizes)
+        start = greedy
+        if known_fit is not None and _value(sub_caps, sub_fixed, sizes, greedy) > 1:
+            start = [known_fit[k] for k in placed]
+    else:
+        start = [start[k] for k in placed]
+    loads = _loads(sub_caps, sub_fixed, sizes, start)
+    _local_search(sub_caps, loads, sizes, start)
+    best, bound, proven = _min_max(sub_caps, sub_fixed, sizes, start, budget)
+    loads = _loads(sub_caps, sub_fixed, sizes, best)
+    _local_search(sub_caps, loads, sizes, best)
+
+    choice = [0] * len(items)
+    full_loads = list(fixed)
+    for k, q in zip(placed, best, strict=True):
+        choice[k] = usable[q]
+        full_loads[usable[q]] += demands[k]
+    if unfit:
+        overflow = sum(demands[k] for k in unfit)
+        # One GPU takes all that does not fit: one pins overload already, if any.
+        targets = pinned_over or list(inventory.positions)
+        p = min(targets, key=lambda q: ((full_loads[q] + overflow) / caps[q], -caps[q], q))
+        for k in unfit:
+            choice[k] = p
+    value = _value(sub_caps, sub_fixed, sizes, best)
+    optimality = Optimality(
+        proven=proven and unfit_proven,
+        max_utilization=float(value),
+        # Without proof that no fewer services could be left out, there is no bound.
+        lower_bound=float(bound) if unfit_proven else 0.0,
+    )
+    return choice, {items[k].name for k in unfit}, optimality
+
+
+def _greedy(caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int]) -> list[int]:
+    """Largest first, each onto the GPU where its resulting utilization is lowest."""
+    loads = list(fixed)
+    choice = []
+    for d in demands:
+        p = min(range(len(caps)), key=lambda q: ((loads[q] + d) / caps[q], -caps[q], q))
+        loads[p] += d
+        choice.append(p)
     return choice
 
 
-def _utilizations(caps: Sequence[int], loads: Sequence[int]) -> list[float]:
-    """Load over capacity, per GPU."""
-    return [load / cap for load, cap in zip(loads, caps, strict=True)]
+def _loads(
+    caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int], choice: Sequence[int]
+) -> list[int]:
+    """MB per GPU: the fixed load plus the demands placed there."""
+    loads = list(fixed)
+    for d, p in zip(demands, choice, strict=True):
+        loads[p] += d
+    return loads
+
+
+def _value(
+    caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int], choice: Sequence[int]
+) -> Fraction:
+    """The highest utilization under `choice`, exactly."""
+    loads = _loads(caps, fixed, demands, choice)
+    return max(Fraction(load, cap) for load, cap in zip(loads, caps, strict=True))
+
+
+def _fewest_unfit(
+    free: Sequence[int], demands: Sequence[int], budget: _Budget, *, all_known_unfit: bool
+) -> tuple[set[int], dict[int, int] | None, bool]:
+    """The least harm's first two criteria: which demands do not fit into `free`.
+
+    If any k demands fit, the k smallest do (put each smaller one where a chosen one
+    was), so the most that fit is found by bisecting k over the smallest demands. Then
+    `_least_overflow` picks, among the sets of the other n - k, the one of least MB it
+    can. Returns (indexes that do not fit, a placement of the others into `free` when the
+    search kept one, whether the count is proven least).
+    """
+    n = len(demands)
+    # Ties broken opposite to `_least_overflow`'s largest-first order, so that the k
+    # smallest here are exactly what is left without its n - k largest.
+    ascending = sorted(range(n), key=lambda k: (demands[k], -k))
+    room = sum(max(0, f) for f in free)
+    high = n - 1 if all_known_unfit else n
+    total = 0
+    for count, k in enumerate(ascending):
+        total += demands[k]
+        if total > room:
+            high = min(high, count)
+            break
+    # A start that costs no budget: the most smallest demands best-fit decreasing places.
+    low = 0
+    fits: dict[int, list[int]] = {0: []}
+    lo, hi = 0, high
+    while lo < hi:
+        middle = (lo + hi + 1) // 2
+        greedy = _best_fit(free, [demands[k] for k in ascending[:middle]])
+        if greedy is None:
+            hi = middle - 1
+        else:
+            lo = middle
+            fits[middle] = greedy
+    low = lo
+    proven = True
+    try:
+        while low < high:
+            middle = (low + high + 1) // 2
+            found = _pack(free, [demands[k] for k in ascending[:middle]], budget)
+            if found is None:
+                high = middle - 1
+            else:
+                low = middle
+                fits[middle] = found
+    except _BudgetExhausted:
+        proven = False
+    # Keep the largest count with a placement in hand (the bisection's last success).
+    low = max(c for c in fits if c <= low)
+    placement: dict[int, int] = dict(zip(ascending[:low], fits[low], strict=True))
+    unfit_count = n - low
+    if unfit_count == 0:
+        return set(), placement, proven
+
+    kept: dict[frozenset[int], dict[int, int]] = {}
+
+    def rest_fits(chosen: set[int]) -> bool:
+        rest = [k for k in range(n) if k not in chosen]
+        try:
+            found = _pack(free, [demands[k] for k in rest], _Cap(budget, _OVERFLOW_CANDIDATE_NODES))
+        except _BudgetExhausted:
+            if budget.nodes_left < 0:
+                raise
+            return False  # this candidate took too long: try the next one
+        if found is None:
+            return False
+        kept[frozenset(chosen)] = dict(zip(rest, found, strict=True))
+        return True
+
+    excess = sum(demands) - room
+    try:
+        unfit = _least_overflow(demands, unfit_count, excess, rest_fits)
+    except _BudgetExhausted:
+        unfit = set(ascending[low:])
+    return unfit, kept.get(frozenset(unfit), placement), proven
+
+
+def _best_fit(free: Sequence[int], demands: Sequence[int]) -> list[int] | None:
+    """Best-fit decreasing, without search: a placement into `free`, or None if it fails."""
+    room = list(free)
+    choice = [0] * len(demands)
+    for k in sorted(range(len(demands)), key=lambda k: (-demands[k], k)):
+        fitting = [p for p in range(len(room)) if room[p] >= demands[k]]
+        if not fitting:
+            return None
+        p = min(fitting, key=lambda q: (room[q], q))
+        room[p] -= demands[k]
+        choice[k] = p
+    return choice
+
+
+def _min_max(
+    caps: Sequence[int],
+    fixed: Sequence[int],
+    demands: Sequence[int],
+    start: list[int],
+    budget: _Budget,
+) -> tuple[list[int], Fraction, bool]:
+    """The least highest utilization: (placement, proven lower bound, proven optimal).
+
+    Each step asks `_pack` for a placement within a target utilization t, i.e. into
+    floor(t * capacity) - fixed MB per GPU: while the gap between the best plan and the
+    bound is wide, at t halfway between them (a placement lowers the best, a proof that
+    none exists raises the bound); once it is narrow, strictly below the best plan's value
+    (a proof that none exists proves that plan optimal). Targets are exact fractions, so
+    the proof is exact. Stops with the best so far when the budget runs out.
+    """
+    best, upper = start, _value(caps, fixed, demands, start)
+    lower = _lower_bound(caps, fixed, demands, upper)
+    narrow = Fraction(1000 + round(_BISECT_MIN_GAP * 1000), 1000)
+    try:
+        while upper > lower:
+            strict = upper <= lower * narrow
+            if strict:
+                # load / cap < N / D  <=>  load <= (N * cap - 1) // D, in integers.
+                num, den = upper.numerator, upper.denominator
+                free = [(num * c - 1) // den - f for c, f in zip(caps, fixed, strict=True)]
+                target = upper
+            else:
+                target = (lower + upper) / 2
+                num, den = target.numerator, target.denominator
+                free = [(num * c) // den - f for c, f in zip(caps, fixed, strict=True)]
+            found = None if min(free) < 0 else _pack(free, demands, budget)
+            if found is None:
+                lower = target  # strict: nothing below `upper`, so it is the optimum
+                continue
+            best, upper = found, _value(caps, fixed, demands, found)
+    except _BudgetExhausted:
+        pass
+    return best, lower, upper <= lower
+
+
+def _lower_bound(
+    caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int], upper: Fraction
+) -> Fraction:
+    """A value no placement's highest utilization is below.
+
+    The larger of the pinned load's utilization, the total over the total capacity, and
+    the least target utilization that passes `_may_fit`'s relaxations (bisected; the
+    targets there get one MB of slack per GPU so that float rounding never overstates it).
+    """
+    base = max(
+        max(Fraction(f, c) for f, c in zip(fixed, caps, strict=True)),
+        Fraction(sum(fixed) + sum(demands), sum(caps)),
+    )
+    if not demands or base >= upper:
+        return min(base, upper)
+
+    def admissible(u: float) -> bool:
+        free = [math.floor(u * c) + 1 - f for c, f in zip(caps, fixed, strict=True)]
+        return _may_fit(demands, 0, free)
+
+    low, high = float(base), float(upper)
+    if admissible(low):
+        return base
+    for _ in range(40):
+        middle = (low + high) / 2
+        if admissible(middle):
+            high = middle
+        else:
+            low = middle
+    return min(upper, max(base, Fraction(low)))
 
 
 def _local_search(
@@ -598,58 +1055,3 @@ def _shift(
     loads[src] -= demands[item]
     loads[dst] += demands[item]
     choice[item] = dst
-
-
-def _min_max_utilization(
-    caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int], upper: float
-) -> list[int] | None:
-    """Branch and bound for the least possible highest utilization.
-
-    `demands` must be sorted largest first. Returns a placement strictly better than
-    `upper`, or None when there is none or the node budget runs out (then `upper`
-    stands; with at most 1e5 leaves the budget always suffices and the answer is exact).
-    """
-    gpu_count, n = len(caps), len(demands)
-    loads = list(fixed)
-    # No placement beats the average utilization or what pinned services already cause.
-    floor = max(max(_utilizations(caps, fixed)), (sum(fixed) + sum(demands)) / sum(caps))
-    if upper <= floor:
-        return None
-    best = upper
-    best_choice: list[int] | None = None
-    choice = [0] * n
-    nodes = 0
-
-    def utilization(p: int, d: int) -> float:
-        return (loads[p] + d) / caps[p]
-
-    def extend(k: int, worst: float) -> bool:
-        """Place items k.. given the current highest utilization; True stops the search."""
-        nonlocal best, best_choice, nodes
-        if k == n:
-            best, best_choice = worst, choice.copy()
-            return best <= floor
-        nodes += 1
-        if nodes > _SEARCH_NODE_BUDGET:
-            raise _BudgetExhausted
-        d = demands[k]
-        tried: set[tuple[int, int]] = set()
-        for p in sorted(range(gpu_count), key=lambda q: (utilization(q, d), -caps[q], q)):
-            new_worst = max(worst, utilization(p, d))
-            if new_worst >= best:
-                break  # candidates are sorted: no later one is better
-            if (caps[p], loads[p]) in tried:
-                continue  # same size and load as a GPU already tried: same subtree
-            tried.add((caps[p], loads[p]))
-            loads[p] += d
-            choice[k] = p
-            stop = extend(k + 1, new_worst)
-            loads[p] -= d
-            if stop:
-                return True
-        return False
-
-    # Out of budget: keep the best found so far; it is still better than `upper`.
-    with contextlib.suppress(_BudgetExhausted):
-        extend(0, max(_utilizations(caps, fixed)))
-    return best_choice
