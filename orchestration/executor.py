@@ -255,8 +255,14 @@ def container_problem(
         return "container was not recreated (it predates this apply)"
     if not check_gpu or want is None:
         return None
+    return _gpu_problem(state, want)
+
+
+def _gpu_problem(state: podman.ContainerState, want: ResolvedAssignment) -> str | None:
+    """The container has exactly the GPU it was given, that GPU is still the planned one,
+    and its environment names it (and its budget)."""
     gpus = [d for d in state.cdi_devices if d.startswith("nvidia.com/gpu=")]
-    if not want.placed:
+    if want.gpu_index is None or not want.enabled:
         return f"should have no GPU but has {', '.join(gpus)}" if gpus else None
     device = f"nvidia.com/gpu={want.gpu_index}"
     if device not in gpus:
@@ -267,14 +273,15 @@ def container_problem(
         )
     # CDI names the device by host index; the plan meant a GPU by UUID, the identity the
     # runtime helper matches on inside the container (devices.runtime.same_gpu).
-    if want.gpu_index is not None:
-        identity = gpu_identity_problem(want.gpu_index, want.gpu_uuid)
-        if identity is not None:
-            return identity
-    for key, value in budget_environment(want).items():
-        if state.env.get(key) != value:
-            return f"{key} is {state.env.get(key)!r}, expected {value!r}"
-    return None
+    identity = gpu_identity_problem(want.gpu_index, want.gpu_uuid)
+    if identity is not None:
+        return identity
+    wrong = [
+        f"{key} is {state.env.get(key)!r}, expected {value!r}"
+        for key, value in budget_environment(want).items()
+        if state.env.get(key) != value
+    ]
+    return wrong[0] if wrong else None
 
 
 def _succeed(context: ApplyContext) -> None:

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from devices.services import gpu_inventory_rescan
+from gpuconfig import selectors as config_selectors
 from gpuconfig.domain import StrategyName
 from gpuconfig.services import gpu_config_save
 from orchestration import executor, podman, probe
@@ -36,7 +37,7 @@ def _run() -> ApplyRun:
 def _context(run: ApplyRun, tmp_path: Path) -> executor.ApplyContext:
     return executor.ApplyContext(
         run=run,
-        target=executor.config_selectors.version_configuration(run.version),
+        target=config_selectors.version_configuration(run.version),
         previous=None,
         services=["ai-clip", "ai-llm"],
         override=tmp_path / "override.yml",

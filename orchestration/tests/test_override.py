@@ -131,17 +131,22 @@ def test_empty_assignment_renders_an_override_with_no_services() -> None:
 
 
 @pytest.mark.parametrize(
-    "entries",
+    ("entries", "message"),
     [
-        [A400, A400],
-        [_entry("ai-clip", -1, "GPU-x", "G")],
-        [_entry("ai-clip", 0, "GPU-x", "G", -1.0, "VRAM_BUDGET_GB")],
-        [_entry("ai-clip", 0, "GPU-x", "G", 2.0, "VRAM BUDGET")],
+        ([A400, A400], "assigned more than once"),
+        ([_entry("ai-clip", -1, "GPU-x", "G")], "GPU index must be >= 0"),
+        (
+            [_entry("ai-clip", 0, "GPU-x", "G", -1.0, "VRAM_BUDGET_GB")],
+            "VRAM budget must be a positive number",
+        ),
+        ([_entry("ai-clip", 0, "GPU-x", "G", 2.0, "VRAM BUDGET")], "is not a variable name"),
     ],
     ids=["duplicate service", "negative index", "negative budget", "bad variable name"],
 )
-def test_render_refuses_inconsistent_entries(entries: list[ResolvedAssignment]) -> None:
-    with pytest.raises(ValueError):
+def test_render_refuses_inconsistent_entries(
+    entries: list[ResolvedAssignment], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
         render_override(entries, version=1, generated_at=GENERATED_AT)
 
 
