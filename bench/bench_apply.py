@@ -89,7 +89,7 @@ def main() -> int:
         from config.celery import app as celery_app
         from devices.services import gpu_inventory_rescan
         from orchestration.models import ApplyRun
-        from orchestration.tests.worker import start_worker
+        from orchestration.worker_process import start_worker
 
         call_command("migrate", verbosity=0)
         import redis

@@ -25,7 +25,7 @@ from orchestration import podman
 from orchestration.models import ApplyRun
 from orchestration.services import forget_probe
 from orchestration.tests.containers import ComposeProject, standin_compose
-from orchestration.tests.worker import CeleryWorker, start_worker
+from orchestration.worker_process import CeleryWorker, start_worker
 
 pytestmark = [pytest.mark.containers, pytest.mark.django_db(transaction=True)]
 

@@ -133,7 +133,7 @@ def real_containers(
         podman_environment,
         standin_compose,
     )
-    from orchestration.tests.worker import start_worker
+    from orchestration.worker_process import start_worker
 
     missing = missing_tools()
     reason = ""

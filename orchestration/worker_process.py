@@ -1,4 +1,5 @@
-"""A real Celery worker process for integration tests (test support, not a test file)."""
+"""Start a real Celery worker as a process of its own: for the integration tests, the browser
+tests and the apply benchmark (which must not import test modules)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
