@@ -278,6 +278,9 @@ if GPUCONFIG_SIMULATED_GPUS is not None and not GPUCONFIG_SIMULATED_GPUS.is_file
     raise ImproperlyConfigured(f"GPUCONFIG_SIMULATED_GPUS={_simulated!r}: no such file")
 # Live readings are sampled at most this often, however many clients poll.
 GPUCONFIG_SAMPLE_SECONDS = envfloat("GPUCONFIG_SAMPLE_SECONDS", 1.0, minimum=0.1)
+# How long the balanced planner may search for its proven optimum per plan (counted in
+# search steps, so equal inputs give equal plans); past it, the best plan and its gap.
+GPUCONFIG_PLANNER_TIME_BUDGET_MS = envint("GPUCONFIG_PLANNER_TIME_BUDGET_MS", 250, minimum=1)
 # A service measured holding more than its gpuconfig.vram_estimate_mb by more than this many
 # percent gets a warning (docs/vram.md): allocators round up, so a few percent is normal.
 GPUCONFIG_VRAM_OVER_ESTIMATE_MARGIN_PERCENT = envint(

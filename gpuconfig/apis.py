@@ -212,6 +212,36 @@ _draft_example = inline_serializer(
         "error": serializers.CharField(allow_null=True),
     },
 )
+_preview_example = inline_serializer(
+    "GpuConfigPreview",
+    fields={
+        "version": serializers.IntegerField(),
+        "strategy": serializers.ChoiceField(choices=STRATEGY_CHOICES),
+        "assignments": serializers.ListField(child=serializers.DictField()),
+        "warnings": serializers.ListField(child=serializers.CharField()),
+        "warning_details": serializers.ListField(child=serializers.DictField()),
+        "planned_vram_mb": serializers.DictField(child=serializers.IntegerField()),
+        "error": serializers.CharField(allow_null=True),
+        "changes": serializers.ListField(child=serializers.DictField()),
+        "moves": serializers.ListField(child=serializers.CharField()),
+        "optimality": inline_serializer(
+            "PlanOptimality",
+            fields={
+                "proven": serializers.BooleanField(),
+                "max_utilization": serializers.FloatField(),
+                "lower_bound": serializers.FloatField(),
+                "gap": serializers.FloatField(allow_null=True),
+                "label": serializers.CharField(),
+            },
+            allow_null=True,
+            help_text=(
+                "Balanced only (null otherwise): whether the plan's highest utilization is "
+                "the proven optimum, or else the proven lower bound and the gap to it; "
+                'label reads "optimal" or "within 0.3% of optimal".'
+            ),
+        ),
+    },
+)
 _save_response = inline_serializer(
     "GpuConfigSaved",
     fields={
@@ -285,7 +315,7 @@ class GpuConfigPreviewApi(BoundedBodyApi):
 
     @extend_schema(
         parameters=[OpenApiParameter("strategy", str, enum=STRATEGY_CHOICES, required=True)],
-        responses={200: _draft_example, 400: _error},
+        responses={200: _preview_example, 400: _error},
     )
     def get(self, request: Request) -> Response:
         name = request.query_params.get("strategy", "")
@@ -296,7 +326,7 @@ class GpuConfigPreviewApi(BoundedBodyApi):
         draft = _draft_or_503(strategy=StrategyName(name))
         return Response(_preview_body(draft))
 
-    @extend_schema(request=GpuConfigInputSerializer, responses={200: _draft_example, 400: _error})
+    @extend_schema(request=GpuConfigInputSerializer, responses={200: _preview_example, 400: _error})
     def post(self, request: Request) -> Response:
         """The same body as PUT, evaluated without saving (the page re-validates with it).
 
@@ -321,6 +351,9 @@ def _preview_body(draft: Draft) -> dict[str, Any]:
         **draft_body(draft),
         "changes": [c.as_dict() for c in draft.changes],
         "moves": [c.service for c in draft.changes if c.moves],
+        "optimality": (
+            draft.plan.optimality.as_dict() if draft.plan and draft.plan.optimality else None
+        ),
     }
 
 

@@ -203,7 +203,9 @@ def _planned(
 ) -> tuple[Plan | None, dict[str, int] | None, str]:
     """The strategy's plan and its assignments, or the reason it could not run."""
     try:
-        result = plan(strategy, gpus, requests)
+        result = plan(
+            strategy, gpus, requests, time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS
+        )
     except StrategyError as exc:
         return None, None, str(exc)
     return result, dict(result.assignments), ""

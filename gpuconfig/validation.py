@@ -118,8 +118,13 @@ def evaluate(
         if budget.warning is not None:
             warnings.append(budget.warning)
         warnings.extend(_size_warnings(request, present[index]))
-        # An adjusted budget is what makes such a service fit: no need to alarm the user.
-        if name in over_capacity and not budget.fits_by_adjustment:
+        # An adjusted budget is what makes such a service fit (its own, or that of another
+        # service sharing the GPU, which shrank to leave it room): no need to alarm the user.
+        if (
+            name in over_capacity
+            and not budget.fits_by_adjustment
+            and planned[index] > present[index].vram_total_mb
+        ):
             warnings.append(
                 PlanWarning(
                     WarningCode.NOT_PLACED_WITHIN_CAPACITY,
