@@ -68,7 +68,7 @@ def evaluate(
       means unknown (nothing applied through GPU Config yet): no outside-use warning then.
     * `strategy` enables the strategy-specific warning SINGLE_GPU_ISOLATION.
     * `over_capacity` (usually `Plan.over_capacity`) turns into NOT_PLACED_WITHIN_CAPACITY
-      warnings, except for services whose auto-adjusted budget makes them fit.
+      warnings, except for services that auto-adjusted budgets make fit.
 
     Messages print VRAM in GB with one decimal and GPU sizes with `format_gpu_capacity`.
     """
