@@ -175,24 +175,31 @@ def main() -> int:
         "GPUCONFIG_STATIC_MANIFEST": "0",
         # The API's throttle protects a real deployment from one noisy client; here 50 clients
         # poll on purpose, so it is lifted (the setting is documented in docs/configuration.md).
-        "GPUCONFIG_API_THROTTLE_USER": "1000000/minute",
-        "GPUCONFIG_API_THROTTLE_ANON": "1000000/minute",
+        "GPUCONFIG_API_RATE_USER": "1000000/minute",
     }
     server: subprocess.Popen[bytes] | None = None
     try:
         manage(env, "migrate", "--noinput")
         manage(env, "detect_gpus")
-        token = manage(
-            env,
-            "shell",
-            "-c",
-            "from django.contrib.auth.models import User; from rest_framework.authtoken.models "
-            "import Token; u = User.objects.create_user('load', is_staff=True); "
-            "print(Token.objects.create(user=u).key)",
-        ).strip().splitlines()[-1]  # the shell may print a banner first
+        token = (
+            manage(
+                env,
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User; from rest_framework.authtoken.models "
+                "import Token; u = User.objects.create_user('load', is_staff=True); "
+                "print(Token.objects.create(user=u).key)",
+            )
+            .strip()
+            .splitlines()[-1]
+        )  # the shell may print a banner first
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--config",
-             str(ROOT / "deploy" / "gunicorn.conf.py"), "config.wsgi:application"],
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--config",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "config.wsgi:application",
+            ],
             cwd=ROOT,
             env=env,
             start_new_session=True,
