@@ -298,7 +298,7 @@ class Configuration:
         return cls(
             tuple(
                 ResolvedAssignment.from_json(name, entry, budget_env=envs.get(name))
-                for name, entry in sorted((data or {}).items())
+                for name, entry in (data or {}).items()
             )
         )
 
