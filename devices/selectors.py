@@ -15,8 +15,9 @@ def gpu_inventory_view() -> dict[str, Any]:
 
     Each GPU carries its measured memory use (``memory_use``: managed services beside their
     estimates, use outside GPU Config, what could not be attributed) and ``warnings`` lists
-    services over their estimate. Two queries (absent GPUs, the applied version); the
-    readings and processes come from the shared sample, never from NVML or podman.
+    services over their estimate. One query (absent GPUs), plus the applied version when
+    processes are measured; the readings and processes come from the shared sample, never
+    from NVML or podman.
     """
     sample = gpu_sample()
     live = {r.index for r in sample.readings}

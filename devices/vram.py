@@ -295,12 +295,17 @@ def margin_percent() -> int:
 
 
 def gpu_memory_uses(sample: Sample | None = None) -> dict[str, GpuMemoryUse]:
-    """:func:`summarize_gpu_memory` for the shared sample (two queries, no NVML, no podman)."""
+    """:func:`summarize_gpu_memory` for the shared sample (no NVML, no podman).
+
+    One query (the applied version), and none when processes are not measured: pages and
+    polls on simulated GPUs cost what they did before.
+    """
+    sample = sample or gpu_sample()
     return summarize_gpu_memory(
-        sample or gpu_sample(),
+        sample,
         project=settings.GPUCONFIG_COMPOSE_PROJECT,
         estimates=managed_estimates(),
-        applied=applied_gpus(),
+        applied=applied_gpus() if sample.processes is not None else {},
         margin_percent=margin_percent(),
     )
 
