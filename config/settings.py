@@ -326,6 +326,12 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["gpuconfig.throttles.ApiUserThrott
 GPUCONFIG_API_RATE_USER = envstr("GPUCONFIG_API_RATE_USER", "1200/minute")
 # The schema and Swagger UI are for logged-in users (session or token), like the API.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
+# Every operation documents the answers DRF gives before its view runs (401/403/429, and
+# 400/413/415 for bodies), so the schema lists every status a client can get.
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "gpuconfig.apis_errors.document_common_errors",
+]
 
 # Login lockout (django-axes): after GPUCONFIG_LOGIN_FAILURE_LIMIT wrong passwords for one
 # username from one address, that pair is refused for GPUCONFIG_LOGIN_COOLOFF_MINUTES, on

@@ -370,14 +370,18 @@ _version_list = inline_serializer(
                     "created_by": serializers.CharField(allow_null=True),
                     "applied_at": serializers.DateTimeField(allow_null=True),
                     "assignments": serializers.DictField(child=serializers.DictField()),
-                    "warnings": serializers.ListField(child=serializers.CharField()),
+                    # As stored: {"code", "message", "service", "gpu_index"} per warning.
+                    "warnings": serializers.ListField(child=serializers.DictField()),
                 }
             )
         ),
-        # Only with ?from=A&to=B.
+        # Only with ?from= and/or ?to=.
         "changes": serializers.ListField(child=serializers.DictField(), required=False),
     },
 )
+
+
+_VERSION_PARAMETER = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
 
 
 class ConfigVersionListApi(APIView):
@@ -385,8 +389,19 @@ class ConfigVersionListApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("from", int, required=False),
-            OpenApiParameter("to", int, required=False),
+            # Either alone is meaningful too, so the schema allows every combination.
+            OpenApiParameter(
+                "from",
+                _VERSION_PARAMETER,
+                required=False,
+                description="Compare from this version (alone: up to the newest).",
+            ),
+            OpenApiParameter(
+                "to",
+                _VERSION_PARAMETER,
+                required=False,
+                description="Compare up to this version (alone: from the version before it).",
+            ),
         ],
         responses={200: _version_list, 400: _error},
     )
@@ -396,10 +411,19 @@ class ConfigVersionListApi(APIView):
         if "from" in request.query_params or "to" in request.query_params:
             numbers = {}
             for key in ("from", "to"):
-                number = version_number(request.query_params.get(key, ""))
+                if key not in request.query_params:
+                    continue
+                number = version_number(request.query_params[key])
                 if number is None:
                     raise ValidationError({key: ["A version number (digits 0-9) is required."]})
                 numbers[key] = number
+            if "to" not in numbers:
+                numbers["to"] = versions[0].number if versions else 0
+            if "from" not in numbers:
+                earlier = selectors.version_list().filter(number__lt=numbers["to"]).first()
+                if earlier is None:
+                    raise ValidationError({"to": [f"No version before {numbers['to']}."]})
+                numbers["from"] = earlier.number
             found = {
                 v.number: v for v in selectors.version_list().filter(number__in=numbers.values())
             }

@@ -45,3 +45,51 @@ def _first_message(detail: Any) -> str:
             if item:
                 return _first_message(item)
     return str(detail)
+
+
+# --- the OpenAPI schema: the answers every operation can give ------------------------------
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "success": {"type": "boolean"},
+        "error": {"type": "string"},
+        "errors": {"type": "object"},
+    },
+    "required": ["success", "error"],
+}
+# Every operation: a bad token (401), no login or not staff (403), too many requests (429).
+_EVERY_OPERATION = {
+    "401": "Invalid or expired token.",
+    "403": "Not logged in, or a change by a user who is not staff.",
+    "429": "Too many requests from this user; retry after the time the message gives.",
+}
+# Operations that take a body: too large (413) or not JSON (415).
+_WITH_A_BODY = {
+    "400": "Malformed JSON or invalid fields; nothing was written.",
+    "413": "The body is over the size limit (GPUCONFIG_MAX_BODY_BYTES).",
+    "415": "Not JSON: the API reads application/json only.",
+}
+
+
+def document_common_errors(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular hook: add the answers DRF gives before any view code runs
+    (authentication, permission, throttling, parsing) to every operation, in the one error
+    shape, so that the schema describes every status a client can really get."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ApiError", _ERROR_SCHEMA)
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            answers = dict(_EVERY_OPERATION)
+            if "requestBody" in operation:
+                answers |= _WITH_A_BODY
+            for status_code, description in answers.items():
+                operation["responses"].setdefault(
+                    status_code, {"description": description, "content": reference}
+                )
+    return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
@@ -91,7 +92,7 @@ class StatusApi(APIView):
     """The latest apply run (or ``?run=<id>``) step by step, and every managed container now."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("run", str, required=False)],
+        parameters=[OpenApiParameter("run", OpenApiTypes.UUID, required=False)],
         responses={200: _status, 400: _error, 404: _error},
     )
     def get(self, request: Request) -> Response:

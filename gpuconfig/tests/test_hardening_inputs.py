@@ -244,12 +244,29 @@ def test_the_version_just_read_still_saves(staff_api):
 
 
 @pytest.mark.parametrize(
-    "query", ["from=²&to=1", "from=1&to=²", "from=\u0661&to=1", "from=&to=1", "from=1"]
+    "query", ["from=²&to=1", "from=1&to=²", "from=\u0661&to=1", "from=&to=1", "to=²"]
 )
 def test_versions_refuse_anything_but_ascii_digits(member_api, query):
     response = member_api.get(f"{VERSIONS}?{query}")
     assert response.status_code == 400
     assert "A version number (digits 0-9) is required." in json.dumps(response.json())
+
+
+def test_a_lone_to_compares_with_the_version_before_and_a_lone_from_with_the_newest(staff_api):
+    for strategy in ("vram_based", "isolation_first", "balanced"):
+        assert _raw(staff_api, "put", URL, json.dumps({"strategy": strategy})).status_code == 200
+
+    def changed(query: str) -> set[str]:
+        response = staff_api.get(f"{VERSIONS}?{query}")
+        assert response.status_code == 200, response.json()
+        return {c["service"] for c in response.json()["changes"]}
+
+    assert changed("to=2") == changed("from=1&to=2")
+    assert changed("from=2") == changed("from=2&to=3")
+    assert changed("from=1") == changed("from=1&to=3")
+    first = staff_api.get(f"{VERSIONS}?to=1")
+    assert first.status_code == 400
+    assert first.json()["errors"] == {"to": ["No version before 1."]}
 
 
 def test_the_history_compare_with_a_superscript_digit_says_there_is_no_such_version(

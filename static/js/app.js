@@ -50,6 +50,13 @@
     show(describe(xhr.status), event.detail.elt && event.detail.elt.id);
   });
 
+  // Polls marked data-poll-visible-only skip their turn while the tab is hidden. (Not an
+  // hx-trigger filter: htmx evaluates those as code, which the Content-Security-Policy forbids.)
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (document.hidden && elt && elt.hasAttribute("data-poll-visible-only")) event.preventDefault();
+  });
+
   document.addEventListener("htmx:sendError", function (event) {
     show("The server could not be reached. Check the connection; the page keeps trying where it refreshes by itself.",
       event.detail.elt && event.detail.elt.id);
