@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.views import APIView
 
+from config.api_root import ApiRootView
 from devices import apis as device_apis
 from gpuconfig import apis as gpuconfig_apis
 from gpuconfig import backup_apis as gpuconfig_backup_apis
@@ -27,6 +28,8 @@ def _api(view: type[APIView]) -> Callable[..., Any]:
 
 
 urlpatterns = [
+    # The browsable API's root: every endpoint, by name.
+    path("", _api(ApiRootView), name="api-root"),
     path("system/gpus", _api(device_apis.GpuListApi), name="api-gpus"),
     path(
         "system/gpus/suggested-estimates",

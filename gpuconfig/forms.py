@@ -315,6 +315,7 @@ class PlannedGpu:
     percent: int
     over: bool
     present: bool
+    services: tuple[str, ...] = ()  # what the GPU will hold under this plan
 
 
 def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
@@ -333,6 +334,11 @@ def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
                 percent=min(100, round(100 * mb / total)) if total else 0,
                 over=bool(total) and mb > total,
                 present=gpu.present,
+                services=tuple(
+                    entry.service
+                    for entry in draft.configuration.assignments
+                    if entry.enabled and entry.gpu_index == gpu.index
+                ),
             )
         )
     return out
@@ -346,12 +352,26 @@ def warning_note(warning: PlanWarning) -> str:
 # --- the System tab --------------------------------------------------------------------------
 
 
+# The range of each numeric setting, as validate_setting enforces it.
+INPUT_BOUNDS: dict[str, tuple[int, int]] = {
+    RESERVE_KEY: (0, 65536),
+    STATUS_POLL_KEY: (1, 60),
+    GPU_POLL_KEY: (1, 300),
+}
+
+
+def _bounds(key: str) -> dict[str, int]:
+    low, high = INPUT_BOUNDS[key]
+    return {"min": low, "max": high}
+
+
 class SystemSettingsForm(forms.Form):
     """The settings of ``gpuconfig.system_settings.SPECS``, checked by ``validate_setting``."""
 
     default_strategy = forms.ChoiceField(
         label=SPECS[STRATEGY_KEY].label,
-        help_text=SPECS[STRATEGY_KEY].help,
+        help_text="The strategy GPU Configuration starts with until a configuration is saved; "
+        "after that, the saved configuration's strategy is the one in force.",
         choices=[
             (
                 s.value,
@@ -360,15 +380,30 @@ class SystemSettingsForm(forms.Form):
             for s in StrategyName
         ],
     )
+    # The inputs carry the bounds validate_setting enforces (INPUT_BOUNDS; a test keeps them
+    # equal), so browsers offer the right range; the server still checks and explains.
     vram_reserve_mb = forms.IntegerField(
-        label=SPECS[RESERVE_KEY].label, help_text=SPECS[RESERVE_KEY].help
+        label=SPECS[RESERVE_KEY].label,
+        help_text=SPECS[RESERVE_KEY].help,
+        widget=forms.NumberInput(attrs=_bounds(RESERVE_KEY)),
     )
     status_poll_seconds = forms.IntegerField(
-        label=SPECS[STATUS_POLL_KEY].label, help_text=SPECS[STATUS_POLL_KEY].help
+        label=SPECS[STATUS_POLL_KEY].label,
+        help_text=SPECS[STATUS_POLL_KEY].help,
+        widget=forms.NumberInput(attrs=_bounds(STATUS_POLL_KEY)),
     )
     gpu_poll_seconds = forms.IntegerField(
-        label=SPECS[GPU_POLL_KEY].label, help_text=SPECS[GPU_POLL_KEY].help
+        label=SPECS[GPU_POLL_KEY].label,
+        help_text=SPECS[GPU_POLL_KEY].help,
+        widget=forms.NumberInput(attrs=_bounds(GPU_POLL_KEY)),
     )
+
+    def __init__(self, *args: Any, strategy_saved: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if strategy_saved:
+            # After the first save the saved configuration's strategy is in force: the page
+            # says which, and this second place to change it is gone.
+            del self.fields["default_strategy"]
 
     # form field -> (setting key, stored shape of the cleaned value)
     KEYS: dict[str, str] = {
@@ -407,5 +442,7 @@ class SystemSettingsForm(forms.Form):
     def setting_values(self) -> dict[str, Any]:
         """The cleaned values keyed by setting, in their stored shape."""
         return {
-            key: self._stored(field, self.cleaned_data[field]) for field, key in self.KEYS.items()
+            key: self._stored(field, self.cleaned_data[field])
+            for field, key in self.KEYS.items()
+            if field in self.fields
         }

@@ -82,6 +82,31 @@ def latest_applied_version() -> ConfigVersion | None:
     return ConfigVersion.objects.filter(applied_at__isnull=False).order_by("-applied_at").first()
 
 
+def rollback_target() -> ConfigVersion | None:
+    """The version a manual rollback would restore: the one applied before the latest applied.
+
+    None when fewer than two versions were ever applied (nothing to go back to).
+    """
+    current = latest_applied_version()
+    if current is None:
+        return None
+    return (
+        ConfigVersion.objects.filter(applied_at__isnull=False, applied_at__lt=current.applied_at)
+        .order_by("-applied_at")
+        .first()
+    )
+
+
+def restored_from(version_number: int) -> int | None:
+    """For a version a rollback saved (a copy of an older one), the number it copies."""
+    version = ConfigVersion.objects.filter(number=version_number).only("warnings").first()
+    for warning in version.warnings if version else []:
+        if isinstance(warning, dict) and warning.get("code") == "restored":
+            digits = str(warning.get("message", "")).rpartition(" ")[2]
+            return int(digits) if digits.isascii() and digits.isdigit() else None
+    return None
+
+
 def version_configuration(version: ConfigVersion) -> Configuration:
     """A stored version as a :class:`Configuration`.
 

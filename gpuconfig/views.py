@@ -63,7 +63,7 @@ from gpuconfig.services import (
     system_settings_update,
     validate_changes,
 )
-from orchestration.models import RunKind, RunStatus, StepStatus
+from orchestration.models import ACTIVE_RUN_STATUSES, ApplyRun, RunKind, RunStatus, StepStatus
 from orchestration.selectors import apply_status
 from orchestration.services import (
     ApplyRefused,
@@ -212,9 +212,10 @@ def _gpu_fragment(request: HtmxHttpRequest, part: str) -> HttpResponse:
         context = _history_context(request)
     oob: list[str] = []
     if context.get("run_finished_now"):
-        # The run just ended: the history's "Applied" column changed with it.
+        # The run just ended: the history's "Applied" column changed with it, and the
+        # form's Apply button is enabled again.
         context.update(_history_context(request))
-        oob.append("history")
+        oob.extend(["history", "form-actions"])
     return _fragments(request, SETTINGS_TEMPLATE, part, context, oob=oob)
 
 
@@ -301,7 +302,13 @@ def _config_context(
         "diff": described(draft.changes),
         "notices": notices or [],
         "conflict": conflict,
+        # Apply is shown disabled while a run is active (the server refuses it anyway).
+        "run_active": _run_is_active(),
     }
+
+
+def _run_is_active() -> bool:
+    return ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists()
 
 
 def _unsaved(draft: Draft, saved: ConfigVersion | None) -> bool:
@@ -328,11 +335,6 @@ def _status_context(request: HtmxHttpRequest, *, was_active: bool = False) -> di
     run = status["run"]
     active = bool(run and run["active"])
     steps = run["steps"] if run else []
-    done = sum(
-        1
-        for s in steps
-        if s["status"] in (StepStatus.HEALTHY, StepStatus.FAILED, StepStatus.ROLLED_BACK)
-    )
     applied = selectors.latest_applied_version()
     latest = selectors.latest_version()
     if run:
@@ -341,27 +343,47 @@ def _status_context(request: HtmxHttpRequest, *, was_active: bool = False) -> di
             "kind_label": RunKind(run["kind"]).label,
             "status_label": RunStatus(run["status"]).label,
             "steps": [{**s, "status_label": StepStatus(s["status"]).label} for s in steps],
+            # A rollback runs a copy of an older version: name the version it goes back to.
+            "restores": (
+                selectors.restored_from(run["version"]) if run["kind"] == RunKind.ROLLBACK else None
+            ),
         }
+    target = selectors.rollback_target() if run and not active else None
     return {
         "status": status,
         "run": run,
         "run_active": active,
         "run_finished_now": was_active and not active,
-        "steps_done": done,
-        "steps_total": len(steps),
-        "steps_percent": round(100 * done / len(steps)) if steps else (0 if active else 100),
+        **_step_progress(steps, active=active),
         "applied_version": applied.number if applied else None,
         "saved_version": latest.number if latest else None,
         "status_poll_seconds": selectors.system_config().status_poll_seconds,
         "can_edit": _can_edit(request),
-        # Undoing a successful apply goes back to the version it replaced; after a failure
-        # that was not rolled back automatically, the server decides what a rollback means.
-        "rollback_offered": bool(
-            run
-            and not active
-            and run["status"] != RunStatus.ROLLED_BACK
-            and (run["status"] != RunStatus.SUCCEEDED or run["previous_version"] is not None)
-        ),
+        # Offered only when the server would accept it: an earlier applied version exists
+        # (never after a first apply, failed or not), and the run did not roll back already.
+        "rollback_target": target.number if target else None,
+        "rollback_offered": bool(target and run and run["status"] != RunStatus.ROLLED_BACK),
+    }
+
+
+# Steps that finished, and how far each state is along the run (for the progress bar).
+_STEP_DONE = (StepStatus.HEALTHY, StepStatus.FAILED, StepStatus.ROLLED_BACK)
+_STEP_WEIGHT = {StepStatus.PENDING: 0.0, StepStatus.RECREATING: 0.25, StepStatus.VERIFYING: 0.5}
+
+
+def _step_progress(steps: list[dict[str, Any]], *, active: bool) -> dict[str, Any]:
+    """Counts for the run summary: one command recreates every changed service, then each
+    is checked; a step counts as done when its check has finished."""
+    done = sum(1 for s in steps if s["status"] in _STEP_DONE)
+    recreating = not done and all(
+        s["status"] in (StepStatus.PENDING, StepStatus.RECREATING) for s in steps
+    )
+    weight = sum(_STEP_WEIGHT.get(s["status"], 1.0) for s in steps)
+    return {
+        "steps_done": done,
+        "steps_total": len(steps),
+        "steps_recreating": bool(steps) and recreating,
+        "steps_percent": round(100 * weight / len(steps)) if steps else (0 if active else 100),
     }
 
 
@@ -475,6 +497,9 @@ def _config_answer(
             context.update(_status_context(request))
         if "history" in oob:
             context.update(_history_context(request))
+        # The GPU cards' "Will hold" lines follow the plan on screen; the live region
+        # outside the form announces the result (the form itself is replaced).
+        oob += ["gpu-holds", "form-announcer"]
         return _fragments(
             request, SETTINGS_TEMPLATE, "config-form", context, status=status, oob=oob
         )
@@ -557,8 +582,8 @@ def _apply(
             oob=["apply-status", "history"] if saved_note else ["apply-status"],
         )
     message = (
-        f"{saved_note}Applying version {run.version.number}: the changed services restart one "
-        "at a time; progress is shown under Services."
+        f"{saved_note}Applying version {run.version.number}: one podman-compose command "
+        "recreates the changed services, then each is checked; progress is shown under Services."
     )
     if not request.htmx:
         messages.success(request, message)
@@ -574,8 +599,13 @@ def _rollback(request: HtmxHttpRequest) -> HttpResponse:
     except ApplyRefused as exc:
         notice, status = ("error", str(exc)), exc.status_code
     else:
+        back_to = selectors.restored_from(run.version.number)
         notice, status = (
-            ("success", f"Rolling back: version {run.version.number} restores the earlier one."),
+            (
+                "success",
+                f"Rolling back to version {back_to} (saved again as version "
+                f"{run.version.number}); progress is shown below.",
+            ),
             202,
         )
     if not request.htmx:
@@ -593,7 +623,8 @@ def _rollback(request: HtmxHttpRequest) -> HttpResponse:
     }
     # A rollback saves the restored configuration as a new version: the form and the
     # history show it at once (the form's version must match, or the next save conflicts).
-    oob = ["config-form", "history"] if status == 202 else []
+    oob = ["config-form", "history", "gpu-holds"] if status == 202 else []
+    oob.append("form-announcer")
     return _fragments(request, SETTINGS_TEMPLATE, "apply-status", context, status=status, oob=oob)
 
 
@@ -604,18 +635,17 @@ def _rollback(request: HtmxHttpRequest) -> HttpResponse:
 @_readable_errors
 def system_settings(request: HtmxHttpRequest) -> HttpResponse:
     """Settings > System: the settings the app uses, editable by staff."""
-    config = selectors.system_config()
     notices: list[tuple[str, str]] = []
     status = 200
     if request.method == "POST":
         if not _can_edit(request):
             if request.htmx:
                 return _alert(request, "Only staff users may change system settings.", status=403)
-            form = SystemSettingsForm(initial=SystemSettingsForm.initial_from(config))
+            form = _system_form()
             notices.append(("error", "Only staff users may change system settings."))
             status = 403
         else:
-            form = SystemSettingsForm(request.POST)
+            form = _system_form(request.POST)
             if form.is_valid():
                 changed = system_settings_update(values=form.setting_values())
                 message = "Saved: " + ", ".join(changed) + "." if changed else "Nothing changed."
@@ -623,24 +653,41 @@ def system_settings(request: HtmxHttpRequest) -> HttpResponse:
                     messages.success(request, message)
                     return redirect("gpuconfig:system")
                 notices.append(("success", message))
-                form = SystemSettingsForm(
-                    initial=SystemSettingsForm.initial_from(selectors.system_config())
-                )
+                form = _system_form()
             else:
                 notices.append(("error", "Nothing was saved: fix the marked settings."))
                 status = 400
     else:
-        form = SystemSettingsForm(initial=SystemSettingsForm.initial_from(config))
+        form = _system_form()
     context = {
         "tab": "system",
         "form": form,
         "notices": notices,
         "can_edit": _can_edit(request),
         "environment": _environment(),
+        "strategy_in_force": _strategy_in_force(),
     }
     if request.htmx:
         return _fragments(request, SYSTEM_TEMPLATE, "system-form", context, status=status)
     return _page(request, SYSTEM_TEMPLATE, context, status=status)
+
+
+def _system_form(data: Any = None) -> SystemSettingsForm:
+    """The System form. The default strategy is only editable until the first save: after
+    it, the saved configuration's strategy is the one in force (one source of truth)."""
+    saved = selectors.latest_version() is not None
+    if data is not None:
+        return SystemSettingsForm(data, strategy_saved=saved)
+    initial = SystemSettingsForm.initial_from(selectors.system_config())
+    return SystemSettingsForm(initial=initial, strategy_saved=saved)
+
+
+def _strategy_in_force() -> dict[str, Any] | None:
+    """The saved configuration's strategy and version, or None before the first save."""
+    latest = selectors.latest_version()
+    if latest is None:
+        return None
+    return {"label": STRATEGY_LABELS[StrategyName(latest.strategy)], "version": latest.number}
 
 
 def _environment() -> list[tuple[str, str]]:

@@ -478,7 +478,8 @@ def test_apply_starts_a_run_and_the_status_polls_until_it_ends(
         status=RunStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
     )
     html = _text(staff.get(URL, {"part": "apply-status", "was_active": "1"}, headers=HX))
-    assert "Restarting services: 1 of 5 done." in html
+    # One command recreated them all; each check that finished counts.
+    assert "Checking the recreated services: 1 of 5 checked." in html
     assert 'hx-trigger="every 1s"' in html
     assert "Healthy" in html and "Pending" in html
 
@@ -507,7 +508,7 @@ def test_after_a_finished_apply_a_manual_rollback_is_offered_and_refusals_are_re
     )
     html = _text(staff.get(URL, {"part": "apply-status"}, headers=HX))
     assert "The apply failed, and so did the automatic rollback" in html
-    assert "Roll back to the previously applied version" in html
+    assert "Roll back" not in html, "nothing was ever applied: no rollback is offered"
     response = staff.post(URL, {"action": "rollback"}, headers=HX)
     assert response.status_code == 400
     assert response[views.FRAGMENT_HEADER] == "apply-status"
@@ -526,7 +527,7 @@ def test_a_manual_rollback_starts_and_the_form_shows_the_restored_version(
         response = staff.post(URL, {"action": "rollback"}, headers=HX)
     assert response.status_code == 202
     html = _text(response)
-    assert "Rolling back: version 3 restores the earlier one." in html
+    assert "Rolling back to version 1 (saved again as version 3)" in html
     assert re.search(r'<form id="gpu-form"[^>]*hx-swap-oob="true"', html)
     assert '<input type="hidden" name="version" value="3">' in html
     run = ApplyRun.objects.get()

@@ -57,6 +57,44 @@
     if (document.hidden && elt && elt.hasAttribute("data-poll-visible-only")) event.preventDefault();
   });
 
+  var pressed = ""; // id of the form button pressed last (see htmx:afterSettle below)
+
+  // Apply asks first (the question is the button's data-confirm). The form posts on submit,
+  // so the pressed button is the submit event's submitter, not htmx's element.
+  document.addEventListener("htmx:confirm", function (event) {
+    var trigger = event.detail.triggeringEvent;
+    var button = trigger && trigger.submitter;
+    if (!button || !button.dataset.confirm) return;
+    event.preventDefault();
+    if (window.confirm(button.dataset.confirm)) event.detail.issueRequest(true);
+    else pressed = "";
+  });
+
+  // A button marked aria-disabled (Apply while a run is active) keeps its focus but does
+  // nothing; the server would refuse the request anyway.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest('button[aria-disabled="true"]');
+    if (button) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+
+  // The form is replaced after Preview, Save and Apply: put keyboard focus back on the button
+  // that was pressed (htmx restores focus only when it is still on the old element, and the
+  // Apply button is disabled while its request runs).
+  document.addEventListener("submit", function (event) {
+    pressed = (event.submitter && event.submitter.id) || "";
+  }, true);
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var config = event.detail.requestConfig;
+    if (!pressed || !config || !config.elt || config.elt.tagName !== "FORM") return;
+    var button = document.getElementById(pressed);
+    var lost = !document.activeElement || document.activeElement === document.body;
+    if (button && lost && !button.disabled) button.focus({ preventScroll: true });
+    pressed = "";
+  });
+
   document.addEventListener("htmx:sendError", function (event) {
     show("The server could not be reached. Check the connection; the page keeps trying where it refreshes by itself.",
       event.detail.elt && event.detail.elt.id);

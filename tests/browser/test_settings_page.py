@@ -108,6 +108,7 @@ def test_apply_without_podman_compose_shows_what_to_install(
     settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
     _manual_design(staff_user)
     page = new_page(user=staff_user)
+    page.on("dialog", lambda dialog: dialog.accept())  # "Apply the configuration on screen now?"
     page.goto("/settings/gpu/")
     page.get_by_role("button", name="Apply & Restart Services").click()
     notice = page.locator("#gpu-form .notice.error")
@@ -207,9 +208,12 @@ def test_apply_restarts_the_services_and_shows_progress_to_the_end(
 ):
     _manual_design(staff_user)
     page = new_page(user=staff_user)
+    page.on("dialog", lambda dialog: dialog.accept())  # Apply and Rollback ask first
     page.goto("/settings/gpu/")
     page.get_by_role("button", name="Apply & Restart Services").click()
-    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Applying version 1")
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text(
+        "Applying version 1: one podman-compose command recreates the changed services"
+    )
     run = page.locator("#apply-run")
     expect(run).to_contain_text("Apply of version 1")
     for service in ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment"):
@@ -233,7 +237,7 @@ def test_apply_restarts_the_services_and_shows_progress_to_the_end(
     expect(run.locator("table.steps")).to_contain_text("GPU 0 → GPU 1")
     page.get_by_role("button", name="Roll back to version 1").click()
     expect(page.locator("#apply-status .notice.success")).to_contain_text("Rolling back")
-    expect(run).to_contain_text("Manual rollback of version 3")
+    expect(run).to_contain_text("Manual rollback to version 1")
     expect(run.locator(".run-state")).to_have_text("Succeeded", timeout=120_000)
     expect(run.locator("table.steps")).to_contain_text("GPU 1 → GPU 0")
     expect(page.locator("#gpu-ai-clip")).to_have_value("0")  # the form shows version 3

@@ -1,0 +1,351 @@
+"""What a new user tripped over on the Settings pages (issue 11), each in a real Chromium.
+
+The numbers in the test names are the issue's items. None of these tests needs podman: runs
+are rows written here, as a worker would have left them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from devices.services import gpu_inventory_rescan
+from gpuconfig.domain import StrategyName
+from gpuconfig.models import ConfigVersion
+from gpuconfig.services import AssignmentChange, gpu_config_restore, gpu_config_save
+from orchestration.models import ApplyRun, RunKind, RunStatus, ServiceStep, StepStatus
+from orchestration.services import forget_probe
+
+pytestmark = pytest.mark.browser
+
+SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
+
+
+@pytest.fixture(autouse=True)
+def _inventory(transactional_db: Any) -> None:
+    gpu_inventory_rescan()
+    forget_probe()
+
+
+def _save(user: Any, strategy: StrategyName = StrategyName.MANUAL, **pins: int) -> ConfigVersion:
+    changes = [AssignmentChange(service=s.replace("_", "-"), gpu_index=g) for s, g in pins.items()]
+    return gpu_config_save(user=user, strategy=strategy, changes=changes).version
+
+
+def _all_on_gpu0(user: Any, **moves: int) -> ConfigVersion:
+    pins = {s.replace("-", "_"): 0 for s in SERVICES}
+    pins.update(moves)
+    return _save(user, **pins)
+
+
+def _applied(version: ConfigVersion, minutes_ago: int) -> ConfigVersion:
+    version.applied_at = timezone.now() - timedelta(minutes=minutes_ago)
+    version.save(update_fields=["applied_at"])
+    return version
+
+
+def _run(
+    version: ConfigVersion,
+    status: RunStatus,
+    *,
+    kind: RunKind = RunKind.APPLY,
+    previous: ConfigVersion | None = None,
+    steps: dict[str, StepStatus] | None = None,
+    error: str = "",
+) -> ApplyRun:
+    now = timezone.now()
+    active = status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.ROLLING_BACK)
+    run = ApplyRun.objects.create(
+        kind=kind,
+        status=status,
+        version=version,
+        previous_version=previous,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None if active else now,
+        error=error,
+    )
+    for service, step in (steps or {}).items():
+        ServiceStep.objects.create(run=run, service_name=service, status=step, from_gpu=0, to_gpu=1)
+    return run
+
+
+# --- 1. errors render in place, whatever DEBUG says ------------------------------------------
+
+
+def test_1_errors_render_in_place_with_debug_on(new_page, staff_user, settings):
+    settings.DEBUG = True  # as under bin/run
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    # A fresh database: choose Manual and Save, as the new user did.
+    page.locator("#strategy-manual").check()
+    expect(page.locator("input[name=table_strategy]")).to_have_value("manual")
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Save", exact=True).click()
+    assert answer.value.status == 400
+    page.wait_for_load_state()
+    expect(page.locator("#gpu-form .notice.error").first).to_contain_text("no GPU assigned")
+    expect(page.get_by_role("heading", name="Detected GPUs")).to_be_visible()
+    expect(page.get_by_role("heading", name="Version history")).to_be_visible()
+
+    # The budget field carries the server's bounds, and a value outside them is answered
+    # beside the field (the browser does not swallow it silently).
+    budget = page.locator("#budget-ai-enrichment")
+    expect(budget).to_have_attribute("min", "0.1")
+    expect(budget).to_have_attribute("max", "2000")
+    budget.fill("0")
+    budget.press("Tab")
+    expect(page.locator("#notes-ai-enrichment")).to_contain_text("VRAM budget")
+    expect(page.locator("#gpu-form .notice.error", has_text="Nothing was saved")).to_be_visible()
+    expect(page.get_by_role("heading", name="Detected GPUs")).to_be_visible()
+    assert ConfigVersion.objects.count() == 0
+
+    page.get_by_role("navigation", name="Settings").get_by_role("link", name="System").click()
+    polling = page.get_by_label("Apply status polling (seconds)")
+    expect(polling).to_have_attribute("min", "1")
+    expect(polling).to_have_attribute("max", "60")
+    expect(page.get_by_label("GPU card refresh (seconds)")).to_have_attribute("max", "300")
+    expect(page.get_by_label("VRAM reserve (MB)")).to_have_attribute("max", "65536")
+    polling.fill("0")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#system-form .field-error")).to_contain_text(
+        "must be between 1 and 60 seconds, got 0"
+    )
+    expect(page.get_by_role("navigation", name="Settings")).to_be_visible()
+    assert page.js_errors == []
+
+
+# --- 7. no rollback button when there is nothing to roll back to ----------------------------
+
+
+def test_7_no_rollback_is_offered_when_nothing_was_applied_before(new_page, staff_user):
+    # The very first apply failed: nothing was ever applied.
+    first = _all_on_gpu0(staff_user)
+    _run(first, RunStatus.FAILED, error="podman-compose up failed: image not known")
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    expect(page.locator("#apply-run")).to_contain_text("The apply failed.")
+    expect(page.get_by_role("button", name=re.compile("Roll back"))).to_have_count(0)
+
+    # Once two versions were applied, the rollback is offered and names where it goes.
+    _applied(first, minutes_ago=10)
+    second = _applied(_all_on_gpu0(staff_user, ai_clip=1), minutes_ago=5)
+    _run(second, RunStatus.SUCCEEDED, previous=first)
+    page.reload()
+    expect(page.get_by_role("button", name="Roll back to version 1")).to_be_visible()
+
+
+# --- 10. focus stays on the pressed control; results are announced --------------------------
+
+
+def test_10_focus_stays_on_the_pressed_button_and_results_are_announced(
+    new_page, staff_user, settings
+):
+    settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
+    page = new_page(user=staff_user)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto("/settings/gpu/")
+    announcer = page.locator("#form-announcer")
+    expect(announcer).to_have_attribute("aria-live", "polite")
+
+    preview = page.get_by_role("button", name="Preview Changes")
+    preview.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#diff")).to_contain_text("Nothing saved yet")
+    expect(preview).to_be_focused()
+    expect(announcer).to_contain_text("Preview")
+
+    save = page.get_by_role("button", name="Save", exact=True)
+    save.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Saved as version 1")
+    expect(save).to_be_focused()
+    expect(announcer).to_contain_text("Saved as version 1")
+
+    apply = page.get_by_role("button", name="Apply & Restart Services")
+    apply.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#gpu-form .notice.error")).to_contain_text("Cannot apply")
+    expect(apply).to_be_focused()
+    expect(announcer).to_contain_text("Cannot apply")
+    assert page.js_errors == []
+
+
+# --- 11. guards on Apply and Rollback, and what the run says --------------------------------
+
+
+def test_11_apply_asks_for_confirmation_first(new_page, staff_user, settings):
+    settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
+    _all_on_gpu0(staff_user)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    questions: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.once("dialog", dismiss)
+    page.get_by_role("button", name="Apply & Restart Services").click()
+    page.wait_for_timeout(500)
+    assert posts == [], "nothing is sent when the question is dismissed"
+    assert questions and "restart" in questions[0].lower(), questions
+    expect(page.locator("#gpu-form .notice")).to_have_count(0)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Apply & Restart Services").click()
+    expect(page.locator("#gpu-form .notice.error")).to_contain_text("Cannot apply")
+
+
+def test_11_rollback_asks_for_confirmation_first(new_page, staff_user):
+    first = _applied(_all_on_gpu0(staff_user), minutes_ago=10)
+    second = _applied(_all_on_gpu0(staff_user, ai_clip=1), minutes_ago=5)
+    _run(second, RunStatus.SUCCEEDED, previous=first)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    questions: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
+    page.get_by_role("button", name="Roll back to version 1").click()
+    page.wait_for_timeout(500)
+    assert questions and "version 1" in questions[0], questions
+    assert ApplyRun.objects.count() == 1 and ConfigVersion.objects.count() == 2
+
+
+def test_11_while_a_run_is_active_apply_and_rollback_are_disabled(new_page, staff_user):
+    first = _applied(_all_on_gpu0(staff_user), minutes_ago=10)
+    second = _all_on_gpu0(staff_user, ai_clip=1)
+    _run(
+        second,
+        RunStatus.RUNNING,
+        previous=first,
+        steps={"ai-clip": StepStatus.RECREATING, "ai-llm": StepStatus.RECREATING},
+    )
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    apply = page.get_by_role("button", name="Apply & Restart Services")
+    expect(apply).to_have_attribute("aria-disabled", "true")
+    expect(page.locator("#gpu-form")).to_contain_text("An apply is running")
+    expect(page.get_by_role("button", name=re.compile("Roll back"))).to_have_count(0)
+    # One podman-compose command recreates them all: no "0 of 2 done" while it runs.
+    expect(page.locator("#apply-run .run-summary")).to_contain_text(
+        "Recreating 2 services with one podman-compose command"
+    )
+    # It keeps keyboard focus, but pressing it sends nothing.
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    apply.focus()
+    expect(apply).to_be_focused()
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    assert posts == []
+
+    # Steps finish one by one: the count follows them.
+    ServiceStep.objects.filter(service_name="ai-llm").update(status=StepStatus.HEALTHY)
+    ServiceStep.objects.filter(service_name="ai-clip").update(status=StepStatus.VERIFYING)
+    page.reload()
+    expect(page.locator("#apply-run .run-summary")).to_contain_text("1 of 2 checked")
+
+
+def test_11_a_rollback_names_the_version_it_goes_back_to(new_page, staff_user):
+    first = _applied(_all_on_gpu0(staff_user), minutes_ago=10)
+    second = _applied(_all_on_gpu0(staff_user, ai_clip=1), minutes_ago=5)
+    restored = gpu_config_restore(version=first, user=staff_user)
+    _run(restored, RunStatus.SUCCEEDED, kind=RunKind.ROLLBACK, previous=second)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    heading = page.locator("#apply-run h3")
+    expect(heading).to_contain_text("Manual rollback to version 1")
+    expect(heading).not_to_contain_text("of version 3")
+
+
+# --- 12. small things ---------------------------------------------------------------------
+
+
+def test_12_gpu_cards_say_which_services_each_gpu_will_hold(new_page, staff_user):
+    _all_on_gpu0(staff_user)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    gpu0 = page.locator("#gpu-0-holds")
+    gpu1 = page.locator("#gpu-1-holds")
+    expect(gpu0).to_contain_text("ai-enrichment")
+    expect(gpu1).to_contain_text("No managed service")
+    # The plan on screen, before saving: move the zoo to GPU 1.
+    page.locator("#gpu-ai-enrichment").select_option("1")
+    expect(gpu1).to_contain_text("ai-enrichment")
+    expect(gpu0).not_to_contain_text("ai-enrichment")
+    expect(gpu0).to_contain_text("ai-llm")
+    # The cards' own refresh keeps it.
+    with page.expect_response(lambda r: "part=gpu-cards" in r.url, timeout=10_000):
+        pass
+    page.wait_for_timeout(200)
+    expect(gpu1).to_contain_text("ai-enrichment")
+    assert page.js_errors == []
+
+
+def test_12_favicon_and_the_browsable_api(new_page, staff_user):
+    anonymous = new_page()
+    favicon = anonymous.request.get("/favicon.ico")
+    assert favicon.status == 200, favicon.status
+    assert favicon.headers["content-type"].startswith("image/")
+
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    expect(page.locator("head link[rel=icon]")).to_have_count(1)
+    icon = page.locator("head link[rel=icon]").get_attribute("href") or ""
+    assert page.request.get(icon).status == 200
+
+    response = page.goto("/api/")
+    assert response is not None and response.status == 200
+    expect(page.locator("body")).to_contain_text("/api/system/gpu-config")
+    page.goto("/api/system/gpu-config")
+    raw = page.locator("#id__content")
+    expect(raw).to_have_value(re.compile(r'"strategy": "manual"'))
+    expect(raw).to_have_value(re.compile(r'"vram_budget_override": 3.5'))
+    page.get_by_role("link", name="GPU Config").first.click()
+    expect(page).to_have_url(re.compile(r"/settings/gpu/$"))
+
+
+# --- 9. one source of truth for the strategy in force ---------------------------------------
+
+
+def test_9_the_default_strategy_is_the_one_in_force_until_the_first_save(new_page, staff_user):
+    page = new_page(user=staff_user)
+    page.goto("/settings/system/")
+    page.get_by_label("Default strategy").select_option("balanced")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#system-form .notice.success")).to_contain_text("Default strategy")
+    page.get_by_role("link", name="GPU Configuration").click()
+    expect(page.locator("#strategy-balanced")).to_be_checked()
+    expect(page.locator("#unsaved-badge")).to_have_text("Not saved yet")
+
+    page.locator("#strategy-latency_optimized").check()
+    expect(page.locator("input[name=table_strategy]")).to_have_value("latency_optimized")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Saved as version 1")
+
+    page.get_by_role("navigation", name="Settings").get_by_role("link", name="System").click()
+    # After the first save the saved configuration decides: the System tab says which, and
+    # offers no second place to change it.
+    expect(page.get_by_label("Default strategy")).to_have_count(0)
+    expect(page.locator("#strategy-in-force")).to_contain_text("Latency-optimized")
+    expect(page.locator("#strategy-in-force")).to_contain_text("version 1")
+    page.get_by_label("GPU card refresh (seconds)").fill("4")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#system-form .notice.success")).to_contain_text("GPU card refresh")
+    page.get_by_role("navigation", name="Settings").get_by_role(
+        "link", name="GPU Configuration"
+    ).click()
+    expect(page.locator("#strategy-latency_optimized")).to_be_checked()
+    assert page.js_errors == []
