@@ -136,7 +136,7 @@ def test_a_real_containers_gpu_memory_is_its_services_on_the_right_gpu(
     text = " ".join(re.sub(r"<[^>]+>", " ", card.group(0)).split())
     assert "ai-clip 1.5 GB ~1.2 GB Over estimate" in text
     assert "Outside GPU Config 300 MB" in text
-    assert f"PID {os.getpid()}: host process" in text
+    assert f"PID {os.getpid()} (host process, 300 MB)" in text
     row = re.search(r'<tr id="row-ai-clip".*?</tr>', html, re.S)
     assert row is not None
     assert "1.5 GB on GPU 1" in " ".join(re.sub(r"<[^>]+>", " ", row.group(0)).split())
