@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from devices.models import GpuDevice
+from devices.models import GpuDevice, ServiceVramPeak
 
 
 @admin.register(GpuDevice)
@@ -10,6 +10,7 @@ class GpuDeviceAdmin(admin.ModelAdmin):
         "name",
         "vram_total_mb",
         "vram_available_mb",
+        "vram_reserved_mb",
         "compute_capability",
         "present",
         "last_seen_at",
@@ -18,3 +19,12 @@ class GpuDeviceAdmin(admin.ModelAdmin):
     search_fields = ("name", "uuid")
     readonly_fields = ("id", "created_at", "updated_at", "last_seen_at")
     ordering = ("gpu_index",)
+
+
+@admin.register(ServiceVramPeak)
+class ServiceVramPeakAdmin(admin.ModelAdmin):
+    """The measured peaks behind the suggested estimates; delete a row to forget a peak."""
+
+    list_display = ("service", "peak_mb", "gpu_uuid", "measured_at")
+    search_fields = ("service",)
+    ordering = ("service",)

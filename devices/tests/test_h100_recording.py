@@ -7,6 +7,7 @@ executable printing the recorded output. The two must agree on used VRAM for the
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,3 +245,22 @@ def test_a_process_with_compute_and_graphics_contexts_counts_once(fake_nvml: Fak
     ]
     assert scan.gpus[0].vram_used_mb == 3700
     assert scan.gpus[0].vram_reserved_mb == 300
+
+
+@pytest.mark.django_db
+def test_detect_gpus_prints_the_driver_reserve(
+    fake_nvml: FakeNvml, settings: Any, bin_dir: Path
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.GPUCONFIG_SIMULATED_GPUS = None
+    add_h100(fake_nvml, {"v1": IDLE_V1, "v2": IDLE_V2})
+    out = StringIO()
+
+    call_command("detect_gpus", stdout=out)
+
+    header, row = out.getvalue().splitlines()[1:3]
+    assert re.search(r"VRAM used MB +Reserved MB +Compute", header), header
+    assert row.split()[5:8] == ["81,559", "0", "480"]

@@ -25,7 +25,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Source: {sample.source}")
         if sample.message:
             self.stdout.write(sample.message)
-        rows = [("GPU", "Name", "VRAM total MB", "VRAM used MB", "Compute", "UUID")]
+        rows = [("GPU", "Name", "VRAM total MB", "VRAM used MB", "Reserved MB", "Compute", "UUID")]
         for r in sample.readings:
             rows.append(
                 (
@@ -33,6 +33,8 @@ class Command(BaseCommand):
                     r.name,
                     _mb(r.vram_total_mb),
                     _mb(r.vram_used_mb),
+                    # The driver's own reserve: neither used nor free (NVML memory info v2).
+                    _mb(r.vram_reserved_mb),
                     r.compute_capability or "-",
                     r.uuid or "-",
                 )
@@ -44,6 +46,7 @@ class Command(BaseCommand):
                     f"{d.name} (DISAPPEARED)",
                     _mb(d.vram_total_mb),
                     "-",
+                    _mb(d.vram_reserved_mb),
                     "-",
                     d.uuid,
                 )
