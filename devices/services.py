@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from devices import detection
@@ -98,7 +98,12 @@ def _take_sample(previous: Sample | None) -> Sample:
         unmeasured_uuids=found.unmeasured_uuids,
     )
     if attributed:
-        _record_peaks(attributed)
+        try:
+            _record_peaks(attributed)
+        except DatabaseError as exc:
+            # The peaks serve suggested estimates later; the readings must not wait for them.
+            logger.warning("could not store measured VRAM peaks: %s", exc)
+            _sampler.peaks = None
     return sample
 
 

@@ -316,3 +316,22 @@ def test_a_move_fits_when_the_services_leaving_the_target_free_enough() -> None:
 )
 def test_suggestion_rounds_the_peak_up_to_100_mb(peak: int | None, suggested: int | None) -> None:
     assert suggest(peak) == suggested
+
+
+def test_a_database_failure_while_storing_peaks_does_not_lose_the_sample(
+    measured: tuple[FakeGpu, FakeGpu, Listing], monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    from django.db import OperationalError
+
+    _, a400, _ = measured
+    a400.compute_processes = [(CLIP_PID, 1100 * MIB)]
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(ServiceVramPeak.objects, "filter", refuse)
+    sample = services.gpu_sample()
+
+    assert sample.error == ""
+    assert [p.process.used_mb for p in sample.processes or ()] == [1100]
+    assert "could not store measured VRAM peaks: the database is restarting" in caplog.text
