@@ -184,4 +184,33 @@ def demo_down(*, data_dir: Path) -> None:
         result = podman.run_command(argv, env=env, timeout_s=60)
         if not result.ok:
             logger.warning("%s failed: %s", " ".join(argv[:3]), result.output[-400:])
+    # podman-compose created the project's network ("gpuconfig-demo_default") and labels it
+    # with the project, as it does the containers: remove it too, or every demo leaves one.
+    for network in _project_networks(env):
+        result = podman.run_command(
+            ("podman", "network", "rm", "-f", network), env=env, timeout_s=60
+        )
+        if not result.ok:
+            logger.warning("podman network rm %s failed: %s", network, result.output[-400:])
     CDI_SPEC_PATH.unlink(missing_ok=True)
+
+
+def _project_networks(env: Mapping[str, str]) -> list[str]:
+    """The networks podman-compose created for the demo project (by its project label)."""
+    listed = podman.run_command(
+        (
+            "podman",
+            "network",
+            "ls",
+            "--filter",
+            f"label={podman.PROJECT_LABEL}={DEMO_PROJECT}",
+            "--format",
+            "{{.Name}}",
+        ),
+        env=env,
+        timeout_s=60,
+    )
+    if not listed.ok:
+        logger.warning("cannot list the demo networks: %s", listed.output[-400:])
+        return []
+    return [name for name in listed.output.split() if name.startswith(DEMO_PROJECT)]
