@@ -143,9 +143,10 @@ def _record_peaks(processes: tuple[AttributedProcess, ...]) -> None:
             peak_mb=total, gpu_uuid=gpu_uuid, measured_at=timezone.now()
         )
         if not updated:
-            ServiceVramPeak.objects.get_or_create(
+            row, _ = ServiceVramPeak.objects.get_or_create(
                 service=service, defaults={"peak_mb": total, "gpu_uuid": gpu_uuid}
             )
+            total = max(total, row.peak_mb)  # another process stored a higher one
         _sampler.peaks[service] = total
 
 
