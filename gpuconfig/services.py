@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from gpuconfig import selectors
@@ -172,6 +172,43 @@ def _store_version(
     )
 
 
+# PostgreSQL advisory lock that configuration writes take turns on ("gpuc").
+CONFIG_WRITE_LOCK_KEY = 0x67707563
+
+
+@contextmanager
+def configuration_write_turn() -> Iterator[None]:
+    """Saves, restores and the start of a rollback take turns, across processes.
+
+    A save that names no version has nothing to conflict with: it waits for the one before it
+    and plans on what that one saved, instead of failing on the version number both wanted.
+    The turn is a session-level advisory lock, so it also covers putting the file back after a
+    failed commit. SQLite needs none: its IMMEDIATE transactions already admit one writer.
+    """
+    held = getattr(connection, "gpuconfig_write_turns", 0)
+    if connection.vendor != "postgresql" or held:
+        # SQLite, or already our turn (a rollback restoring a version): nothing to take.
+        connection.gpuconfig_write_turns = held + 1  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            connection.gpuconfig_write_turns = held  # type: ignore[attr-defined]
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [CONFIG_WRITE_LOCK_KEY])
+    connection.gpuconfig_write_turns = 1  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        connection.gpuconfig_write_turns = 0  # type: ignore[attr-defined]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [CONFIG_WRITE_LOCK_KEY])
+        except DatabaseError:
+            # The connection broke (the server then drops the lock with the session).
+            logger.exception("could not release the configuration write lock")
+
+
 @contextmanager
 def _saving_with_file() -> Iterator[Callable[[ConfigVersion, Configuration], None]]:
     """A transaction whose last step writes ``gpu-assignments.yml``.
@@ -180,7 +217,7 @@ def _saving_with_file() -> Iterator[Callable[[ConfigVersion, Configuration], Non
     written (the commit itself included), the previous file is put back.
     """
     path = Path(settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
-    previous_text = _read_or_none(path)
+    previous_text: str | None = None
     written = False
 
     def write(version: ConfigVersion, configuration: Configuration) -> None:
@@ -200,12 +237,15 @@ def _saving_with_file() -> Iterator[Callable[[ConfigVersion, Configuration], Non
             ) from exc
         written = True
 
-    try:
-        with transaction.atomic():
-            yield write
-    except BaseException:
-        _restore(path, previous_text, written)
-        raise
+    with configuration_write_turn():
+        try:
+            with transaction.atomic():
+                # Read in our turn: a save that waited puts back what the one before it wrote.
+                previous_text = _read_or_none(path)
+                yield write
+        except BaseException:
+            _restore(path, previous_text, written)
+            raise
 
 
 def gpu_config_restore(

@@ -22,7 +22,7 @@ from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
-from gpuconfig.services import gpu_config_restore, saving_user
+from gpuconfig.services import configuration_write_turn, gpu_config_restore, saving_user
 from orchestration import podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
@@ -139,13 +139,15 @@ def apply_run_start(
     target = config_selectors.latest_version()
     if target is None:
         raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
-    return _start_run(
-        kind=RunKind.APPLY,
-        target=target,
-        previous=config_selectors.latest_applied_version(),
-        user=user,
-        enqueue=enqueue,
-    )
+    # In turn with rollbacks, which restore a version and start their run as one step.
+    with configuration_write_turn():
+        return _start_run(
+            kind=RunKind.APPLY,
+            target=target,
+            previous=config_selectors.latest_applied_version(),
+            user=user,
+            enqueue=enqueue,
+        )
 
 
 def rollback_run_start(
@@ -157,6 +159,17 @@ def rollback_run_start(
     the database, gpu-assignments.yml and the override keep telling the same story.
     """
     _preflight()
+    with configuration_write_turn():
+        # In turn: of rollbacks pressed at once, the first restores and starts its run; the
+        # others find that run here, before restoring anything, and are refused (409).
+        if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
+            raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
+        return _rollback_run_start(user=user, enqueue=enqueue)
+
+
+def _rollback_run_start(
+    *, user: AbstractBaseUser | AnonymousUser | None, enqueue: bool
+) -> ApplyRun:
     current = config_selectors.latest_applied_version()
     if current is None:
         raise ApplyRefused("Nothing has been applied yet, so there is nothing to roll back.", 400)

@@ -36,13 +36,15 @@ PAGE = "/settings/gpu/"
 HX = {"HX-Request": "true"}
 # Most queries any of these requests may take (5 or 40 services alike). The page's answers
 # (htmx_*) also render the fragments they refresh, so their figures follow the page.
+# Each configuration write takes its turn (gpuconfig.services.configuration_write_turn): two
+# queries, the advisory lock and its release; a rollback also checks for an active run in it.
 MAX_QUERIES = {
-    "api_put": 18,
-    "htmx_save": 32,
-    "api_apply": 10,
-    "api_rollback": 21,
-    "htmx_apply": 43,
-    "htmx_rollback": 39,
+    "api_put": 18 + 2,
+    "htmx_save": 32 + 2,
+    "api_apply": 10 + 2,
+    "api_rollback": 21 + 3,
+    "htmx_apply": 43 + 4,  # a save, then the apply: two turns
+    "htmx_rollback": 39 + 3,
 }
 # How many times each request may run a strategy: a save plans once, the rest never.
 PLANS = {"api_put": 1, "htmx_save": 1, "htmx_apply": 1}
