@@ -170,13 +170,16 @@ class StrategyOption:
     checked: bool
 
 
-def strategy_options(selected: StrategyName) -> list[StrategyOption]:
+def strategy_options(
+    selected: StrategyName, recommended: StrategyName = RECOMMENDED_STRATEGY
+) -> list[StrategyOption]:
+    """The strategy radio buttons; ``recommended`` from selectors.recommended_strategy."""
     return [
         StrategyOption(
             value=s.value,
             label=STRATEGY_LABELS[s],
             description=STRATEGY_DESCRIPTIONS[s],
-            recommended=s == RECOMMENDED_STRATEGY,
+            recommended=s == recommended,
             checked=s == selected,
         )
         for s in StrategyName
@@ -372,13 +375,8 @@ class SystemSettingsForm(forms.Form):
         label=SPECS[STRATEGY_KEY].label,
         help_text="The strategy GPU Configuration starts with until a configuration is saved; "
         "after that, the saved configuration's strategy is the one in force.",
-        choices=[
-            (
-                s.value,
-                STRATEGY_LABELS[s] + (" (Recommended)" if s == RECOMMENDED_STRATEGY else ""),
-            )
-            for s in StrategyName
-        ],
+        # No "Recommended" mark here: GPU Configuration computes it for the hardware at hand.
+        choices=[(s.value, STRATEGY_LABELS[s]) for s in StrategyName],
     )
     # The inputs carry the bounds validate_setting enforces (INPUT_BOUNDS; a test keeps them
     # equal), so browsers offer the right range; the server still checks and explains.

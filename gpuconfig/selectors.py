@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -10,9 +12,18 @@ from django.db.models import QuerySet
 from devices.models import GpuDevice
 from devices.services import gpu_sample
 from devices.vram import planning_capacity_mb
-from gpuconfig.domain import Configuration, Gpu
+from gpuconfig.domain import (
+    RECOMMENDED_STRATEGY,
+    Configuration,
+    Gpu,
+    Plan,
+    ServiceRequest,
+    StrategyName,
+    demand_mb,
+)
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.registry import RegistryError, load_registry
+from gpuconfig.strategies import StrategyError, plan
 from gpuconfig.system_settings import SystemConfig, system_config_from_rows
 
 
@@ -80,6 +91,53 @@ def latest_version() -> ConfigVersion | None:
 def latest_applied_version() -> ConfigVersion | None:
     # By when it was applied, not by number: a rollback applies an older configuration.
     return ConfigVersion.objects.filter(applied_at__isnull=False).order_by("-applied_at").first()
+
+
+# Ties go to the design's recommendation first, then in this order.
+RECOMMENDATION_ORDER = (
+    RECOMMENDED_STRATEGY,
+    *(
+        s
+        for s in (
+            StrategyName.VRAM_BASED,
+            StrategyName.LATENCY_OPTIMIZED,
+            StrategyName.BALANCED,
+            StrategyName.ISOLATION_FIRST,
+        )
+        if s != RECOMMENDED_STRATEGY
+    ),
+)
+
+
+def recommended_strategy(gpus: Sequence[Gpu], requests: Sequence[ServiceRequest]) -> StrategyName:
+    """The automatic strategy whose own plan fits best on these GPUs.
+
+    Each strategy plans from scratch (pins left out, as when the user switches to it); the
+    fewest services over capacity wins, then the fewest MB over capacity, then the order of
+    RECOMMENDATION_ORDER. Without a plan to compare (no GPU), the design's recommendation.
+    """
+    fresh = [replace(r, pinned_gpu=None) for r in requests]
+    best: tuple[tuple[int, int, int], StrategyName] | None = None
+    for preference, strategy in enumerate(RECOMMENDATION_ORDER):
+        try:
+            result = plan(
+                strategy, gpus, fresh, time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS
+            )
+        except StrategyError:
+            continue
+        score = (len(result.over_capacity), _overflow_mb(result, gpus, fresh), preference)
+        if best is None or score < best[0]:
+            best = (score, strategy)
+    return best[1] if best else RECOMMENDED_STRATEGY
+
+
+def _overflow_mb(result: Plan, gpus: Sequence[Gpu], requests: Sequence[ServiceRequest]) -> int:
+    """MB planned beyond capacity, summed over the present GPUs."""
+    load: dict[int, int] = {}
+    by_name = {r.service.name: r for r in requests}
+    for service, index in result.assignments.items():
+        load[index] = load.get(index, 0) + demand_mb(by_name[service])
+    return sum(max(0, load.get(g.index, 0) - g.vram_total_mb) for g in gpus if g.present)
 
 
 def rollback_target() -> ConfigVersion | None:

@@ -289,7 +289,9 @@ def _config_context(
         "can_edit": can_edit,
         "no_gpus": no_gpus,
         "controls_disabled": no_gpus or not can_edit,
-        "strategies": strategy_options(draft.strategy),
+        "strategies": strategy_options(
+            draft.strategy, selectors.recommended_strategy(draft.gpus, draft.requests)
+        ),
         "strategy_label": STRATEGY_LABELS[draft.strategy],
         "rows": assignment_rows(draft, errors=errors),
         "measured": measured_by_service(),  # the table's "Measured" column

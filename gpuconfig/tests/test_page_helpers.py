@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from gpuconfig import selectors
-from gpuconfig.domain import StrategyName
+from gpuconfig.domain import (
+    RECOMMENDED_STRATEGY,
+    Gpu,
+    Plan,
+    Service,
+    ServiceRequest,
+    StrategyName,
+)
 from gpuconfig.forms import INPUT_BOUNDS, SystemSettingsForm
+from gpuconfig.registry import load_registry
 from gpuconfig.services import gpu_config_restore, gpu_config_save
+from gpuconfig.strategies import plan
 from gpuconfig.system_settings import SettingError, validate_setting
 from gpuconfig.views import _step_progress
 from orchestration.models import StepStatus
@@ -74,3 +84,47 @@ def test_progress_while_one_command_recreates_every_service_then_each_is_checked
     assert (checking["steps_done"], checking["steps_total"]) == (1, 2)
     assert checking["steps_percent"] == 75
     assert _step_progress([], active=False)["steps_percent"] == 100
+
+
+# --- the Recommended mark ------------------------------------------------------------------
+
+A5500 = Gpu(0, "NVIDIA RTX A5500", 24564, compute_capability="8.6")
+A400 = Gpu(1, "NVIDIA RTX A400", 4094, compute_capability="8.6")
+AUTOMATIC = [s for s in StrategyName if s is not StrategyName.MANUAL]
+
+
+def _reference_requests() -> list[ServiceRequest]:
+    registry = load_registry(Path(__file__).resolve().parents[2] / "docker-compose.prod.yml")
+    return [ServiceRequest(service) for service in registry.services]
+
+
+def test_the_recommended_strategy_fits_at_least_as_well_as_any_other_on_the_reference_gpus():
+    requests = _reference_requests()
+    over = {s: len(plan(s, (A5500, A400), requests).over_capacity) for s in AUTOMATIC}
+    chosen = selectors.recommended_strategy((A5500, A400), requests)
+    assert chosen is not StrategyName.MANUAL
+    assert over[chosen] == min(over.values()), over
+
+
+def _plans(monkeypatch, over: dict[StrategyName, tuple[str, ...]], where: dict[str, int]):
+    def fake_plan(strategy, gpus, requests, **kwargs):
+        return Plan(assignments=dict(where), over_capacity=over[StrategyName(strategy)])
+
+    monkeypatch.setattr(selectors, "plan", fake_plan)
+
+
+def test_the_mark_goes_to_the_plan_with_fewest_services_over_capacity(monkeypatch):
+    requests = [ServiceRequest(Service("a", "m", 1000)), ServiceRequest(Service("b", "m", 1000))]
+    over = {s: ("a",) for s in AUTOMATIC} | {StrategyName.BALANCED: ()}
+    _plans(monkeypatch, over, {"a": 0, "b": 0})
+    assert selectors.recommended_strategy((A5500,), requests) is StrategyName.BALANCED
+
+
+def test_between_plans_that_fit_equally_the_designs_recommendation_wins(monkeypatch):
+    requests = [ServiceRequest(Service("a", "m", 1000))]
+    _plans(monkeypatch, {s: () for s in AUTOMATIC}, {"a": 0})
+    assert selectors.recommended_strategy((A5500,), requests) is RECOMMENDED_STRATEGY
+
+
+def test_without_gpus_the_designs_recommendation_stays():
+    assert selectors.recommended_strategy((), _reference_requests()) is RECOMMENDED_STRATEGY

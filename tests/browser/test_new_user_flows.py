@@ -120,6 +120,25 @@ def test_1_errors_render_in_place_with_debug_on(new_page, staff_user, settings):
     assert page.js_errors == []
 
 
+# --- 3. "Recommended" goes to a plan that fits ----------------------------------------------
+
+
+def test_3_the_recommended_strategy_fits_on_the_gpus_at_hand(new_page, staff_user):
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    marked = page.locator("label.strategy", has=page.locator(".badge", has_text="Recommended"))
+    expect(marked).to_have_count(1)
+    marked.locator("input[type=radio]").check()
+    expect(marked.locator("input[type=radio]")).to_be_checked()
+    value = marked.locator("input[type=radio]").get_attribute("value")
+    expect(page.locator("input[name=table_strategy]")).to_have_value(value or "")
+    # Its own plan keeps every GPU within capacity on the reference GPUs.
+    expect(page.locator("ul.planned li")).to_have_count(2)
+    expect(page.locator("ul.planned")).not_to_contain_text("Over capacity")
+    expect(page.locator("#warnings")).not_to_contain_text("could not be placed")
+    assert page.js_errors == []
+
+
 # --- 7. no rollback button when there is nothing to roll back to ----------------------------
 
 
