@@ -271,6 +271,15 @@ CELERY_TASK_IGNORE_RESULT = True  # state lives in ApplyRun rows, not in a resul
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
+# Celery beat (bin/run's worker -B; the stack's worker, deploy/entrypoint.sh): runs whose
+# worker died are marked interrupted here, not inside page and API reads. Twice per stale
+# interval, so a dead run is reported within 1.5 x GPUCONFIG_STALE_RUN_SECONDS.
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-apply-runs": {
+        "task": "orchestration.reap_stale_runs",
+        "schedule": max(5, envint("GPUCONFIG_STALE_RUN_SECONDS", 60, minimum=5) // 2),
+    }
+}
 
 # --- GPU Config itself -------------------------------------------------------------------
 _simulated = envstr("GPUCONFIG_SIMULATED_GPUS", "")

@@ -68,7 +68,6 @@ from orchestration.selectors import apply_status
 from orchestration.services import (
     ApplyRefused,
     apply_run_start,
-    apply_runs_reap_stale,
     rollback_run_start,
 )
 
@@ -331,8 +330,8 @@ def _unsaved(draft: Draft, saved: ConfigVersion | None) -> bool:
 
 def _status_context(request: HtmxHttpRequest, *, was_active: bool = False) -> dict[str, Any]:
     """Apply progress and the containers now; polled while a run is active."""
-    # Reading the status is where a dead worker is noticed (as in the status API).
-    apply_runs_reap_stale()
+    # Reads do not write: a run whose worker died is marked interrupted by the periodic
+    # task orchestration.reap_stale_runs (Celery beat), within GPUCONFIG_STALE_RUN_SECONDS.
     status = apply_status()
     run = status["run"]
     active = bool(run and run["active"])

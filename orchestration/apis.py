@@ -16,7 +16,6 @@ from orchestration.selectors import apply_status
 from orchestration.services import (
     ApplyRefused,
     apply_run_start,
-    apply_runs_reap_stale,
     rollback_run_start,
 )
 
@@ -96,8 +95,7 @@ class StatusApi(APIView):
         responses={200: _status, 400: _error, 404: _error},
     )
     def get(self, request: Request) -> Response:
-        # Reading the status is where a dead worker is noticed: the UI polls it.
-        apply_runs_reap_stale()
+        # Reads do not write: stale runs are reaped by the periodic task (orchestration.tasks).
         raw = request.query_params.get("run")
         run_id = None
         if raw:

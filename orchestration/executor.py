@@ -302,9 +302,18 @@ def _succeed(context: ApplyContext) -> None:
 def roll_back(context: ApplyContext, error: str) -> str:
     """Put the previous override back, recreate the same services from it and check them."""
     run = context.run
-    ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+    claimed = ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
         status=RunStatus.ROLLING_BACK, error=error, heartbeat_at=timezone.now()
     )
+    if not claimed:
+        # The run was marked interrupted meanwhile (its heartbeat looked stale): its slot may
+        # already belong to a new Apply, whose override and containers this must not touch.
+        status = ApplyRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+        logger.error(
+            "apply run %s failed (%s) but is %s now: not rolling back", run.pk, error, status
+        )
+        context.say(f"failed: {error}; the run is {status} now, so nothing is rolled back")
+        return str(status)
     context.say(f"failed: {error}; rolling back")
     failed_steps = dict(
         ServiceStep.objects.filter(run=run, status=StepStatus.FAILED).values_list(
@@ -315,14 +324,14 @@ def roll_back(context: ApplyContext, error: str) -> str:
         _restore_previous(context)
     except Exception as exc:
         logger.error("ROLLBACK FAILED for apply run %s: %s (after: %s)", run.pk, exc, error)
-        ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
+        moved = ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
             status=RunStatus.ROLLBACK_FAILED,
             finished_at=timezone.now(),
             error=f"{error}\nROLLBACK FAILED: {exc}. Containers may be in between versions; "
             "check them with podman ps and apply again.",
         )
         context.say(f"ROLLBACK FAILED: {exc}")
-        return RunStatus.ROLLBACK_FAILED
+        return RunStatus.ROLLBACK_FAILED if moved else _lost(run.pk)
     for name in context.services:
         reason = failed_steps.get(name, "")
         context.set_step(
@@ -330,11 +339,21 @@ def roll_back(context: ApplyContext, error: str) -> str:
             StepStatus.ROLLED_BACK,
             f"restored previous container ({reason})" if reason else "restored previous container",
         )
-    ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
+    moved = ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
         status=RunStatus.ROLLED_BACK, finished_at=timezone.now()
     )
+    if not moved:
+        return _lost(run.pk)
     context.say("rolled back to the previous configuration")
     return RunStatus.ROLLED_BACK
+
+
+def _lost(run_id: Any) -> str:
+    """The run was marked interrupted while it rolled back: that state stands (its error
+    already says the containers may be between versions); say so in the log."""
+    status = ApplyRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    logger.error("apply run %s was marked %s while it rolled back", run_id, status)
+    return str(status)
 
 
 def _restore_previous(context: ApplyContext) -> None:

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from orchestration.executor import apply_run_execute
+from orchestration.services import apply_runs_reap_stale
 
 # Worst case: forward and rollback each run compose up and wait for health checks.
 _SOFT_LIMIT = (
@@ -23,3 +24,9 @@ _SOFT_LIMIT = (
 def apply_run_task(run_id: str) -> str | None:
     """Carry out one apply run. Redelivery is harmless: only a queued run is taken."""
     return apply_run_execute(run_id)
+
+
+@shared_task(name="orchestration.reap_stale_runs", ignore_result=True)
+def reap_stale_runs_task() -> list[str]:
+    """Mark runs whose worker died as interrupted (Celery beat, see CELERY_BEAT_SCHEDULE)."""
+    return [str(pk) for pk in apply_runs_reap_stale()]

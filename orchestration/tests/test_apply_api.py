@@ -14,6 +14,7 @@ from devices.services import gpu_inventory_rescan
 from gpuconfig.models import ConfigVersion
 from orchestration.models import ApplyRun, RunStatus
 from orchestration.services import forget_probe
+from orchestration.tasks import reap_stale_runs_task
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +144,9 @@ def test_a_run_with_a_stale_heartbeat_is_reported_interrupted(member_api, settin
     old = timezone.now() - timedelta(seconds=31)
     run = _run(RunStatus.RUNNING, heartbeat_at=old, started_at=old)
 
+    # Reading the status writes nothing (issue 12): the periodic task marks the run.
+    assert member_api.get(STATUS, {"run": str(run.pk)}).json()["run"]["status"] == "running"
+    assert reap_stale_runs_task() == [str(run.pk)]
     body = member_api.get(STATUS, {"run": str(run.pk)}).json()
 
     assert body["run"]["status"] == "interrupted"
@@ -153,12 +157,14 @@ def test_a_run_with_a_stale_heartbeat_is_reported_interrupted(member_api, settin
 def test_a_running_run_with_a_fresh_heartbeat_is_left_alone(member_api, settings):
     settings.GPUCONFIG_STALE_RUN_SECONDS = 30
     run = _run(RunStatus.RUNNING, heartbeat_at=timezone.now())
+    assert reap_stale_runs_task() == []
     assert member_api.get(STATUS, {"run": str(run.pk)}).json()["run"]["status"] == "running"
 
 
 def test_a_queued_run_no_worker_took_is_reported(member_api, settings):
     settings.GPUCONFIG_STALE_RUN_SECONDS = 30
     run = _run(RunStatus.QUEUED, created_at=timezone.now() - timedelta(minutes=5))
+    reap_stale_runs_task()
     body = member_api.get(STATUS).json()
     assert body["run"]["id"] == str(run.pk)
     assert body["run"]["status"] == "interrupted"

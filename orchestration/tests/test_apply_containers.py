@@ -24,6 +24,7 @@ from devices.services import gpu_inventory_rescan
 from orchestration import podman
 from orchestration.models import ApplyRun
 from orchestration.services import forget_probe
+from orchestration.tasks import reap_stale_runs_task
 from orchestration.tests.containers import ComposeProject, standin_compose
 from orchestration.worker_process import CeleryWorker, start_worker
 
@@ -286,6 +287,7 @@ def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_
             "running"
         ), "a fresh heartbeat is not yet stale"
         time.sleep(6)
+        reap_stale_runs_task()  # what Celery beat runs (reads do not write)
         body = staff_api.get("/api/system/gpu-config/status").json()
     finally:
         worker.kill()
