@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -30,3 +33,23 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_or_none(path: Path) -> str | None:
+    """The file's text, or None when there is none (or it cannot be read)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def put_back(path: Path, previous_text: str | None) -> None:
+    """Restore a file written by a transaction that then did not commit: its previous text,
+    or no file when there was none. Logged, never raised: the caller is already failing."""
+    try:
+        if previous_text is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, previous_text)
+    except OSError:
+        logger.exception("could not restore %s after a failed save", path)

@@ -29,7 +29,7 @@ from gpuconfig.drafts import (
     gpu_config_draft,
     validate_changes,
 )
-from gpuconfig.files import write_atomic
+from gpuconfig.files import put_back, read_or_none, write_atomic
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.system_settings import SPECS, STRATEGY_KEY, validate_setting
 
@@ -241,10 +241,11 @@ def _saving_with_file() -> Iterator[Callable[[ConfigVersion, Configuration], Non
         try:
             with transaction.atomic():
                 # Read in our turn: a save that waited puts back what the one before it wrote.
-                previous_text = _read_or_none(path)
+                previous_text = read_or_none(path)
                 yield write
         except BaseException:
-            _restore(path, previous_text, written)
+            if written:
+                put_back(path, previous_text)
             raise
 
 
@@ -277,26 +278,6 @@ def gpu_config_restore(
 def saving_user(user: AbstractBaseUser | AnonymousUser | None) -> User | None:
     """The user to record as author, or None for the command line and anonymous callers."""
     return user if isinstance(user, User) else None
-
-
-def _read_or_none(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-
-
-def _restore(path: Path, previous_text: str | None, file_written: bool) -> None:
-    """Put the inspection file back when the database did not commit after it was written."""
-    if not file_written:
-        return
-    try:
-        if previous_text is None:
-            path.unlink(missing_ok=True)
-        else:
-            write_atomic(path, previous_text)
-    except OSError:
-        logger.exception("could not restore %s after a failed save", path)
 
 
 def system_settings_update(*, values: Mapping[str, Any]) -> list[str]:
