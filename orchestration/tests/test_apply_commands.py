@@ -130,3 +130,38 @@ def test_podman_output_keeps_its_head_and_its_tail():
     assert trimmed.startswith("first error\n") and trimmed.endswith("\nlast line")
     assert f"[... {len(text) - 6000} characters cut ...]" in trimmed
     assert podman._trim("short") == "short"
+
+
+def test_the_page_shows_each_command_and_opens_the_one_that_failed(staff_user, monkeypatch):
+    from django.test import Client
+
+    from orchestration import selectors
+
+    monkeypatch.setattr(
+        selectors,
+        "container_health",
+        lambda: {"available": True, "unavailable_reason": "", "containers": {}, "summary": ""},
+    )
+    run = _run()
+    ApplyRun.objects.filter(pk=run.pk).update(status=RunStatus.ROLLED_BACK)
+    for argv, code, output in [
+        (["podman-compose", "up", "-d", "ai-clip"], 125, "Error: unresolvable CDI devices"),
+        (["podman-compose", "up", "-d", "ai-clip"], 0, "ai-clip started"),
+    ]:
+        ApplyCommand.objects.create(
+            run=run,
+            argv=argv,
+            exit_code=code,
+            started_at=timezone.now(),
+            duration_s=1.25,
+            output=output,
+        )
+    client = Client()
+    client.force_login(staff_user)
+
+    html = client.get("/settings/gpu/", {"part": "apply-status"}, headers={"HX-Request": "true"})
+
+    text = html.content.decode()
+    assert "<details open><summary>Command 1: exit 125 after 1.2 s</summary>" in text
+    assert "<details><summary>Command 2: exit 0 after 1.2 s</summary>" in text
+    assert "$ podman-compose up -d ai-clip</code>\nError: unresolvable CDI devices" in text
