@@ -165,3 +165,22 @@ def test_the_page_shows_each_command_and_opens_the_one_that_failed(staff_user, m
     assert "<details open><summary>Command 1: exit 125 after 1.2 s</summary>" in text
     assert "<details><summary>Command 2: exit 0 after 1.2 s</summary>" in text
     assert "$ podman-compose up -d ai-clip</code>\nError: unresolvable CDI devices" in text
+
+
+def test_the_admin_shows_a_runs_commands_read_only(admin_client):
+    run = _run()
+    ApplyCommand.objects.create(
+        run=run,
+        argv=["podman-compose", "up", "-d", "ai clip"],
+        exit_code=0,
+        started_at=timezone.now(),
+        duration_s=0.5,
+        output="done",
+    )
+
+    html = admin_client.get(f"/admin/orchestration/applyrun/{run.pk}/change/").content.decode()
+
+    assert "podman-compose up -d &#x27;ai clip&#x27;" in html
+    assert "exit 0 after 0.5 s" in html
+    assert 'name="commands-0-output"' not in html, "no editable field"
+    assert 'name="commands-MAX_NUM_FORMS" value="0"' in html, "no row can be added"
