@@ -121,7 +121,9 @@ def _assert_database_and_file_agree() -> None:
             assert entry.service not in document["assignments"]
 
 
-def test_any_body_put_answers_success_or_4xx_and_the_files_agree(staff_api, capsys):
+def test_any_body_put_answers_success_or_4xx_and_the_files_agree(
+    staff_api: Any, capsys: Any
+) -> None:
     statuses: Counter[int] = Counter()
 
     @given(body=bodies)
@@ -148,7 +150,9 @@ def test_any_body_put_answers_success_or_4xx_and_the_files_agree(staff_api, caps
     assert statuses[200] > 0, "some generated bodies must be valid saves"
 
 
-def test_any_body_preview_answers_success_or_4xx_and_writes_nothing(member_api, capsys):
+def test_any_body_preview_answers_success_or_4xx_and_writes_nothing(
+    member_api: Any, capsys: Any
+) -> None:
     statuses: Counter[int] = Counter()
 
     @given(body=bodies)

@@ -57,7 +57,7 @@ def test_a_failed_run_already_marked_interrupted_does_not_roll_back(db: Any) -> 
 
 def test_stale_runs_are_reaped_by_a_periodic_task_in_the_beat_schedule() -> None:
     celery_app.loader.import_default_modules()
-    schedule = django_settings.CELERY_BEAT_SCHEDULE["reap-stale-apply-runs"]
+    schedule: dict[str, Any] = django_settings.CELERY_BEAT_SCHEDULE["reap-stale-apply-runs"]
     assert schedule["task"] == "orchestration.reap_stale_runs"
     assert schedule["task"] in celery_app.tasks
     assert schedule["schedule"] <= django_settings.GPUCONFIG_STALE_RUN_SECONDS
