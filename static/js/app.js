@@ -70,6 +70,16 @@
     else pressed = "";
   });
 
+  // Only a button press is an action. htmx sends the form's last clicked or focused button
+  // with every later request of that form (its lastButtonClicked), so without this a change
+  // made while focus was still on Apply would post action=apply: a revalidation only.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var trigger = event.detail.triggeringEvent;
+    if (event.detail.elt && event.detail.elt.id === "gpu-form" && (!trigger || trigger.type !== "submit")) {
+      event.detail.parameters.delete("action");
+    }
+  });
+
   // A button marked aria-disabled (Apply while a run is active) keeps its focus but does
   // nothing; the server would refuse the request anyway.
   document.addEventListener("click", function (event) {

@@ -192,6 +192,12 @@ def test_10_focus_stays_on_the_pressed_button_and_results_are_announced(
     expect(page.locator("#gpu-form .notice.error")).to_contain_text("Cannot apply")
     expect(apply).to_be_focused()
     expect(announcer).to_contain_text("Cannot apply")
+
+    # With focus still on Apply, a change elsewhere re-validates the form; it never applies.
+    with page.expect_request(lambda r: r.method == "POST") as changed:
+        page.locator("#gpu-ai-clip").select_option("off")
+    assert "action=apply" not in (changed.value.post_data or ""), changed.value.post_data
+    expect(page.locator("#gpu-form .notice.error")).to_have_count(0)
     assert page.js_errors == []
 
 
