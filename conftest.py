@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from devices.services import reset_sampler
+from orchestration.selectors import reset_container_health_cache
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_GPUS = ROOT / "devices" / "simulated" / "reference-gpus.json"
@@ -49,8 +50,10 @@ def _reference_setup(settings, tmp_path: Path) -> Iterator[None]:
     settings.GPUCONFIG_COMPOSE_FILE = compose
     settings.GPUCONFIG_OUTPUT_DIR = compose.parent / "config"
     reset_sampler()
+    reset_container_health_cache()
     yield
     reset_sampler()
+    reset_container_health_cache()
 
 
 @pytest.fixture

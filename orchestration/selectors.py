@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
+import time
 import uuid
+from collections.abc import Hashable
 from typing import Any
 
 from django.conf import settings
@@ -119,8 +123,43 @@ def container_health() -> dict[str, Any]:
     }
 
 
+# Container state for status reads, shared by every request of this process: podman runs at
+# most once per GPUCONFIG_SAMPLE_SECONDS on this read path (50 clients polling the status would
+# otherwise spawn 50 `podman ps` a second), and callers that arrive during a read wait for it
+# instead of starting their own. A change of the run's state reads again at once, so the
+# status that reports a finished run also shows the containers it left.
+_health_lock = threading.Lock()
+_health_cache: tuple[float, Hashable, dict[str, Any]] | None = None
+
+
+def reset_container_health_cache() -> None:
+    global _health_cache
+    with _health_lock:
+        _health_cache = None
+
+
+def _shared_container_health(key: Hashable) -> dict[str, Any]:
+    global _health_cache
+    with _health_lock:
+        cached = _health_cache
+        if (
+            cached is not None
+            and cached[1] == key
+            and time.monotonic() - cached[0] < settings.GPUCONFIG_SAMPLE_SECONDS
+        ):
+            return copy.deepcopy(cached[2])
+        body = container_health()
+        _health_cache = (time.monotonic(), key, body)
+        return copy.deepcopy(body)
+
+
 def apply_status(run_id: uuid.UUID | None = None) -> dict[str, Any]:
     """The run asked for (or the latest), plus the health of every managed container now."""
     runs = ApplyRun.objects.select_related("version", "previous_version", "requested_by")
     run = runs.filter(pk=run_id).first() if run_id else runs.order_by("-created_at").first()
-    return {"run": run_body(run) if run else None, **container_health()}
+    key = (
+        str(settings.GPUCONFIG_COMPOSE_FILE),
+        settings.GPUCONFIG_COMPOSE_PROJECT,
+        (run.pk, run.status) if run else None,
+    )
+    return {"run": run_body(run) if run else None, **_shared_container_health(key)}
