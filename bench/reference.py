@@ -16,9 +16,11 @@ __all__ = [
     "Harm",
     "brute_force_least_harm",
     "brute_force_min_max",
+    "cpsat_fits_within",
     "cpsat_least_harm",
     "feasible",
     "lower_bound",
+    "lower_bound_with_pins",
 ]
 
 
@@ -35,6 +37,9 @@ class Harm:
     unfit_mb: int
     max_utilization: Fraction
     proven: bool = True
+    # No placement with as few services left out does better (CP-SAT's bound when it ran
+    # out of time; equal to `max_utilization` when proven).
+    lower_bound: Fraction | None = None
 
     def key(self) -> tuple[int, int, Fraction]:
         """The lexicographic objective."""
@@ -87,9 +92,14 @@ def cpsat_least_harm(
     1. fewest services left out, 2. least MB left out, 3. the least highest utilization:
     CP-SAT minimises it in millionths, then the exact optimum is pinned down by asking
     for a placement strictly below the best value (load * D < N * capacity for N / D)
-    until there is none. `proven` is False when a stage ran out of `seconds`.
+    until there is none. `seconds` bounds all of it; `proven` is False when it ran out,
+    and `lower_bound` then holds CP-SAT's proven bound on the third stage.
     """
+    import time
+
     from ortools.sat.python import cp_model  # dev dependency, only here
+
+    deadline = time.perf_counter() + seconds
 
     gpu_count, n = len(caps), len(demands)
     base = list(fixed) if fixed is not None else [0] * gpu_count
@@ -115,7 +125,7 @@ def cpsat_least_harm(
     def solve(model: cp_model.CpModel) -> tuple[cp_model.CpSolver, bool]:
         nonlocal proven
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = seconds
+        solver.parameters.max_time_in_seconds = max(0.05, deadline - time.perf_counter())
         solver.parameters.num_workers = 1  # deterministic, and fair on a shared machine
         status = solver.solve(model)
         if status == cp_model.OPTIMAL:
@@ -137,7 +147,7 @@ def cpsat_least_harm(
     solver, _ = solve(model)
     unfit_mb = round(solver.objective_value)
     if not usable:
-        return Harm(unfit, unfit_mb, Fraction(0), proven)
+        return Harm(unfit, unfit_mb, Fraction(0), proven, Fraction(0))
 
     scale = 1_000_000
     model, x, out = model_with(unfit, unfit_mb)
@@ -156,14 +166,18 @@ def cpsat_least_harm(
         return max(Fraction(load, caps[g]) for load, g in zip(loads, usable, strict=True))
 
     best = value(solver, x)
+    # z >= utilization * scale, so the optimum exceeds (bound - 1) / scale.
+    bound = max(Fraction(0), Fraction(round(solver.best_objective_bound) - 1, scale))
     while True:
+        if time.perf_counter() >= deadline:
+            return Harm(unfit, unfit_mb, best, False, min(bound, best))
         model, x, out = model_with(unfit, unfit_mb)
         for j, g in enumerate(usable):
             load = base[g] + sum(demands[i] * x[i][j] for i in range(n))
             model.add(load * best.denominator <= best.numerator * caps[g] - 1)
         solver, found = solve(model)
         if not found:
-            return Harm(unfit, unfit_mb, best, proven)
+            return Harm(unfit, unfit_mb, best, proven, best if proven else min(bound, best))
         best = value(solver, x)
 
 
@@ -252,3 +266,76 @@ def lower_bound(caps: Sequence[int], demands: Sequence[int]) -> float:
         else:
             low = mid
     return low  # inadmissible, so the optimum lies above it
+
+
+def lower_bound_with_pins(
+    caps: Sequence[int], demands: Sequence[int], fixed: Sequence[int]
+) -> float:
+    """`lower_bound` with pinned load: the least-harm optimum's bound when everything fits.
+
+    Only GPUs that their pins do not overload count (the others take nothing). At highest
+    utilization u a GPU has u * capacity - pinned MB of room; for every k, the services
+    too big for all but the k roomiest GPUs must fit, in total, into those k; and
+    u >= pinned / capacity everywhere. Monotone in u, bisected; one MB of slack per GPU
+    keeps float rounding from overstating it.
+    """
+    usable = [(c, f) for c, f in zip(caps, fixed, strict=True) if f <= c]
+    if not demands or not usable:
+        return max((f / c for c, f in usable), default=0.0)
+
+    def admissible(u: float) -> bool:
+        rooms = sorted((u * c - f + 1 for c, f in usable), reverse=True)
+        if rooms[-1] < 0:
+            return False
+        for k in range(1, len(rooms) + 1):
+            outside = rooms[k] if k < len(rooms) else 0.0
+            must_fit = sum(d for d in demands if d > outside)
+            if must_fit > sum(rooms[:k]):
+                return False
+        return True
+
+    low = max(f / c for c, f in usable)
+    high = 1.0
+    if admissible(low):
+        return low
+    for _ in range(60):
+        mid = (low + high) / 2
+        if admissible(mid):
+            high = mid
+        else:
+            low = mid
+    return low  # inadmissible, so the optimum lies above it
+
+
+def cpsat_fits_within(
+    caps: Sequence[int],
+    demands: Sequence[int],
+    fixed: Sequence[int],
+    target: Fraction,
+    *,
+    seconds: float = 10.0,
+) -> bool | None:
+    """Whether CP-SAT finds every service a GPU with utilization <= `target` everywhere.
+
+    GPUs that pinned load alone overloads are left out (they take nothing). True: found;
+    False: proven impossible (so the optimum exceeds `target`); None: out of time.
+    """
+    from ortools.sat.python import cp_model  # dev dependency, only here
+
+    usable = [g for g in range(len(caps)) if fixed[g] <= caps[g]]
+    model = cp_model.CpModel()
+    x = [[model.new_bool_var(f"x{i}_{g}") for g in usable] for i in range(len(demands))]
+    for row in x:
+        model.add_exactly_one(row)
+    for j, g in enumerate(usable):
+        room = target.numerator * caps[g] // target.denominator - fixed[g]
+        model.add(sum(d * x[i][j] for i, d in enumerate(demands)) <= room)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = seconds
+    solver.parameters.num_workers = 1
+    status = solver.solve(model)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return True
+    if status == cp_model.INFEASIBLE:
+        return False
+    return None

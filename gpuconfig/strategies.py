@@ -63,12 +63,13 @@ __all__ = [
 DEFAULT_TIME_BUDGET_MS = 250
 # The budget is spent in search nodes, not read off the clock, so that a plan does not
 # depend on how busy the machine is. Calibrated on a slow shared 2-core machine
-# (bench/bench_strategies.py): one node of the packing search costs 4-15 us there, so
-# this many nodes per millisecond keeps the worst case inside the budget.
-_NODES_PER_MS = 60
-# The clock only guards against a machine far slower than that: past this multiple of the
+# (bench/bench_strategies.py): one node of the packing search costs 5-20 us there,
+# depending on the instance and the load, so this many nodes per millisecond keeps the
+# worst case inside the budget.
+_NODES_PER_MS = 40
+# The clock only guards against a machine far slower than that: past this share of the
 # budget the search stops anyway (then, and only then, the plan may depend on timing).
-_DEADLINE_FACTOR = 3
+_DEADLINE_FACTOR = 0.9
 # Nodes the rule strategies' search in their own order of preference may take before the
 # plain packing search takes over (a share of the budget, so that one is left for it).
 _RULE_ORDER_SHARE = 0.3
@@ -77,6 +78,10 @@ _OVERFLOW_CANDIDATE_NODES = 2_000
 # Below this relative gap between the best plan and the bound, the search asks straight
 # away for any plan strictly better than the best; above it, it bisects the gap.
 _BISECT_MIN_GAP = 0.002
+# A bisection step may spend at most 1/_STEP_SHARE of what is left (at least
+# _MIN_STEP_NODES): a target that is hard to decide must not eat the whole budget.
+_STEP_SHARE = 3
+_MIN_STEP_NODES = 500
 # Per-service cap on local-search improvements; each one strictly improves the objective,
 # so this only guards against pathological slow convergence.
 _LOCAL_SEARCH_STEPS_PER_SERVICE = 50
@@ -607,6 +612,12 @@ def _pack(
     rest = [0] * (n + 1)
     for k in range(n - 1, -1, -1):
         rest[k] = rest[k + 1] + sizes[k]
+    # Cheap tries first: at loose targets spreading (worst fit) often succeeds where best
+    # fit's first path paints itself into a corner and the search thrashes below it.
+    for spread in (True,):
+        greedy = _greedy_pack(free, sizes, options, spread=spread)
+        if greedy is not None:
+            return _unsorted(greedy, order)
     room = list(free)
     choice = [0] * n
 
@@ -635,10 +646,38 @@ def _pack(
 
     if not place(0):
         return None
-    result = [0] * n
+    return _unsorted(choice, order)
+
+
+def _unsorted(choice: Sequence[int], order: Sequence[int]) -> list[int]:
+    """Back from largest-first order to the caller's order."""
+    result = [0] * len(order)
     for k, item in enumerate(order):
         result[item] = choice[k]
     return result
+
+
+def _greedy_pack(
+    free: Sequence[int],
+    sizes: Sequence[int],
+    options: Sequence[Sequence[int]] | None,
+    *,
+    spread: bool,
+) -> list[int] | None:
+    """Largest first onto the roomiest GPU (`spread`) or the tightest that fits; no search."""
+    room = list(free)
+    choice = []
+    for k, size in enumerate(sizes):
+        candidates = [p for p in (options[k] if options else range(len(room))) if room[p] >= size]
+        if not candidates:
+            return None
+        if spread:
+            p = min(candidates, key=lambda q: (-room[q], q))
+        else:
+            p = min(candidates, key=lambda q: (room[q], q))
+        room[p] -= size
+        choice.append(p)
+    return choice
 
 
 def _may_fit(
@@ -902,30 +941,40 @@ def _min_max(
     bound is wide, at t halfway between them (a placement lowers the best, a proof that
     none exists raises the bound); once it is narrow, strictly below the best plan's value
     (a proof that none exists proves that plan optimal). Targets are exact fractions, so
-    the proof is exact. Stops with the best so far when the budget runs out.
+    the proof is exact. A step that cannot decide within its share of the budget moves
+    the next target up. Stops with the best so far when the budget runs out.
     """
     best, upper = start, _value(caps, fixed, demands, start)
     lower = _lower_bound(caps, fixed, demands, upper)
     narrow = Fraction(1000 + round(_BISECT_MIN_GAP * 1000), 1000)
-    try:
-        while upper > lower:
-            strict = upper <= lower * narrow
-            if strict:
-                # load / cap < N / D  <=>  load <= (N * cap - 1) // D, in integers.
-                num, den = upper.numerator, upper.denominator
-                free = [(num * c - 1) // den - f for c, f in zip(caps, fixed, strict=True)]
-                target = upper
-            else:
-                target = (lower + upper) / 2
-                num, den = target.numerator, target.denominator
-                free = [(num * c) // den - f for c, f in zip(caps, fixed, strict=True)]
-            found = None if min(free) < 0 else _pack(free, demands, budget)
-            if found is None:
-                lower = target  # strict: nothing below `upper`, so it is the optimum
-                continue
-            best, upper = found, _value(caps, fixed, demands, found)
-    except _BudgetExhausted:
-        pass
+    # Where a bisection step gave up (neither a placement nor a proof within its share of
+    # the budget): the next target goes above it, where placements are easier to find.
+    tried_up_to = lower
+    while upper > lower and budget.nodes_left > 0:
+        strict = upper <= tried_up_to * narrow
+        if strict:
+            # load / cap < N / D  <=>  load <= (N * cap - 1) // D, in integers.
+            num, den = upper.numerator, upper.denominator
+            free = [(num * c - 1) // den - f for c, f in zip(caps, fixed, strict=True)]
+            target = upper
+            step: _Budget | _Cap = budget  # the proof gets whatever is left
+        else:
+            target = (tried_up_to + upper) / 2
+            num, den = target.numerator, target.denominator
+            free = [(num * c) // den - f for c, f in zip(caps, fixed, strict=True)]
+            step = _Cap(budget, max(_MIN_STEP_NODES, budget.nodes_left // _STEP_SHARE))
+        try:
+            found = None if min(free) < 0 else _pack(free, demands, step)
+        except _BudgetExhausted:
+            if strict or budget.nodes_left <= 0:
+                break
+            tried_up_to = target
+            continue
+        if found is None:
+            lower = target  # strict: nothing below `upper`, so it is the optimum
+            tried_up_to = max(tried_up_to, lower)
+            continue
+        best, upper = found, _value(caps, fixed, demands, found)
     return best, lower, upper <= lower
 
 
