@@ -553,6 +553,7 @@ def test_the_status_line_says_what_is_not_running_or_why_apply_is_unavailable(st
             "summary": "Container status unavailable: podman is not installed",
         },
     )
+    orchestration_selectors.reset_container_health_cache()  # status reads share one look
     html = _text(staff.get(URL, {"part": "apply-status"}, headers=HX))
     assert "Apply &amp; Restart is unavailable here: podman is not installed" in html
 
