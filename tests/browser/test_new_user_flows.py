@@ -345,7 +345,9 @@ def test_12_favicon_and_the_browsable_api(new_page, staff_user):
 # --- 9. one source of truth for the strategy in force ---------------------------------------
 
 
-def test_9_the_default_strategy_is_the_one_in_force_until_the_first_save(new_page, staff_user):
+def test_9_the_default_strategy_is_the_one_in_force_until_the_first_save(
+    new_page, staff_user, screenshot
+):
     page = new_page(user=staff_user)
     page.goto("/settings/system/")
     page.get_by_label("Default strategy").select_option("balanced")
@@ -366,6 +368,7 @@ def test_9_the_default_strategy_is_the_one_in_force_until_the_first_save(new_pag
     expect(page.get_by_label("Default strategy")).to_have_count(0)
     expect(page.locator("#strategy-in-force")).to_contain_text("Latency-optimized")
     expect(page.locator("#strategy-in-force")).to_contain_text("version 1")
+    screenshot(page, "settings-system-strategy-in-force")
     page.get_by_label("GPU card refresh (seconds)").fill("4")
     page.get_by_role("button", name="Save settings").click()
     expect(page.locator("#system-form .notice.success")).to_contain_text("GPU card refresh")
