@@ -523,7 +523,8 @@ def _over_capacity(inventory: _Inventory, items: list[_Item], choice: list[int])
             continue
         demands = [item.demand for item in here]
         excess = load - inventory.caps[p]
-        for k in _least_overflow(demands, _fewest_reaching(demands, excess), excess, _always):
+        count = _fewest_reaching(demands, excess)
+        for k in _least_overflow(demands, count, excess, _always)[0]:
             over.add(here[k].name)
     return over
 
@@ -544,13 +545,14 @@ def _fewest_reaching(demands: Sequence[int], excess: int) -> int:
 
 def _least_overflow(
     demands: Sequence[int], count: int, excess: int, rest_fits: Callable[[set[int]], bool]
-) -> set[int]:
+) -> tuple[set[int], bool]:
     """Indexes of `count` demands adding up to >= `excess` MB, the least MB found.
 
     `rest_fits(chosen)` says whether what is left without `chosen` can be placed; it must
     hold for the `count` largest demands, the start. With few demands every set of that
     size is tried, from the least total MB up; otherwise each member is swapped for the
-    smallest demand that still works. Raises `_BudgetExhausted` only through `rest_fits`.
+    smallest demand that still works. Returns the set and whether every set of that size
+    was tried. Raises `_BudgetExhausted` only through `rest_fits`.
     """
     by_size = sorted(range(len(demands)), key=lambda k: (-demands[k], k))
     chosen = set(by_size[:count])
@@ -561,8 +563,8 @@ def _least_overflow(
         )
         for candidate in candidates:
             if sum(demands[k] for k in candidate) >= excess and rest_fits(set(candidate)):
-                return set(candidate)
-        return chosen
+                return set(candidate), True
+        return chosen, True
     # Too many sets to try: improve one member at a time, largest first.
     for member in sorted(chosen, key=lambda k: (-demands[k], k)):
         others = sum(demands[k] for k in chosen) - demands[member]
@@ -577,7 +579,7 @@ def _least_overflow(
             if rest_fits(trial):
                 chosen = trial
                 break
-    return chosen
+    return chosen, False
 
 
 # --- packing search (shared) --------------------------------------------------------------
@@ -844,7 +846,7 @@ def _fewest_unfit(
     was), so the most that fit is found by bisecting k over the smallest demands. Then
     `_least_overflow` picks, among the sets of the other n - k, the one of least MB it
     can. Returns (indexes that do not fit, a placement of the others into `free` when the
-    search kept one, whether the count is proven least).
+    search kept one, whether that set is proven: the fewest, then the least MB).
     """
     n = len(demands)
     # Ties broken opposite to `_least_overflow`'s largest-first order, so that the k
@@ -892,6 +894,8 @@ def _fewest_unfit(
 
     kept: dict[frozenset[int], dict[int, int]] = {}
 
+    undecided: list[set[int]] = []  # candidates whose packing search gave up
+
     def rest_fits(chosen: set[int]) -> bool:
         rest = [k for k in range(n) if k not in chosen]
         try:
@@ -899,6 +903,7 @@ def _fewest_unfit(
         except _BudgetExhausted:
             if budget.nodes_left < 0:
                 raise
+            undecided.append(chosen)
             return False  # this candidate took too long: try the next one
         if found is None:
             return False
@@ -907,9 +912,11 @@ def _fewest_unfit(
 
     excess = sum(demands) - room
     try:
-        unfit = _least_overflow(demands, unfit_count, excess, rest_fits)
+        unfit, exhaustive = _least_overflow(demands, unfit_count, excess, rest_fits)
     except _BudgetExhausted:
-        unfit = set(ascending[low:])
+        unfit, exhaustive = set(ascending[low:]), False
+    # The least MB is proven only when every candidate set was tried and decided.
+    proven = proven and exhaustive and not undecided
     return unfit, kept.get(frozenset(unfit), placement), proven
 
 
