@@ -272,6 +272,7 @@ def _config_context(
     notices: list[tuple[str, str]] | None = None,
     show_diff: bool = False,
     conflict: bool = False,
+    confirm_apply: bool = False,
 ) -> dict[str, Any]:
     can_edit = _can_edit(request)
     if isinstance(draft, str):
@@ -300,6 +301,7 @@ def _config_context(
         "unsaved": _unsaved(draft, saved),
         "saved_strategy_label": STRATEGY_LABELS[StrategyName(saved.strategy)] if saved else "",
         "show_diff": show_diff,
+        "confirm_apply": confirm_apply,
         "diff": described(draft.changes),
         "notices": notices or [],
         "conflict": conflict,
@@ -461,6 +463,11 @@ def _gpu_settings_post(request: HtmxHttpRequest) -> HttpResponse:
     if action == "save":
         return _save(request, draft, changes, version)
     if action == "apply":
+        if not _confirmed(request):
+            # Without JavaScript nothing has asked yet: show what would change, and ask.
+            return _config_answer(
+                request, draft, form_version=version, show_diff=True, confirm_apply=True
+            )
         return _apply(request, draft, changes, version)
     return _config_answer(
         request, draft, status=400, form_version=version, notices=[("error", "Unknown action.")]
@@ -594,7 +601,17 @@ def _apply(
     )
 
 
+def _confirmed(request: HtmxHttpRequest) -> bool:
+    """Apply and Rollback ask first: in the browser with JavaScript (static/js/app.js,
+    hx-confirm), else through a second post carrying ``confirmed=1``."""
+    return bool(request.htmx) or request.POST.get("confirmed") == "1"
+
+
 def _rollback(request: HtmxHttpRequest) -> HttpResponse:
+    if not _confirmed(request):
+        context = _full_context(request)
+        context["rollback_confirm"] = True
+        return _page(request, SETTINGS_TEMPLATE, context)
     try:
         run = rollback_run_start(user=request.user)
     except ApplyRefused as exc:

@@ -248,6 +248,33 @@ def test_11_rollback_asks_for_confirmation_first(new_page, staff_user):
     assert ApplyRun.objects.count() == 1 and ConfigVersion.objects.count() == 2
 
 
+def test_11_without_javascript_apply_and_rollback_ask_on_the_page_first(
+    new_page, staff_user, settings
+):
+    settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
+    first = _applied(_all_on_gpu0(staff_user), minutes_ago=10)
+    second = _applied(_all_on_gpu0(staff_user, ai_clip=1), minutes_ago=5)
+    _run(second, RunStatus.SUCCEEDED, previous=first)
+    page = new_page(user=staff_user, javascript=False)
+    page.goto("/settings/gpu/")
+
+    page.get_by_role("button", name="Roll back to version 1").click()
+    expect(page.locator("#rollback-confirm")).to_contain_text("Roll back to version 1?")
+    assert ConfigVersion.objects.count() == 2, "the first press only asks"
+    page.get_by_role("button", name="Yes, roll back to version 1").click()
+    # Asked and answered: the server tries (and says why it cannot run here).
+    expect(page.locator("#apply-status .notice.error")).to_contain_text("Cannot")
+
+    page.locator("#gpu-ai-clip").select_option("0")
+    page.get_by_role("button", name="Apply & Restart Services").click()
+    expect(page.locator("#apply-confirm")).to_contain_text("Apply the configuration on screen now?")
+    expect(page.locator("#diff")).to_contain_text("ai-clip: GPU 1 → GPU 0")
+    expect(page.locator("#gpu-ai-clip")).to_have_value("0")  # the choice is kept
+    assert ConfigVersion.objects.count() == 2 and ApplyRun.objects.count() == 1
+    page.get_by_role("button", name="Yes, apply & restart").click()
+    expect(page.locator("#gpu-form .notice.error")).to_contain_text("Cannot apply")
+
+
 def test_11_while_a_run_is_active_apply_and_rollback_are_disabled(new_page, staff_user):
     first = _applied(_all_on_gpu0(staff_user), minutes_ago=10)
     second = _all_on_gpu0(staff_user, ai_clip=1)
