@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -116,13 +117,23 @@ def recommended_strategy(gpus: Sequence[Gpu], requests: Sequence[ServiceRequest]
     fewest services over capacity wins, then the fewest MB over capacity, then the order of
     RECOMMENDATION_ORDER. Without a plan to compare (no GPU), the design's recommendation.
     """
-    fresh = [replace(r, pinned_gpu=None) for r in requests]
+    # Every form answer asks, and the live readings change every second: plans depend on the
+    # sizes only, so the answer is kept per hardware and service list.
+    return _recommended(
+        tuple(replace(g, vram_used_mb=None) for g in gpus),
+        tuple(replace(r, pinned_gpu=None) for r in requests),
+        settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _recommended(
+    gpus: tuple[Gpu, ...], fresh: tuple[ServiceRequest, ...], time_budget_ms: int
+) -> StrategyName:
     best: tuple[tuple[int, int, int], StrategyName] | None = None
     for preference, strategy in enumerate(RECOMMENDATION_ORDER):
         try:
-            result = plan(
-                strategy, gpus, fresh, time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS
-            )
+            result = plan(strategy, gpus, fresh, time_budget_ms=time_budget_ms)
         except StrategyError:
             continue
         score = (len(result.over_capacity), _overflow_mb(result, gpus, fresh), preference)

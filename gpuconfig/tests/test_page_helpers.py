@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def _plans(monkeypatch, over: dict[StrategyName, tuple[str, ...]], where: dict[s
         return Plan(assignments=dict(where), over_capacity=over[StrategyName(strategy)])
 
     monkeypatch.setattr(selectors, "plan", fake_plan)
+    selectors._recommended.cache_clear()  # answers are kept per hardware and service list
 
 
 def test_the_mark_goes_to_the_plan_with_fewest_services_over_capacity(monkeypatch):
@@ -124,6 +126,14 @@ def test_between_plans_that_fit_equally_the_designs_recommendation_wins(monkeypa
     requests = [ServiceRequest(Service("a", "m", 1000))]
     _plans(monkeypatch, {s: () for s in AUTOMATIC}, {"a": 0})
     assert selectors.recommended_strategy((A5500,), requests) is RECOMMENDED_STRATEGY
+
+
+def test_the_answer_is_kept_while_only_live_readings_change():
+    requests = _reference_requests()
+    first = selectors.recommended_strategy((A5500, A400), requests)
+    busy = replace(A5500, vram_used_mb=23000)
+    assert selectors.recommended_strategy((busy, A400), requests) is first
+    assert selectors._recommended.cache_info().hits >= 1
 
 
 def test_without_gpus_the_designs_recommendation_stays():
