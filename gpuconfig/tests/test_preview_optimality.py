@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -33,6 +34,12 @@ def test_balanced_preview_reports_the_proven_optimum(member_api: Any) -> None:
     # The reference pair cannot hold all 31.85 GB: the zoo is what does not fit, and what
     # fits peaks at the LLM's 21.7 GB on the 24 GB A5500.
     assert optimality["max_utilization"] == pytest.approx(21700 / 24564, rel=1e-3)
+
+    # The page's re-validation posts the form's state: the same answer.
+    posted = member_api.post(
+        PREVIEW, data=json.dumps({"strategy": "balanced"}), content_type="application/json"
+    ).json()
+    assert posted["optimality"] == optimality
 
 
 def test_rule_strategies_make_no_optimality_claim(member_api: Any) -> None:
