@@ -88,6 +88,8 @@ def document_common_errors(
             answers = dict(_EVERY_OPERATION)
             if "requestBody" in operation:
                 answers |= _WITH_A_BODY
+            elif operation.get("parameters"):
+                answers["400"] = "An invalid query parameter; nothing was done."
             for status_code, description in answers.items():
                 operation["responses"].setdefault(
                     status_code, {"description": description, "content": reference}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -26,6 +27,7 @@ from gpuconfig.services import ConfigConflict, ConfigFileError
 
 STAFF_ONLY = "Only staff users may export or import backups."
 _TRUE = {"1", "true", "yes"}
+_FALSE = {"", "0", "false", "no"}
 
 
 class StaffOnly(BasePermission):
@@ -53,16 +55,21 @@ class GpuConfigExportApi(APIView):
             OpenApiParameter("format", str, enum=[f.value for f in OutputFormat]),
             OpenApiParameter("versions", bool, description="include the version history"),
         ],
-        responses={(200, "application/yaml"): str, (200, "application/json"): dict},
+        # Both formats carry the same document: an object (see docs/backup.md).
+        responses={
+            (200, "application/yaml"): OpenApiTypes.OBJECT,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+        },
     )
     def get(self, request: Request) -> HttpResponse:
         raw = request.query_params.get("format", OutputFormat.YAML.value)
         if raw not in {f.value for f in OutputFormat}:
             raise ValidationError({"format": [f"{raw!r} is not one of: yaml, json"]})
         output = OutputFormat(raw)
-        backup = gpu_config_export(
-            include_versions=request.query_params.get("versions", "").lower() in _TRUE
-        )
+        versions = request.query_params.get("versions", "false").lower()
+        if versions not in _TRUE | _FALSE:
+            raise ValidationError({"versions": [f"{versions[:20]!r} is not true or false"]})
+        backup = gpu_config_export(include_versions=versions in _TRUE)
         content_type = "application/json" if output == OutputFormat.JSON else "application/yaml"
         # A plain Django response: the body is the document itself, not DRF's rendering of it.
         return HttpResponse(
