@@ -14,6 +14,9 @@ from rest_framework.test import APIClient
 from devices.services import reset_sampler
 from orchestration.selectors import reset_container_health_cache
 
+# One Chromium for every browser test, wherever it lives (see tests/browser/fixtures.py).
+pytest_plugins = ["tests.browser.fixtures"]
+
 ROOT = Path(__file__).resolve().parent
 REFERENCE_GPUS = ROOT / "devices" / "simulated" / "reference-gpus.json"
 REFERENCE_COMPOSE = ROOT / "docker-compose.prod.yml"

@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devices.tests.test_vram_containers import _host_pid, _service_container, running_project
-from tests.browser.conftest import browser, new_page, screenshot
 
 if TYPE_CHECKING:
     from devices.tests.conftest import FakeNvml
     from orchestration.tests.containers import ComposeProject
 
-__all__ = ["browser", "new_page", "running_project", "screenshot"]
+__all__ = ["running_project"]  # a fixture, imported for its tests
 
 pytestmark = [pytest.mark.browser, pytest.mark.containers, pytest.mark.django_db(transaction=True)]
 

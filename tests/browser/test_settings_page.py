@@ -19,7 +19,7 @@ from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion
 from gpuconfig.services import AssignmentChange, gpu_config_save
 from orchestration.services import forget_probe
-from tests.browser.conftest import PHONE
+from tests.browser.fixtures import PHONE
 
 pytestmark = pytest.mark.browser
 

@@ -1,5 +1,9 @@
 """Playwright (Python) driving Debian's Chromium against the app on pytest-django's live_server.
 
+A plugin of the root conftest (``pytest_plugins``), not a conftest of its own: browser tests
+live beside the pages they test (tests/browser/, devices/tests/), and two copies of the
+session's browser fixture in one run would start Playwright twice, which it refuses.
+
 One browser for the whole session; each test gets a fresh context (cookies, viewport). The
 root conftest's autouse fixture points the app at the simulated reference GPUs, which the
 live server thread sees because it runs in this process.
