@@ -1,5 +1,5 @@
 # Shortcuts; the README's two commands (bin/run, bin/test) need no make.
-.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler
+.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler bench-load
 
 run:
 	bin/run
@@ -15,7 +15,7 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
 
-bench: bench-strategies bench-pages bench-apply bench-sampler
+bench: bench-strategies bench-pages bench-apply bench-sampler bench-load
 
 bench-strategies:
 	.venv/bin/python -m bench.bench_strategies
@@ -28,3 +28,6 @@ bench-apply:
 
 bench-sampler:
 	.venv/bin/python -m bench.bench_sampler
+
+bench-load:
+	.venv/bin/python -m bench.bench_load
