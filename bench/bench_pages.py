@@ -47,8 +47,8 @@ from gpuconfig.domain import StrategyName  # noqa: E402
 from gpuconfig.models import ConfigVersion  # noqa: E402
 from gpuconfig.services import gpu_config_save  # noqa: E402
 from gpuconfig.tests.factories import compose_with  # noqa: E402
-from gpuconfig.views import GPU_FRAGMENTS  # noqa: E402
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus  # noqa: E402
+from pages.views import GPU_FRAGMENTS  # noqa: E402
 
 URL = "/settings/gpu/"
 HX = {"HX-Request": "true"}

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "devices",
     "gpuconfig",
     "orchestration",
+    "pages",  # the Settings pages, above gpuconfig and orchestration
 ]
 
 MIDDLEWARE = [
@@ -194,7 +195,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "gpuconfig:settings"
+LOGIN_REDIRECT_URL = "pages:settings"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -231,14 +232,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gpuconfig.permissions.StaffWritesOnly"],
+    "DEFAULT_PERMISSION_CLASSES": ["common.permissions.StaffWritesOnly"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         # The browsable API, its raw-data forms pre-filled with docs/api.md's examples.
         "config.browsable_api.ExampleBodyBrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "gpuconfig.apis_errors.exception_handler",
+    "EXCEPTION_HANDLER": "common.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU Config API",
@@ -340,7 +341,7 @@ SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthe
 # 400/413/415 for bodies), so the schema lists every status a client can get.
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
-    "gpuconfig.apis_errors.document_common_errors",
+    "common.api_errors.document_common_errors",
 ]
 
 # Login lockout (django-axes): after GPUCONFIG_LOGIN_FAILURE_LIMIT wrong passwords for one

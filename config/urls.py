@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
-from gpuconfig import views as gpuconfig_views
+from pages import views as page_views
 
 
 @login_not_required
@@ -18,13 +18,13 @@ def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
 
 
 urlpatterns = [
-    path("", gpuconfig_views.home, name="home"),
-    path("health", gpuconfig_views.health, name="health"),
+    path("", page_views.home, name="home"),
+    path("health", page_views.health, name="health"),
     # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
     path("favicon.ico", favicon),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("settings/", include("gpuconfig.urls")),
+    path("settings/", include("pages.urls")),
     path("api/", include("config.api_urls")),
 ]

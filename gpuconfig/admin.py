@@ -69,7 +69,7 @@ class EditedOnTheSettingsPage(admin.ModelAdmin):
                 format_html(
                     'Read-only here: change assignments on <a href="{}">Settings &rsaquo; GPU '
                     "Configuration</a>, which validates, versions and writes them together.",
-                    reverse("gpuconfig:settings"),
+                    reverse("pages:settings"),
                 ),
             )
 

@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from common.files import write_atomic
 from gpuconfig import selectors
 from gpuconfig.backup import (
     Backup,
@@ -30,7 +31,6 @@ from gpuconfig.backup import (
 )
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import Configuration, StrategyName
-from gpuconfig.files import write_atomic
 from gpuconfig.models import SystemSetting
 from gpuconfig.registry import load_registry
 from gpuconfig.services import (

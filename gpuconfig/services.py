@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from common.files import put_back, read_or_none, write_atomic
 from gpuconfig import selectors
 from gpuconfig.config_files import render_assignments_file
 from gpuconfig.domain import Configuration, StrategyName
@@ -29,7 +30,6 @@ from gpuconfig.drafts import (
     gpu_config_draft,
     validate_changes,
 )
-from gpuconfig.files import put_back, read_or_none, write_atomic
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.system_settings import SPECS, STRATEGY_KEY, validate_setting
 

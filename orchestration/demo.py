@@ -22,7 +22,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from gpuconfig.files import write_atomic
+from common.files import write_atomic
 from gpuconfig.registry import RegistryError, load_registry
 from orchestration import podman
 

@@ -25,11 +25,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from common.files import write_atomic
 from devices.selectors import gpu_identity_problem
 from gpuconfig import selectors as config_selectors
 from gpuconfig.config_files import budget_environment, render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
-from gpuconfig.files import write_atomic
 from gpuconfig.models import ConfigVersion
 from orchestration import podman, probe
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus

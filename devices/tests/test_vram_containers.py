@@ -101,7 +101,7 @@ def test_a_real_containers_gpu_memory_is_its_services_on_the_right_gpu(
         client = Client()
         client.force_login(member_user)
         body = client.get("/api/system/gpus").json()
-        html = unescape(client.get(reverse("gpuconfig:settings")).content.decode())
+        html = unescape(client.get(reverse("pages:settings")).content.decode())
     finally:
         podman("rm", "-f", "-t", "0", stray, env=env, check=False)
 

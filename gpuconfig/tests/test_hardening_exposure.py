@@ -258,7 +258,7 @@ def test_health_tells_anonymous_callers_only_unavailable_and_logs_the_detail(cap
     with connection.cursor() as cursor, contextlib.suppress(Exception):
         cursor.execute("SELECT * FROM no_such_table_for_health")
 
-    with caplog.at_level(logging.ERROR, logger="gpuconfig.views"):
+    with caplog.at_level(logging.ERROR, logger="pages.views"):
         response = Client().get("/health")
 
     if response.status_code == 200:

@@ -16,11 +16,11 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from devices.services import gpu_inventory_rescan
-from gpuconfig import views
 from gpuconfig.models import ConfigVersion, GpuConfiguration
 from gpuconfig.registry import RegistryError, load_registry, parse_registry
 from orchestration import selectors as orchestration_selectors
 from orchestration import services as orchestration_services
+from pages import views
 
 pytestmark = pytest.mark.django_db
 

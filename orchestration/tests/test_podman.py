@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from common.files import write_atomic
 from gpuconfig.config_files import render_override
 from gpuconfig.domain import ResolvedAssignment
-from gpuconfig.files import write_atomic
 from orchestration.podman import (
     CommandResult,
     ComposeTool,

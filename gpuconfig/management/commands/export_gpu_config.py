@@ -7,9 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.files import write_atomic
 from gpuconfig.backup import OutputFormat, render_backup
 from gpuconfig.backup_services import gpu_config_export
-from gpuconfig.files import write_atomic
 
 
 class Command(BaseCommand):

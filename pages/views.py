@@ -28,7 +28,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_safe
 from django_htmx.middleware import HtmxDetails
 
-from devices.presenters import gpu_card_memory, measured_by_service
+from devices.presenters import measured_by_service
 from devices.selectors import gpu_inventory_view
 from gpuconfig import selectors
 from gpuconfig.changes import config_changes
@@ -37,17 +37,6 @@ from gpuconfig.domain import (
     Configuration,
     ResolvedAssignment,
     StrategyName,
-    format_gb,
-    format_gpu_capacity,
-)
-from gpuconfig.forms import (
-    GpuConfigForm,
-    SystemSettingsForm,
-    assignment_rows,
-    described,
-    planned_per_gpu,
-    strategy_options,
-    warning_note,
 )
 from gpuconfig.models import ConfigVersion
 from gpuconfig.parsers import version_number
@@ -70,11 +59,20 @@ from orchestration.services import (
     apply_run_start,
     rollback_run_start,
 )
+from pages.forms import GpuConfigForm, SystemSettingsForm
+from pages.presenters import (
+    assignment_rows,
+    described,
+    gpu_cards,
+    planned_per_gpu,
+    strategy_options,
+    warning_note,
+)
 
 logger = logging.getLogger(__name__)
 
-SETTINGS_TEMPLATE = "gpuconfig/settings.html"
-SYSTEM_TEMPLATE = "gpuconfig/system.html"
+SETTINGS_TEMPLATE = "pages/settings.html"
+SYSTEM_TEMPLATE = "pages/system.html"
 GPU_FRAGMENTS = ("gpu-cards", "config-form", "apply-status", "history", "version-diff")
 HISTORY_LENGTH = 20
 # Marks an answer the page may swap in even with an error status (see static/js/app.js).
@@ -92,7 +90,7 @@ class HtmxHttpRequest(HttpRequest):
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("gpuconfig:settings")
+    return redirect("pages:settings")
 
 
 @login_not_required
@@ -240,21 +238,7 @@ def _draft_or_error(**kwargs: Any) -> Draft | str:
 def _cards_context() -> dict[str, Any]:
     """The GPU cards: live readings from the shared sample (never NVML per request)."""
     inventory = gpu_inventory_view()
-    cards = []
-    for gpu in inventory["gpus"]:
-        total, used = gpu["vram_total_mb"], gpu["vram_used_mb"]
-        known = total is not None and used is not None and total > 0
-        cards.append(
-            {
-                **gpu,
-                "capacity": format_gpu_capacity(total) if total else "unknown size",
-                "used_text": format_gb(used).removesuffix(" GB") if used is not None else "?",
-                "total_text": format_gpu_capacity(total) if total else "?",
-                "percent": min(100, round(100 * used / total)) if known else 0,
-                "known": known,
-                "memory": gpu_card_memory(gpu),  # measured use per service, outside use
-            }
-        )
+    cards = gpu_cards(inventory["gpus"])
     return {
         "inventory": inventory,
         "cards": cards,
@@ -563,7 +547,7 @@ def _save(
     message = _saved_message(saved) + " Apply & Restart Services puts it into effect."
     if not request.htmx:
         messages.success(request, message)
-        return redirect(reverse("gpuconfig:settings") + "#gpu-form")
+        return redirect(reverse("pages:settings") + "#gpu-form")
     return _config_answer(
         request, _draft_or_error(), notices=[("success", message)], oob=["history", "apply-status"]
     )
@@ -595,7 +579,7 @@ def _apply(
     )
     if not request.htmx:
         messages.success(request, message)
-        return redirect(reverse("gpuconfig:settings") + "#apply-status")
+        return redirect(reverse("pages:settings") + "#apply-status")
     return _config_answer(
         request, _draft_or_error(), notices=[("success", message)], oob=["apply-status", "history"]
     )
@@ -629,7 +613,7 @@ def _rollback(request: HtmxHttpRequest) -> HttpResponse:
     if not request.htmx:
         if status == 202:
             messages.success(request, notice[1])
-            return redirect(reverse("gpuconfig:settings") + "#apply-status")
+            return redirect(reverse("pages:settings") + "#apply-status")
         context = _full_context(request)
         context["status_notices"] = [notice]
         return _page(request, SETTINGS_TEMPLATE, context, status=status)
@@ -669,7 +653,7 @@ def system_settings(request: HtmxHttpRequest) -> HttpResponse:
                 message = "Saved: " + ", ".join(changed) + "." if changed else "Nothing changed."
                 if not request.htmx:
                     messages.success(request, message)
-                    return redirect("gpuconfig:system")
+                    return redirect("pages:system")
                 notices.append(("success", message))
                 form = _system_form()
             else:

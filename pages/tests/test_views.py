@@ -19,7 +19,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from devices.services import gpu_inventory_rescan
-from gpuconfig import views
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.services import AssignmentChange, gpu_config_save
@@ -27,6 +26,7 @@ from gpuconfig.tests.factories import compose_with
 from orchestration import selectors as orchestration_selectors
 from orchestration import services as orchestration_services
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus
+from pages import views
 
 pytestmark = pytest.mark.django_db
 

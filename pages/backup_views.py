@@ -2,7 +2,7 @@
 
 Self-contained on purpose (its own URLs, templates and access checks), so the Settings pages
 can move to their own app without untangling it. The upload form answers htmx with its own
-fragment (``gpuconfig/_backup.html``); without JavaScript the same posts render a small page.
+fragment (``pages/_backup.html``); without JavaScript the same posts render a small page.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from gpuconfig.backup_services import gpu_config_export, gpu_config_import
 from gpuconfig.registry import RegistryError
 from gpuconfig.services import ConfigConflict, ConfigFileError
 
-PANEL_TEMPLATE = "gpuconfig/_backup.html"
-PAGE_TEMPLATE = "gpuconfig/backup_page.html"
+PANEL_TEMPLATE = "pages/_backup.html"
+PAGE_TEMPLATE = "pages/backup_page.html"
 # Marks an answer htmx may swap in even with an error status (see static/js/app.js).
 FRAGMENT_HEADER = "X-GpuConfig-Fragment"
 STAFF_ONLY = "Only staff users may download or restore backups."
@@ -129,7 +129,7 @@ def backup_import(request: HttpRequest) -> HttpResponse:
         messages.success(request, done)
         for line in (*result.warnings, *result.config_warnings):
             messages.warning(request, line)
-        return redirect(reverse("gpuconfig:system") + "#backup")
+        return redirect(reverse("pages:system") + "#backup")
     context["backup_notices"] = [("success", done)]
     return _answer(request, context)
 

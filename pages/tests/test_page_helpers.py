@@ -18,13 +18,13 @@ from gpuconfig.domain import (
     ServiceRequest,
     StrategyName,
 )
-from gpuconfig.forms import INPUT_BOUNDS, SystemSettingsForm
 from gpuconfig.registry import load_registry
 from gpuconfig.services import gpu_config_restore, gpu_config_save
 from gpuconfig.strategies import plan
 from gpuconfig.system_settings import SettingError, validate_setting
-from gpuconfig.views import _step_progress
 from orchestration.models import StepStatus
+from pages.forms import INPUT_BOUNDS, SystemSettingsForm
+from pages.views import _step_progress
 
 
 @pytest.mark.parametrize("key", sorted(INPUT_BOUNDS))

@@ -1,8 +1,8 @@
 from django.urls import path
 
-from gpuconfig import backup_views, views
+from pages import backup_views, views
 
-app_name = "gpuconfig"
+app_name = "pages"
 urlpatterns = [
     path("gpu/", views.gpu_settings, name="settings"),
     path("system/", views.system_settings, name="system"),

@@ -1,0 +1,238 @@
+"""View-models of the Settings pages: the table's rows, the strategy choices, the GPU cards
+and what each GPU will hold, ready for the templates (no form parsing here: pages/forms.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devices.presenters import gpu_card_memory
+from gpuconfig.changes import ServiceChange
+from gpuconfig.domain import (
+    MB_PER_GB,
+    RECOMMENDED_STRATEGY,
+    STRATEGY_DESCRIPTIONS,
+    STRATEGY_LABELS,
+    Gpu,
+    PlanWarning,
+    StrategyName,
+    WarningCode,
+    format_gb,
+    format_gpu_capacity,
+)
+from gpuconfig.services import Draft
+from pages.forms import OFF
+
+# --- what the page renders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrategyOption:
+    value: str
+    label: str
+    description: str
+    recommended: bool
+    checked: bool
+
+
+def strategy_options(
+    selected: StrategyName, recommended: StrategyName = RECOMMENDED_STRATEGY
+) -> list[StrategyOption]:
+    """The strategy radio buttons; ``recommended`` from selectors.recommended_strategy."""
+    return [
+        StrategyOption(
+            value=s.value,
+            label=STRATEGY_LABELS[s],
+            description=STRATEGY_DESCRIPTIONS[s],
+            recommended=s == recommended,
+            checked=s == selected,
+        )
+        for s in StrategyName
+    ]
+
+
+@dataclass(frozen=True)
+class GpuOption:
+    value: str
+    label: str
+    selected: bool
+
+
+@dataclass(frozen=True)
+class AssignmentRow:
+    """One service in the assignments table, ready to render."""
+
+    service: str
+    model: str
+    estimate: str
+    role: str
+    options: list[GpuOption]
+    budget_adjustable: bool
+    budget_value: str
+    budget_auto: str
+    auto_adjusted: bool
+    warnings: list[PlanWarning]
+    errors: list[str]
+    change_text: str  # "GPU 0 → GPU 1" when the row differs from the saved version
+    enabled: bool
+
+
+def change_detail(change: ServiceChange) -> str:
+    """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
+    before, after = change.before, change.after
+    if not before.enabled and before.gpu_index is None and after.enabled:
+        # Nothing saved for it yet: say where it goes, not "enabled; unassigned → GPU 0".
+        where = "no GPU" if after.gpu_index is None else f"GPU {after.gpu_index}"
+        budget = f", budget {after.vram_budget_gb:g} GB" if after.vram_budget_gb is not None else ""
+        return f"new: {where}{budget}"
+    return change.describe().removeprefix(f"{change.service}: ")
+
+
+def described(changes: Sequence[ServiceChange]) -> list[dict[str, str]]:
+    return [{"service": c.service, "text": change_detail(c)} for c in changes]
+
+
+def estimate_text(mb: int) -> str:
+    """The design's VRAM estimate column: "21.7 GB", and "650 MB" below a gigabyte."""
+    return f"{mb} MB" if mb < MB_PER_GB else format_gb(mb)
+
+
+def short_gpu_name(name: str) -> str:
+    return name.removeprefix("NVIDIA ").strip() or name
+
+
+def _gpu_label(gpu: Gpu) -> str:
+    label = (
+        f"GPU {gpu.index} · {short_gpu_name(gpu.name)} ({format_gpu_capacity(gpu.vram_total_mb)})"
+    )
+    return label if gpu.present else f"{label}, not detected"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def assignment_rows(
+    draft: Draft, *, errors: Mapping[str, list[str]] | None = None
+) -> list[AssignmentRow]:
+    """The table: one row per registry service with its GPU choices, budget and warnings."""
+    errors = errors or {}
+    manual = draft.strategy == StrategyName.MANUAL
+    # Beside each row, what differs from the saved version (nothing to compare before a save).
+    changes = {c.service: c for c in draft.changes} if draft.saved_version else {}
+    warnings_by_service: dict[str, list[PlanWarning]] = {}
+    for warning in draft.warnings:
+        if warning.service:
+            warnings_by_service.setdefault(warning.service, []).append(warning)
+    rows = []
+    for request in draft.requests:
+        service = request.service
+        entry = draft.configuration.by_service[service.name]
+        gpu_now = entry.gpu_index
+        pin = request.pinned_gpu
+        options: list[GpuOption] = []
+        if manual:
+            chosen = pin if pin is not None else gpu_now
+            if chosen is None and request.enabled:
+                options.append(GpuOption("", "Choose a GPU", True))
+            for gpu in draft.gpus:
+                options.append(
+                    GpuOption(
+                        str(gpu.index), _gpu_label(gpu), request.enabled and chosen == gpu.index
+                    )
+                )
+        else:
+            auto_label = "Auto" if gpu_now is None or pin is not None else f"Auto (GPU {gpu_now})"
+            options.append(GpuOption("", auto_label, request.enabled and pin is None))
+            for gpu in draft.gpus:
+                options.append(
+                    GpuOption(str(gpu.index), _gpu_label(gpu), request.enabled and pin == gpu.index)
+                )
+        options.append(GpuOption(OFF, "Off (no GPU)", not request.enabled))
+        adjustable = service.budget_env is not None
+        override = request.budget_override_gb
+        effective = entry.vram_budget_gb
+        if effective is None and adjustable:
+            effective = service.vram_estimate_mb / MB_PER_GB
+        rows.append(
+            AssignmentRow(
+                service=service.name,
+                model=service.model,
+                estimate=estimate_text(service.vram_estimate_mb),
+                role=service.role,
+                options=options,
+                budget_adjustable=adjustable,
+                budget_value=_number(override if override is not None else effective),
+                budget_auto="" if override is not None else _number(effective),
+                auto_adjusted=entry.budget_auto_adjusted,
+                warnings=warnings_by_service.get(service.name, []),
+                errors=list(errors.get(service.name, [])),
+                change_text=change_detail(changes[service.name]) if service.name in changes else "",
+                enabled=request.enabled,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class PlannedGpu:
+    index: int
+    name: str
+    capacity: str
+    planned: str
+    percent: int
+    over: bool
+    present: bool
+    services: tuple[str, ...] = ()  # what the GPU will hold under this plan
+
+
+def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
+    """VRAM the managed services would take on each GPU after the change."""
+    planned = draft.evaluation.planned_vram_mb if draft.evaluation else {}
+    out = []
+    for gpu in draft.gpus:
+        mb = planned.get(gpu.index, 0)
+        total = gpu.vram_total_mb or 0
+        out.append(
+            PlannedGpu(
+                index=gpu.index,
+                name=short_gpu_name(gpu.name),
+                capacity=format_gpu_capacity(total) if total else "unknown size",
+                planned=format_gb(mb),
+                percent=min(100, round(100 * mb / total)) if total else 0,
+                over=bool(total) and mb > total,
+                present=gpu.present,
+                services=tuple(
+                    entry.service
+                    for entry in draft.configuration.assignments
+                    if entry.enabled and entry.gpu_index == gpu.index
+                ),
+            )
+        )
+    return out
+
+
+def warning_note(warning: PlanWarning) -> str:
+    """The design's follow-up sentence for an auto-adjusted budget."""
+    return "Some models may not load." if warning.code == WarningCode.BUDGET_ADJUSTED else ""
+
+
+def gpu_cards(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The GPU cards from the shared sample's readings (never NVML per request)."""
+    cards = []
+    for gpu in gpus:
+        total, used = gpu["vram_total_mb"], gpu["vram_used_mb"]
+        known = total is not None and used is not None and total > 0
+        cards.append(
+            {
+                **gpu,
+                "capacity": format_gpu_capacity(total) if total else "unknown size",
+                "used_text": format_gb(used).removesuffix(" GB") if used is not None else "?",
+                "total_text": format_gpu_capacity(total) if total else "?",
+                "percent": min(100, round(100 * used / total)) if known else 0,
+                "known": known,
+                "memory": gpu_card_memory(gpu),  # measured use per service, outside use
+            }
+        )
+    return cards
