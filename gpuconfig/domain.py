@@ -67,7 +67,9 @@ class Service:
     """An AI service (container) and the VRAM its model needs.
 
     `budget_env` names the environment variable (e.g. ``VRAM_BUDGET_GB``) through which
-    the service accepts a VRAM budget; such a service can be shrunk to fit a GPU.
+    the service accepts a VRAM budget; such a service can be shrunk to fit a GPU, down to
+    `vram_min_mb` (its ``gpuconfig.vram_min_mb`` label), or `MIN_BUDGET_FLOOR_MB` without
+    one (see `least_budget_mb`).
     """
 
     name: str
@@ -75,6 +77,7 @@ class Service:
     vram_estimate_mb: int
     role: Role = "standard"
     budget_env: str | None = None
+    vram_min_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class WarningCode(StrEnum):
     GPU_MISSING = "gpu_missing"
     EXTERNAL_VRAM_USE = "external_vram_use"
     BUDGET_ADJUSTED = "budget_adjusted"
+    # An adjustable budget that would have to go below the service's minimum: it does not fit.
+    BUDGET_BELOW_MINIMUM = "budget_below_minimum"
     BUDGET_OVERRIDE_TOO_LARGE = "budget_override_too_large"
     SINGLE_GPU_ISOLATION = "single_gpu_isolation"
     NOT_PLACED_WITHIN_CAPACITY = "not_placed_within_capacity"
@@ -317,6 +322,47 @@ def demand_mb(request: ServiceRequest) -> int:
     if request.budget_override_gb is not None:
         return round(request.budget_override_gb * MB_PER_GB)
     return request.service.vram_estimate_mb
+
+
+# The least budget a service that takes one is given when it does not declare its own
+# (``gpuconfig.vram_min_mb``). A CUDA context alone takes 300-500 MB, and a budget-taking
+# service loads at least one model besides: below about 1 GB such a service cannot load
+# anything useful (the smallest model of the reference system, YOLO, needs 650 MB on its
+# own), so a smaller budget would only look like a fit. Services that can do with less
+# say so with the label.
+MIN_BUDGET_FLOOR_MB = 1000
+_MB_PER_TENTH = MB_PER_GB // 10
+
+
+def least_budget_mb(service: Service) -> int:
+    """The least budget, in MB, a service that takes one can work with: its
+    ``vram_min_mb``, else `MIN_BUDGET_FLOOR_MB`, rounded up to whole tenths of a GB since
+    budgets are handed out in tenths (a 2050 MB minimum needs a 2.1 GB budget); never
+    above its estimate (then it cannot be shrunk at all)."""
+    least = service.vram_min_mb
+    if least is None:
+        least = MIN_BUDGET_FLOOR_MB
+    return min(-(-least // _MB_PER_TENTH) * _MB_PER_TENTH, service.vram_estimate_mb)
+
+
+def adjustable(request: ServiceRequest) -> bool:
+    """Whether the validator may size the service's budget: it takes one, has no override,
+    and its least budget is below its estimate."""
+    service = request.service
+    return (
+        bool(service.budget_env)
+        and request.budget_override_gb is None
+        and least_budget_mb(service) < service.vram_estimate_mb
+    )
+
+
+def least_demand_mb(request: ServiceRequest) -> int:
+    """The least VRAM the service can run with: `demand_mb`, except that a service whose
+    budget is adjustable needs only `least_budget_mb` (never more than its estimate)."""
+    demand = demand_mb(request)
+    if adjustable(request):
+        return min(demand, least_budget_mb(request.service))
+    return demand
 
 
 def format_gb(mb: float) -> str:

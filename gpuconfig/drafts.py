@@ -170,7 +170,9 @@ def gpu_config_draft(
     )
     saved_placements = _saved_placements(requests, rows) if not replan and latest else None
     if saved_placements is None:
-        plan_result, assignments, error = _planned(strategy, gpus, requests)
+        plan_result, assignments, error = _planned(
+            strategy, gpus, requests, reserve_mb=config.vram_reserve_mb
+        )
     else:
         plan_result, assignments, error = None, saved_placements, ""
     evaluation, warnings = _evaluated(
@@ -199,12 +201,20 @@ def gpu_config_draft(
 
 
 def _planned(
-    strategy: StrategyName, gpus: tuple[Gpu, ...], requests: tuple[ServiceRequest, ...]
+    strategy: StrategyName,
+    gpus: tuple[Gpu, ...],
+    requests: tuple[ServiceRequest, ...],
+    *,
+    reserve_mb: int,
 ) -> tuple[Plan | None, dict[str, int] | None, str]:
     """The strategy's plan and its assignments, or the reason it could not run."""
     try:
         result = plan(
-            strategy, gpus, requests, time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS
+            strategy,
+            gpus,
+            requests,
+            time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS,
+            reserve_mb=reserve_mb,
         )
     except StrategyError as exc:
         return None, None, str(exc)

@@ -22,7 +22,8 @@ LABEL_MODEL = "gpuconfig.model"
 LABEL_VRAM = "gpuconfig.vram_estimate_mb"
 LABEL_ROLE = "gpuconfig.role"
 LABEL_BUDGET_ENV = "gpuconfig.budget_env"
-KNOWN_LABELS = {LABEL_MODEL, LABEL_VRAM, LABEL_ROLE, LABEL_BUDGET_ENV}
+LABEL_VRAM_MIN = "gpuconfig.vram_min_mb"
+KNOWN_LABELS = {LABEL_MODEL, LABEL_VRAM, LABEL_ROLE, LABEL_BUDGET_ENV, LABEL_VRAM_MIN}
 ROLES: tuple[Role, ...] = ("llm", "critical", "standard")
 # The largest GPUs sold today hold under 200 GB; anything above 2 TB is a typo.
 MAX_VRAM_ESTIMATE_MB = 2_000_000
@@ -181,12 +182,30 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         raise fail(
             LABEL_BUDGET_ENV, f"{_quoted(budget_env)} is not a valid environment variable name"
         )
+    vram_min: int | None = None
+    if LABEL_VRAM_MIN in labels:
+        raw_min = labels[LABEL_VRAM_MIN].strip()
+        if budget_env is None:
+            raise fail(
+                LABEL_VRAM_MIN,
+                f"only a service that takes a budget ({LABEL_BUDGET_ENV}) can have a minimum",
+            )
+        try:
+            vram_min = int(raw_min)
+        except ValueError:
+            raise fail(LABEL_VRAM_MIN, f"{_quoted(raw_min)} is not a whole number of MB") from None
+        if not 1 <= vram_min <= vram:
+            raise fail(
+                LABEL_VRAM_MIN,
+                f"{vram_min} is out of range (1 MB to the estimate, {vram} MB)",
+            )
     return Service(
         name=name,
         model=model,
         vram_estimate_mb=vram,
         role=role,  # type: ignore[arg-type]  # checked against ROLES above
         budget_env=budget_env,
+        vram_min_mb=vram_min,
     )
 
 

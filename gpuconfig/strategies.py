@@ -48,7 +48,9 @@ from gpuconfig.domain import (
     Plan,
     ServiceRequest,
     StrategyName,
+    adjustable,
     demand_mb,
+    least_demand_mb,
 )
 
 __all__ = [
@@ -134,11 +136,14 @@ class _Item:
 
     `tiers` maps GPU position -> preference tier (0 = preferred). A strategy's rule picks,
     among the GPUs of the best tier where the service fits, the one with the most free MB.
+    `need` is the least it can run with (`_need`): below `demand` for a service whose
+    budget the validator may shrink.
     """
 
     name: str
     demand: int
     tiers: dict[int, int]
+    need: int
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,15 @@ class _Inventory:
     gpus: tuple[Gpu, ...]
     caps: tuple[int, ...]
     fixed: tuple[int, ...]
+    # The pinned load with adjustable budgets at their least (`_need`), and the reserve
+    # the validator keeps free beside an adjustable budget.
+    fixed_need: tuple[int, ...] = ()
+    reserve_mb: int = 0
+
+    def item(self, request: ServiceRequest, tiers: dict[int, int]) -> _Item:
+        """The request as an item with these tiers."""
+        need = _need(request, self.reserve_mb)
+        return _Item(request.service.name, max(demand_mb(request), need), tiers, need)
 
     @property
     def positions(self) -> range:
@@ -161,8 +175,13 @@ def plan(
     requests: Sequence[ServiceRequest],
     *,
     time_budget_ms: int = DEFAULT_TIME_BUDGET_MS,
+    reserve_mb: int = 0,
 ) -> Plan:
     """Assign every enabled service to a GPU with the given strategy.
+
+    `reserve_mb` is the VRAM reserve the validator keeps free on a GPU where it sizes an
+    adjustable budget (`validation.evaluate`); the planner counts it beside such services
+    when it asks whether they fit at their least (`_need`).
 
     Raises `StrategyError` for input no strategy can honour: duplicate service names or
     GPU indexes, a missing or negative demand, a present GPU without VRAM, an unpinned
@@ -201,13 +220,18 @@ def plan(
         )
     position = {gpu.index: p for p, gpu in enumerate(present)}
     fixed = [0] * len(present)
+    fixed_need = [0] * len(present)
     for request in enabled:
         if request.pinned_gpu is not None and request.pinned_gpu in position:
-            fixed[position[request.pinned_gpu]] += demand_mb(request)
+            need = _need(request, reserve_mb)
+            fixed[position[request.pinned_gpu]] += max(demand_mb(request), need)
+            fixed_need[position[request.pinned_gpu]] += need
     inventory = _Inventory(
         gpus=tuple(present),
         caps=tuple(g.vram_total_mb for g in present),
         fixed=tuple(fixed),
+        fixed_need=tuple(fixed_need),
+        reserve_mb=max(0, reserve_mb),
     )
 
     budget = _Budget(time_budget_ms)
@@ -215,7 +239,7 @@ def plan(
     optimality: Optimality | None = None
     if strategy is StrategyName.BALANCED:
         items = _vram_based_items(inventory, movable)
-        choice, over, optimality = _balance(inventory, items, budget)
+        choice, over, optimality = _balance_flexibly(inventory, items, notes, budget)
     else:
         if strategy is StrategyName.VRAM_BASED:
             items = _vram_based_items(inventory, movable)
@@ -311,6 +335,19 @@ def _negated(values: tuple[int, ...]) -> tuple[int, ...]:
 # --- building the items of each strategy --------------------------------------------
 
 
+def _need(request: ServiceRequest, reserve_mb: int) -> int:
+    """The least VRAM a service takes on a GPU, for the question whether a fit exists.
+
+    A service with an adjustable budget (`domain.adjustable`) needs only its minimum
+    (`domain.least_demand_mb`) plus the reserve the validator keeps free beside such a
+    budget (counted per service: two of them on one GPU are counted one reserve too
+    high, which can only make the planner cautious); any other service its demand.
+    """
+    if adjustable(request):
+        return least_demand_mb(request) + max(0, reserve_mb)
+    return demand_mb(request)
+
+
 def _by_size(requests: Iterable[ServiceRequest]) -> list[ServiceRequest]:
     """Largest demand first; equal demands keep request order (the sort is stable)."""
     return sorted(requests, key=lambda r: -demand_mb(r))
@@ -319,7 +356,7 @@ def _by_size(requests: Iterable[ServiceRequest]) -> list[ServiceRequest]:
 def _vram_based_items(inventory: _Inventory, movable: list[ServiceRequest]) -> list[_Item]:
     """Every GPU is equally allowed; largest service first."""
     everywhere = dict.fromkeys(inventory.positions, 0)
-    return [_Item(r.service.name, demand_mb(r), everywhere) for r in _by_size(movable)]
+    return [inventory.item(r, everywhere) for r in _by_size(movable)]
 
 
 def _latency_items(
@@ -339,8 +376,8 @@ def _latency_items(
     rest = [r for r in movable if r.service.role not in ("llm", "critical")]
     # Critical services first: they have no choice, and the rest then sees the real
     # free memory of the fastest GPU when it needs it as a fallback.
-    return [_Item(r.service.name, demand_mb(r), {fast: 0}) for r in _by_size(critical)] + [
-        _Item(r.service.name, demand_mb(r), rest_tiers) for r in _by_size(rest)
+    return [inventory.item(r, {fast: 0}) for r in _by_size(critical)] + [
+        inventory.item(r, rest_tiers) for r in _by_size(rest)
     ]
 
 
@@ -359,7 +396,7 @@ def _isolation_items(
             f"Only one GPU detected: the LLM cannot be isolated and shares GPU {gpus[0].index} "
             "with every other service."
         )
-        return [_Item(r.service.name, demand_mb(r), everywhere) for r in _by_size(movable)]
+        return [inventory.item(r, everywhere) for r in _by_size(movable)]
 
     big = position[largest_gpu(gpus).index]
     # GPUs holding an LLM: the largest one (if an LLM is to be placed) and those that
@@ -389,8 +426,8 @@ def _isolation_items(
                 "which it shares with the LLM."
             )
     shared_tiers = dict.fromkeys(shared, 0)
-    return [_Item(r.service.name, demand_mb(r), {big: 0}) for r in _by_size(llms)] + [
-        _Item(r.service.name, demand_mb(r), shared_tiers) for r in _by_size(rest)
+    return [inventory.item(r, {big: 0}) for r in _by_size(llms)] + [
+        inventory.item(r, shared_tiers) for r in _by_size(rest)
     ]
 
 
@@ -412,7 +449,10 @@ def _place_by_rule(
     when it fits nowhere, to the first GPU in that order (the most free MB of its
     preferred tier). Among candidates of one tier this is the design's "most free MB"
     rule; note that it evens out free megabytes, not utilization (that is balanced's job).
-    When that overloads a GPU, the search in `_search_fit` repairs it if anything can.
+    When that overloads a GPU, `_repair` looks for a placement that fits with every
+    service at its full demand; failing that, the greedy placement is kept if it fits
+    with adjustable budgets at their least (the validator then shrinks them), and
+    otherwise `_repair` looks for a placement that fits so.
     """
     caps = inventory.caps
     loads = list(inventory.fixed)
@@ -426,25 +466,63 @@ def _place_by_rule(
     if not any(loads[p] > caps[p] for p in set(choice)):
         return choice  # whatever is over capacity, only pinned services put it there
 
+    better = _repair(inventory, items, notes, budget, flexible=False)
+    if better is not None:
+        return better
+    if not _is_flexible(inventory, items):
+        return choice
+    need_loads = list(inventory.fixed_need)
+    for item, p in zip(items, choice, strict=True):
+        need_loads[p] += item.need
+    if not any(need_loads[p] > caps[p] for p in set(choice)):
+        return choice  # fits once the validator shrinks the adjustable budgets
+    better = _repair(inventory, items, notes, budget, flexible=True)
+    return choice if better is None else better
+
+
+def _is_flexible(inventory: _Inventory, items: Sequence[_Item]) -> bool:
+    """Whether some service could take less than its demand (an adjustable budget)."""
+    return inventory.fixed_need != inventory.fixed or any(i.need != i.demand for i in items)
+
+
+def _shrinkable(items: Sequence[_Item]) -> str:
+    """The names of the placed services whose budgets may shrink, for the notes."""
+    return ", ".join(item.name for item in items if item.need < item.demand)
+
+
+def _repair(
+    inventory: _Inventory,
+    items: list[_Item],
+    notes: list[str],
+    budget: _Budget,
+    *,
+    flexible: bool,
+) -> list[int] | None:
+    """A placement within capacity, nearest to the rule's in its order, and a note; or
+    None when none exists (or none was found in time). `flexible`: services count at
+    their least (`_Item.need`) instead of their full demand."""
+    caps = inventory.caps
+    fixed = inventory.fixed_need if flexible else inventory.fixed
     better = None
     in_rule_order = True
     try:
-        better = _search_fit(inventory, items, _Cap(budget, int(budget.total * _RULE_ORDER_SHARE)))
+        better = _search_fit(
+            inventory, items, _Cap(budget, int(budget.total * _RULE_ORDER_SHARE)), flexible
+        )
     except _BudgetExhausted:
         # The search in the rule's order is the one that explains itself best, but it is
         # slow to disprove; the packing search finds a fit, when one exists, far sooner.
         in_rule_order = False
         allowed = [sorted(item.tiers) for item in items]
-        free = [cap - load for cap, load in zip(caps, inventory.fixed, strict=True)]
+        free = [cap - load for cap, load in zip(caps, fixed, strict=True)]
+        demands = [item.need if flexible else item.demand for item in items]
         try:
-            better = _pack(free, [item.demand for item in items], budget, allowed)
+            better = _pack(free, demands, budget, allowed)
         except _BudgetExhausted:
             better = None
     if better is None:
-        return choice
-    pinned_over = [
-        inventory.gpus[p].index for p in inventory.positions if inventory.fixed[p] > caps[p]
-    ]
+        return None
+    pinned_over = [inventory.gpus[p].index for p in inventory.positions if fixed[p] > caps[p]]
     how = (
         "in the rule's order of preference"
         if in_rule_order
@@ -458,48 +536,60 @@ def _place_by_rule(
         )
     else:
         result = "so that every GPU stays within capacity"
+    if flexible:
+        result += (
+            f", with the budget of {_shrinkable(items)} adjusted down to what is left "
+            "(never below its minimum): at full estimates nothing fits"
+        )
     notes.append(f"The plain rule overloaded a GPU; services were rearranged, {how}, {result}.")
     return better
 
 
-def _search_fit(inventory: _Inventory, items: list[_Item], budget: _Cap) -> list[int] | None:
+def _search_fit(
+    inventory: _Inventory, items: list[_Item], budget: _Cap, flexible: bool = False
+) -> list[int] | None:
     """Depth-first search for a placement within capacity, trying GPUs in the rule's order.
 
     Returns the first placement found (so the closest to the greedy one in the rule's
     lexicographic order of choices), or None when there is none. Raises
-    `_BudgetExhausted` when the budget runs out first.
+    `_BudgetExhausted` when the budget runs out first. `flexible`: whether a service fits
+    is asked of its least (`_Item.need`), while the rule's order still sees full demands.
     """
     caps = inventory.caps
-    loads = list(inventory.fixed)
+    loads = list(inventory.fixed)  # what the rule's "most free MB" sees
+    used = list(inventory.fixed_need if flexible else inventory.fixed)  # what must fit
+    sizes = [item.need if flexible else item.demand for item in items]
     n = len(items)
     # GPUs that look the same to every item (same tier for each item, same size) are
     # interchangeable while their loads are equal: trying one of them is enough.
     signatures = [tuple(item.tiers.get(p) for item in items) for p in inventory.positions]
     kind = [signatures.index(signature) for signature in signatures]  # small ints hash fast
-    # The demands still to place from item k on, largest first, for the bound.
-    pending = [sorted((item.demand for item in items[k:]), reverse=True) for k in range(n + 1)]
+    # The sizes still to place from item k on, largest first, for the bound.
+    pending = [sorted(sizes[k:], reverse=True) for k in range(n + 1)]
     choice = [0] * n
 
     def extend(k: int) -> bool:
         if k == n:
             return True
         budget.spend()
-        if not _may_fit(pending[k], 0, [c - load for c, load in zip(caps, loads, strict=True)]):
+        if not _may_fit(pending[k], 0, [c - u for c, u in zip(caps, used, strict=True)]):
             return False
-        item = items[k]
-        tried: set[tuple[int, int, int]] = set()
+        item, size = items[k], sizes[k]
+        tried: set[tuple[int, int, int, int]] = set()
         for p in _rule_order(item, caps, loads):
-            if loads[p] + item.demand > caps[p]:
+            if used[p] + size > caps[p]:
                 continue
-            key = (kind[p], caps[p], loads[p])
+            key = (kind[p], caps[p], loads[p], used[p])
             if key in tried:
                 continue
             tried.add(key)
             loads[p] += item.demand
+            used[p] += size
             choice[k] = p
             if extend(k + 1):
                 return True
             loads[p] -= item.demand
+            used[p] -= size
         return False
 
     return choice if extend(0) else None
@@ -508,25 +598,47 @@ def _search_fit(inventory: _Inventory, items: list[_Item], budget: _Cap) -> list
 def _over_capacity(inventory: _Inventory, items: list[_Item], choice: list[int]) -> set[str]:
     """The fewest placed items whose absence would leave their GPU within capacity.
 
-    On a GPU that its pinned services alone overload, every placed item is listed. On
-    any other overloaded GPU, the fewest items whose removal makes the rest fit (the
-    largest ones reach the excess with the fewest), and among as many, the least MB.
+    Every item counts at its least (`_Item.need`): a GPU that fits once adjustable
+    budgets shrink is within capacity. On a GPU that its pinned services alone overload,
+    every placed item is listed. On any other overloaded GPU, the fewest items whose
+    removal makes the rest fit (the largest ones reach the excess with the fewest), and
+    among as many, the least MB.
     """
     over: set[str] = set()
     for p in inventory.positions:
         here = [item for item, q in zip(items, choice, strict=True) if q == p]
-        load = inventory.fixed[p] + sum(item.demand for item in here)
+        load = inventory.fixed_need[p] + sum(item.need for item in here)
         if load <= inventory.caps[p]:
             continue
-        if inventory.fixed[p] > inventory.caps[p]:
+        if inventory.fixed_need[p] > inventory.caps[p]:
             over |= {item.name for item in here}
             continue
-        demands = [item.demand for item in here]
+        # As the validator sees it: the other services get their demand, and services with
+        # adjustable budgets share what is left, the smallest minimums first. When that
+        # alone is what does not fit, the adjustable services left without room are listed.
+        flexible = sorted((item for item in here if item.need < item.demand), key=_by_need)
+        room = (
+            inventory.caps[p]
+            - inventory.fixed_need[p]
+            - sum(item.need for item in here if item.need == item.demand)
+        )
+        if flexible and room >= 0:
+            for item in flexible:
+                if item.need <= room:
+                    room -= item.need
+                else:
+                    over.add(item.name)
+            continue
+        demands = [item.need for item in here]
         excess = load - inventory.caps[p]
         count = _fewest_reaching(demands, excess)
         for k in _least_overflow(demands, count, excess, _always)[0]:
             over.add(here[k].name)
     return over
+
+
+def _by_need(item: _Item) -> int:
+    return item.need
 
 
 def _always(_: set[int]) -> bool:
@@ -720,6 +832,54 @@ def _may_fit(
 
 
 # --- balanced ----------------------------------------------------------------------------
+
+
+def _balance_flexibly(
+    inventory: _Inventory, items: list[_Item], notes: list[str], budget: _Budget
+) -> tuple[list[int], set[str], Optimality | None]:
+    """Balanced with adjustable budgets: `_balance` at full demands, which is what such a
+    service would like (and what it gets where there is room), unless that leaves a
+    service that does not fit even at its least while a plan exists where every service
+    does; then `_balance` at the least (`_Item.need`) of each service.
+
+    What does not fit is judged at the least in both cases: a service whose budget the
+    validator shrinks to fit is not listed.
+    """
+    choice, over, optimality = _balance(inventory, items, budget)
+    if not _is_flexible(inventory, items):
+        return choice, over, optimality
+    if over:
+        over = _over_capacity(inventory, items, choice)
+        if not over:
+            notes.append(
+                "At full estimates not every service fits; the budget of "
+                f"{_shrinkable(items)} is adjusted down to what is left on its GPU "
+                "(never below its minimum), so that everything fits."
+            )
+    if not over:
+        return choice, over, optimality
+    # At the least: the items largest first again, as `_balance` expects.
+    order = sorted(range(len(items)), key=lambda k: (-items[k].need, k))
+    least_items = [
+        _Item(items[k].name, items[k].need, items[k].tiers, items[k].need) for k in order
+    ]
+    least_inventory = _Inventory(
+        inventory.gpus, inventory.caps, inventory.fixed_need, inventory.fixed_need, 0
+    )
+    least_choice, least_over, least_optimality = _balance(least_inventory, least_items, budget)
+    if len(least_over) >= len(over):
+        return choice, over, optimality
+    placed = [0] * len(items)
+    for k, p in zip(order, least_choice, strict=True):
+        placed[k] = p
+    notes.append(
+        "At full estimates not every service fits; planned with the budget of "
+        f"{_shrinkable(items)} at its minimum, so that "
+        + ("every service fits" if not least_over else "as few services as possible do not fit")
+        + " (the validator then gives it what is left on its GPU); the utilization "
+        "figures count it at that minimum."
+    )
+    return placed, least_over, least_optimality
 
 
 def _balance(

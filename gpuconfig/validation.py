@@ -20,15 +20,16 @@ from gpuconfig.domain import (
     ServiceRequest,
     StrategyName,
     WarningCode,
+    adjustable,
     demand_mb,
     format_gb,
     format_gpu_capacity,
+    least_budget_mb,
 )
 
-__all__ = ["MIN_BUDGET_GB", "evaluate"]
+__all__ = ["evaluate"]
 
-# The smallest VRAM budget handed to a service, in GB (budgets are whole tenths of a GB).
-MIN_BUDGET_GB = 0.1
+# Budgets are whole tenths of a GB.
 _MB_PER_TENTH = MB_PER_GB // 10
 
 
@@ -60,9 +61,12 @@ def evaluate(
 
     * Budgets: a service with `budget_env` and no override that does not fit on its GPU
       (its estimate exceeds capacity - other services' demands - `reserve_mb`) gets
-      floor(room / 100 MB) / 10 GB, at least 0.1 GB. When several such services share a
-      GPU, the room left by the others is split in proportion to their estimates (for one
-      service this is exactly the rule above). An explicit override always wins.
+      floor(room / 100 MB) / 10 GB. When several such services share a GPU, the room
+      left by the others is split in proportion to their estimates (for one service this
+      is exactly the rule above), each keeping at least its minimum
+      (`domain.least_budget_mb`). Below its minimum a service is not given an invented
+      budget: a BUDGET_BELOW_MINIMUM warning says it will not fit there, it is planned
+      at its minimum, and it counts as over capacity. An explicit override always wins.
     * `applied` (service -> GPU of the configuration running now) lets the VRAM in use on
       a GPU be split into managed services (their estimates) and outside processes. None
       means unknown (nothing applied through GPU Config yet): no outside-use warning then.
@@ -185,47 +189,71 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
     capacity = format_gpu_capacity(total)
     # Services whose demand is set (no budget variable, or an explicit override) are
     # fixed; the adjustable ones share whatever room the fixed ones and the reserve leave.
-    adjustable = [r for r in sharing if r.service.budget_env and r.budget_override_gb is None]
-    fixed = [r for r in sharing if r not in adjustable]
+    flexible = [r for r in sharing if adjustable(r)]
+    fixed = [r for r in sharing if r not in flexible]
     fixed_mb = sum(demand_mb(r) for r in fixed)
     room = total - fixed_mb - reserve_mb
-    wanted = sum(r.service.vram_estimate_mb for r in adjustable)
+    wanted = sum(r.service.vram_estimate_mb for r in flexible)
 
     result: dict[str, _Budget] = {}
-    for request in adjustable:
-        name, estimate = request.service.name, request.service.vram_estimate_mb
-        if wanted <= room:
-            result[name] = _Budget(estimate, None, False)
-            continue
-        # Proportional share of the room; floor to whole tenths so the sum stays inside.
-        share = room * estimate / wanted if wanted else 0
-        tenths = math.floor(share / _MB_PER_TENTH)
-        fits = tenths >= 1
-        if fits:
-            budget_gb = tenths / 10
-            if estimate > total:
-                reason = f"exceeds GPU {gpu.index} ({capacity})"
-            else:
-                reason = f"exceeds the {_room_gb(room)} left on GPU {gpu.index} ({capacity})"
-            message = (
-                f"{name} VRAM budget ({format_gb(estimate)}) {reason}. "
-                f"Auto-adjusted to {budget_gb:.1f} GB."
+    if wanted <= room:
+        result |= {
+            r.service.name: _Budget(r.service.vram_estimate_mb, None, False) for r in flexible
+        }
+    else:
+        # Which adjustable services get at least their minimum: the smallest minimums
+        # first (as many as possible); the others do not fit on this GPU.
+        fitting: list[ServiceRequest] = []
+        taken = 0
+        for request in sorted(flexible, key=lambda r: least_budget_mb(r.service)):
+            if taken + least_budget_mb(request.service) <= room:
+                fitting.append(request)
+                taken += least_budget_mb(request.service)
+        tenths = _shares(fitting, room)
+        for request in flexible:
+            name, estimate = request.service.name, request.service.vram_estimate_mb
+            if name in tenths and tenths[name] is None:  # the others left it enough room
+                result[name] = _Budget(estimate, None, False)
+                continue
+            if name in tenths:
+                share = tenths[name]
+                assert share is not None
+                budget_gb = share / 10
+                if estimate > total:
+                    reason = f"exceeds GPU {gpu.index} ({capacity})"
+                else:
+                    reason = f"exceeds the {_room_gb(room)} left on GPU {gpu.index} ({capacity})"
+                warning = PlanWarning(
+                    WarningCode.BUDGET_ADJUSTED,
+                    f"{name} VRAM budget ({format_gb(estimate)}) {reason}. "
+                    f"Auto-adjusted to {budget_gb:.1f} GB.",
+                    name,
+                    gpu.index,
+                )
+                result[name] = _Budget(
+                    share * _MB_PER_TENTH, budget_gb, True, warning, fits_by_adjustment=True
+                )
+                continue
+            # Below its minimum the service cannot work: say it does not fit rather than
+            # invent a budget. It is planned at its minimum (the least it takes), which is
+            # also the budget it gets if the plan is applied anyway.
+            least = least_budget_mb(request.service)
+            where = (
+                "its minimum"
+                if request.service.vram_min_mb is not None
+                else "the least budget GPU Config gives a service"
             )
-        else:
-            tenths = 1
-            budget_gb = MIN_BUDGET_GB
-            message = (
-                f"{name} VRAM budget ({format_gb(estimate)}) does not fit on GPU {gpu.index} "
-                f"({capacity}): only {_room_gb(share)} is left after the other "
-                f"services and the {format_gb(reserve_mb)} reserve. Set to the "
-                f"{MIN_BUDGET_GB:.1f} GB minimum."
+            warning = PlanWarning(
+                WarningCode.BUDGET_BELOW_MINIMUM,
+                f"{name} will not fit on GPU {gpu.index} ({capacity}): it needs a VRAM budget "
+                f"of at least {format_gb(least)} ({where}), but only {_room_gb(room)} is "
+                f"left after the other services and the {format_gb(reserve_mb)} reserve.",
+                name,
+                gpu.index,
             )
-        warning = PlanWarning(WarningCode.BUDGET_ADJUSTED, message, name, gpu.index)
-        result[name] = _Budget(
-            tenths * _MB_PER_TENTH, budget_gb, True, warning, fits_by_adjustment=fits
-        )
+            result[name] = _Budget(least, least / MB_PER_GB, True, warning)
 
-    adjusted_mb = sum(result[r.service.name].planned_mb for r in adjustable)
+    adjusted_mb = sum(result[r.service.name].planned_mb for r in flexible)
     for request in fixed:
         name, demand = request.service.name, demand_mb(request)
         override = request.budget_override_gb
@@ -244,6 +272,37 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
     return result
 
 
+def _shares(fitting: list[ServiceRequest], room: int) -> dict[str, int | None]:
+    """Budgets in tenths of a GB for adjustable services whose minimums fit into `room`.
+
+    None for all of them when their estimates fit (others that did not fit left the
+    room). Otherwise the room is split in proportion to their estimates (for one service:
+    all of it), floored to whole tenths so that the sum stays inside. When that would put
+    one below its minimum, each gets its minimum and the rest is split in proportion to
+    what each wants beyond it.
+    """
+    wanted = sum(r.service.vram_estimate_mb for r in fitting)
+    if wanted <= room:
+        return dict.fromkeys((r.service.name for r in fitting), None)
+    tenths: dict[str, int | None] = {
+        r.service.name: math.floor(room * r.service.vram_estimate_mb / wanted / _MB_PER_TENTH)
+        for r in fitting
+    }
+    if all(
+        (tenths[r.service.name] or 0) * _MB_PER_TENTH >= least_budget_mb(r.service) for r in fitting
+    ):
+        return tenths
+    least = {r.service.name: least_budget_mb(r.service) for r in fitting}
+    beyond = {r.service.name: r.service.vram_estimate_mb - least[r.service.name] for r in fitting}
+    spare = room - sum(least.values())
+    extra_total = sum(beyond.values())
+    return {
+        name: (least[name] + (math.floor(spare * beyond[name] / extra_total) if extra_total else 0))
+        // _MB_PER_TENTH
+        for name in least
+    }
+
+
 def _room_gb(mb: float) -> str:
     """Room left on a GPU in GB, rounded down like budgets so the numbers agree."""
     tenths = max(0, math.floor(mb / _MB_PER_TENTH))
@@ -253,7 +312,7 @@ def _room_gb(mb: float) -> str:
 def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
     """A service that alone exceeds its GPU (budget-driven services are handled above)."""
     service = request.service
-    if service.budget_env or request.budget_override_gb is not None:
+    if adjustable(request) or request.budget_override_gb is not None:
         return []  # its budget was adjusted, or the override warning already says it
     demand = demand_mb(request)
     if demand <= gpu.vram_total_mb:

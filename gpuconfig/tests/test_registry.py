@@ -18,13 +18,16 @@ def _compose(labels: str, name: str = "svc") -> str:
 
 def test_the_projects_compose_file_declares_the_designs_five_services():
     registry = load_registry(ROOT / "docker-compose.prod.yml")
-    table = {s.name: (s.model, s.vram_estimate_mb, s.role, s.budget_env) for s in registry.services}
+    table = {
+        s.name: (s.model, s.vram_estimate_mb, s.role, s.budget_env, s.vram_min_mb)
+        for s in registry.services
+    }
     assert table == {
-        "ai-llm": ("Nemotron-3-Nano-30B (Q4_K_M)", 21700, "llm", None),
-        "ai-yolo26": ("YOLO26", 650, "critical", None),
-        "ai-florence": ("Florence-2-Large", 1500, "standard", None),
-        "ai-clip": ("CLIP ViT-L", 1200, "standard", None),
-        "ai-enrichment": ("Model Zoo (9 models)", 6800, "standard", "VRAM_BUDGET_GB"),
+        "ai-llm": ("Nemotron-3-Nano-30B (Q4_K_M)", 21700, "llm", None, None),
+        "ai-yolo26": ("YOLO26", 650, "critical", None, None),
+        "ai-florence": ("Florence-2-Large", 1500, "standard", None, None),
+        "ai-clip": ("CLIP ViT-L", 1200, "standard", None, None),
+        "ai-enrichment": ("Model Zoo (9 models)", 6800, "standard", "VRAM_BUDGET_GB", 2000),
     }
 
 
@@ -43,6 +46,15 @@ def test_list_form_labels_are_read():
     text = _compose("      - gpuconfig.vram_estimate_mb=1200\n      - gpuconfig.role=critical\n")
     (service,) = parse_registry(F, text).services
     assert (service.vram_estimate_mb, service.role) == (1200, "critical")
+
+
+def test_a_budget_taking_service_may_declare_its_minimum():
+    text = _compose(
+        "      gpuconfig.vram_estimate_mb: '6800'\n      gpuconfig.budget_env: VRAM_BUDGET_GB\n"
+        "      gpuconfig.vram_min_mb: ' 2000 '\n"
+    )
+    (service,) = parse_registry(F, text).services
+    assert (service.vram_estimate_mb, service.vram_min_mb) == (6800, 2000)
 
 
 def test_forty_services_just_work():
@@ -69,6 +81,26 @@ def test_forty_services_just_work():
         (
             "      gpuconfig.vram_estimate_mb: '10'\n      gpuconfig.budget_env: 'VRAM BUDGET'\n",
             "label gpuconfig.budget_env: 'VRAM BUDGET' is not a valid environment variable",
+        ),
+        (
+            "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.vram_min_mb: '1000'\n",
+            "label gpuconfig.vram_min_mb: only a service that takes a budget "
+            "(gpuconfig.budget_env) can have a minimum",
+        ),
+        (
+            "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.budget_env: B\n"
+            "      gpuconfig.vram_min_mb: some\n",
+            "label gpuconfig.vram_min_mb: 'some' is not a whole number of MB",
+        ),
+        (
+            "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.budget_env: B\n"
+            "      gpuconfig.vram_min_mb: '0'\n",
+            "label gpuconfig.vram_min_mb: 0 is out of range (1 MB to the estimate, 3000 MB)",
+        ),
+        (
+            "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.budget_env: B\n"
+            "      gpuconfig.vram_min_mb: '3001'\n",
+            "label gpuconfig.vram_min_mb: 3001 is out of range (1 MB to the estimate, 3000 MB)",
         ),
         (
             "      gpuconfig.vram_estimte_mb: '10'\n",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpuconfig.domain import (
+    MIN_BUDGET_FLOOR_MB,
     Gpu,
     PlanWarning,
     Service,
@@ -18,6 +20,7 @@ from gpuconfig.domain import (
     demand_mb,
     format_gb,
     format_gpu_capacity,
+    least_budget_mb,
 )
 from gpuconfig.strategies import plan
 from gpuconfig.tests.test_strategies import (
@@ -32,7 +35,7 @@ from gpuconfig.tests.test_strategies import (
     YOLO,
     requests,
 )
-from gpuconfig.validation import MIN_BUDGET_GB, evaluate
+from gpuconfig.validation import evaluate
 
 pytestmark: list[pytest.MarkDecorator] = []
 
@@ -71,11 +74,11 @@ def test_gb_has_one_decimal_and_rounds_halves_up(mb: int, text: str) -> None:
 
 
 def test_reference_zoo_alone_on_the_a400_is_adjusted_to_3_5_gb() -> None:
-    # The design's case, through the recommended strategy: the zoo ends up alone on GPU 1,
-    # and floor((4094 - 512) / 100) / 10 = 3.5 GB.
+    # The design's example placement (the plain VRAM-based rule, which overloads GPU 0):
+    # the zoo alone on GPU 1, and floor((4094 - 512) / 100) / 10 = 3.5 GB.
     reqs = requests(*REFERENCE_SERVICES)
-    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, reqs)
-    evaluation = evaluate(REFERENCE_GPUS, reqs, result.assignments, reserve_mb=512)
+    design = {"ai-llm": 0, "ai-yolo26": 0, "ai-florence": 0, "ai-clip": 0, "ai-enrichment": 1}
+    evaluation = evaluate(REFERENCE_GPUS, reqs, design, reserve_mb=512)
     zoo = next(a for a in evaluation.assignments if a.service == "ai-enrichment")
     assert (zoo.gpu_index, zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (1, 3.5, True)
     warning = only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED)
@@ -108,17 +111,77 @@ def test_budget_shrinks_to_what_the_other_services_leave() -> None:
     assert evaluation.planned_vram_mb[0] == 21700 + 2300
 
 
-def test_budget_never_goes_below_the_minimum_and_says_so() -> None:
-    # Florence + CLIP + YOLO take 3350 MB of the A400: 4094 - 3350 - 512 = 232 MB -> 0.2 GB;
-    # add another 200 MB service and only 32 MB remain: clamped to 0.1 GB with a warning.
-    tiny = Service("ai-tiny", "tiny", 200)
-    reqs = requests(FLORENCE, CLIP, YOLO, tiny, ENRICHMENT)
-    evaluation = evaluate(REFERENCE_GPUS, reqs, dict.fromkeys((s.service.name for s in reqs), 1))
+def test_below_its_minimum_the_zoo_will_not_fit_instead_of_getting_0_2_gb() -> None:
+    # Isolation-first's A400: Florence + CLIP + YOLO take 3350 MB, 4094 - 3350 - 512 = 232
+    # MB are left. That used to become a 0.2 GB budget; the zoo declares 2.0 GB as the
+    # least it works with, so it does not fit there, and it is planned at that minimum.
+    reqs = requests(FLORENCE, CLIP, YOLO, ENRICHMENT)
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        reqs,
+        dict.fromkeys((s.service.name for s in reqs), 1),
+        over_capacity=("ai-enrichment",),
+    )
     zoo = evaluation.assignments[-1]
-    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (MIN_BUDGET_GB, True)
-    warning = only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED)
-    assert "0.1 GB minimum" in warning.message
-    assert WarningCode.COMBINED_EXCEEDS_GPU not in codes(evaluation.warnings)  # 3650 fits
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.0, True)
+    warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
+    assert warning.message == (
+        "ai-enrichment will not fit on GPU 1 (4 GB): it needs a VRAM budget of at least "
+        "2.0 GB (its minimum), but only 0.2 GB is left after the other services and the "
+        "0.5 GB reserve."
+    )
+    assert (warning.service, warning.gpu_index) == ("ai-enrichment", 1)
+    assert WarningCode.BUDGET_ADJUSTED not in codes(evaluation.warnings)
+    assert evaluation.planned_vram_mb[1] == 3350 + 2000
+    # It counts as over capacity: the GPU is over, and the plan's listing is not excused.
+    assert WarningCode.COMBINED_EXCEEDS_GPU in codes(evaluation.warnings)
+    assert only(evaluation.warnings, WarningCode.NOT_PLACED_WITHIN_CAPACITY).service == (
+        "ai-enrichment"
+    )
+
+
+def test_a_minimum_above_what_is_left_says_it_will_not_fit() -> None:
+    # 24564 - 21700 - 512 = 2352 MB beside the LLM: enough for 2.0 GB, not for 2.5 GB.
+    hungry = Service("ai-zoo", "zoo", 6800, budget_env="VRAM_BUDGET_GB", vram_min_mb=2500)
+    evaluation = evaluate(REFERENCE_GPUS, requests(LLM, hungry), {"ai-llm": 0, "ai-zoo": 0})
+    zoo = evaluation.assignments[1]
+    assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.5, True)
+    warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
+    assert warning.message.startswith("ai-zoo will not fit on GPU 0 (24 GB)")
+    assert "at least 2.5 GB (its minimum), but only 2.3 GB is left" in warning.message
+    assert evaluation.planned_vram_mb[0] == 21700 + 2500
+
+
+def test_without_a_minimum_the_floor_is_1_gb() -> None:
+    # The same room with no label: 2352 MB -> 2.3 GB, above the 1 GB floor. On the A400
+    # beside the three small models (232 MB left), the floor says it will not fit.
+    plain = Service("ai-zoo", "zoo", 6800, budget_env="VRAM_BUDGET_GB")
+    assert least_budget_mb(plain) == MIN_BUDGET_FLOOR_MB == 1000
+    evaluation = evaluate(REFERENCE_GPUS, requests(LLM, plain), {"ai-llm": 0, "ai-zoo": 0})
+    assert evaluation.assignments[1].vram_budget_gb == 2.3
+    reqs = requests(FLORENCE, CLIP, YOLO, plain)
+    evaluation = evaluate(REFERENCE_GPUS, reqs, dict.fromkeys((s.service.name for s in reqs), 1))
+    assert evaluation.assignments[-1].vram_budget_gb == 1.0
+    warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
+    assert "at least 1.0 GB (the least budget GPU Config gives a service)" in warning.message
+
+
+def test_minimums_are_kept_when_two_adjustable_services_share_a_gpu() -> None:
+    # Room 3582 MB. In proportion to the estimates (6800 : 3400) the second would get
+    # 1.1 GB, below its 1.5 GB minimum: each gets its minimum (2.0 + 1.5 GB) and the 82
+    # MB left go in proportion to what each wants beyond it (whole tenths only: none).
+    other = Service("ai-other", "other", 3400, budget_env="VRAM_BUDGET_GB", vram_min_mb=1500)
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(ENRICHMENT, other), {"ai-enrichment": 1, "ai-other": 1}
+    )
+    assert [a.vram_budget_gb for a in evaluation.assignments] == [2.0, 1.5]
+    assert codes(evaluation.warnings) == [WarningCode.BUDGET_ADJUSTED] * 2
+    # With a third that needs 1 GB more than is left, that one does not fit; the others do.
+    third = Service("ai-third", "third", 3000, budget_env="VRAM_BUDGET_GB", vram_min_mb=2500)
+    reqs = requests(ENRICHMENT, other, third)
+    evaluation = evaluate(REFERENCE_GPUS, reqs, dict.fromkeys((s.service.name for s in reqs), 1))
+    assert [a.vram_budget_gb for a in evaluation.assignments] == [2.0, 1.5, 2.5]
+    assert only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM).service == "ai-third"
 
 
 def test_two_adjustable_services_split_the_room_in_proportion() -> None:
@@ -258,11 +321,12 @@ def test_single_gpu_isolation() -> None:
 
 
 def test_not_placed_within_capacity_except_when_a_budget_makes_it_fit() -> None:
+    # The design's placement (the plain VRAM-based rule), with both services it overloads
+    # listed as a plan of that shape would list them (the planner now repairs it).
     reqs = requests(*REFERENCE_SERVICES)
-    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, reqs)
-    assert result.over_capacity == ("ai-yolo26", "ai-enrichment")
+    design = {"ai-llm": 0, "ai-yolo26": 0, "ai-florence": 0, "ai-clip": 0, "ai-enrichment": 1}
     evaluation = evaluate(
-        REFERENCE_GPUS, reqs, result.assignments, over_capacity=result.over_capacity
+        REFERENCE_GPUS, reqs, design, over_capacity=("ai-yolo26", "ai-enrichment")
     )
     # The zoo's shrunk budget fits, so only YOLO is reported as not placed within capacity.
     warning = only(evaluation.warnings, WarningCode.NOT_PLACED_WITHIN_CAPACITY)
@@ -324,6 +388,8 @@ def setups(draw: st.DrawFn) -> tuple[list[Gpu], list[ServiceRequest], dict[str, 
             draw(st.sampled_from(["llm", "critical", "standard"])),
             draw(st.sampled_from([None, "VRAM_BUDGET_GB"])),
         )
+        if service.budget_env and draw(st.booleans()):
+            service = replace(service, vram_min_mb=draw(st.integers(1, service.vram_estimate_mb)))
         override = draw(st.none() | st.floats(0.1, 40.0).map(lambda x: round(x, 1)))
         reqs.append(
             ServiceRequest(service, enabled=draw(st.booleans()), budget_override_gb=override)
@@ -354,8 +420,9 @@ def test_evaluation_invariants(
         elif not request.service.budget_env:
             assert resolved.vram_budget_gb is None
         if resolved.budget_auto_adjusted:
+            # Never below the service's least budget (its minimum or the 1 GB floor).
             assert resolved.vram_budget_gb is not None
-            assert resolved.vram_budget_gb >= MIN_BUDGET_GB
+            assert round(resolved.vram_budget_gb * 1000) >= least_budget_mb(request.service)
             assert resolved.vram_budget_gb * 1000 < request.service.vram_estimate_mb
             assert math.isclose(resolved.vram_budget_gb * 10, round(resolved.vram_budget_gb * 10))
         if resolved.gpu_index in present:
@@ -365,19 +432,30 @@ def test_evaluation_invariants(
                 planned[resolved.gpu_index] += demand_mb(request)
     assert evaluation.planned_vram_mb == planned
 
+    below_minimum = {
+        (w.service, w.gpu_index)
+        for w in evaluation.warnings
+        if w.code is WarningCode.BUDGET_BELOW_MINIMUM
+    }
     for index, gpu in present.items():
         adjusted = [
             a
             for a in evaluation.assignments
-            if a.gpu_index == index and a.budget_auto_adjusted and a.vram_budget_gb != MIN_BUDGET_GB
+            if a.gpu_index == index
+            and a.budget_auto_adjusted
+            and (a.service, index) not in below_minimum
         ]
         fixed = sum(
             demand_mb(enabled[a.service])
             for a in evaluation.assignments
             if a.gpu_index == index and not a.budget_auto_adjusted
         )
-        # Budgets that were not clamped to the minimum fit next to the fixed demands.
-        if adjusted and fixed + reserve_mb <= gpu.vram_total_mb:
+        # Budgets of services that fit (not below their minimum) fit next to the fixed ones.
+        if (
+            adjusted
+            and fixed + reserve_mb <= gpu.vram_total_mb
+            and not any(where == index for _, where in below_minimum)
+        ):
             assert planned[index] <= gpu.vram_total_mb - reserve_mb
 
     for warning in evaluation.warnings:

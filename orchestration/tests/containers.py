@@ -74,6 +74,7 @@ STANDIN_SERVICES: dict[str, dict[str, str]] = {
         "gpuconfig.vram_estimate_mb": "6800",
         "gpuconfig.role": "standard",
         "gpuconfig.budget_env": "VRAM_BUDGET_GB",
+        "gpuconfig.vram_min_mb": "2000",
     },
 }
 
