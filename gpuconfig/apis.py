@@ -372,7 +372,7 @@ _version_list = inline_serializer(
                     "assignments": serializers.DictField(child=serializers.DictField()),
                     # As stored: {"code", "message", "service", "gpu_index"} per warning.
                     "warnings": serializers.ListField(child=serializers.DictField()),
-                }
+                },
             )
         ),
         # Only with ?from= and/or ?to=.
