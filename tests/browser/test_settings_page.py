@@ -86,7 +86,7 @@ def test_staff_user_previews_a_strategy_moves_the_zoo_and_saves(
     diff = page.locator("#diff")
     expect(diff).to_contain_text("Changes from saved version 1")
     expect(diff).to_contain_text("ai-clip: GPU 1 → GPU 0")
-    expect(diff).to_contain_text("ai-enrichment: budget 0.2 GB → 2.9 GB")
+    expect(diff).to_contain_text("ai-enrichment: budget 2 GB → 2.9 GB")
     screenshot(page, "settings-preview")
 
     page.get_by_role("button", name="Save", exact=True).click()
