@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -18,6 +18,7 @@ from gpuconfig.domain import (
     Configuration,
     Gpu,
     Plan,
+    ResolvedAssignment,
     ServiceRequest,
     StrategyName,
     demand_mb,
@@ -26,6 +27,9 @@ from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.registry import RegistryError, load_registry
 from gpuconfig.strategies import StrategyError, plan
 from gpuconfig.system_settings import SystemConfig, system_config_from_rows
+
+if TYPE_CHECKING:  # drafts reads through this module
+    from gpuconfig.drafts import Draft
 
 
 def system_config() -> SystemConfig:
@@ -164,6 +168,23 @@ def rollback_target() -> ConfigVersion | None:
         .order_by("-applied_at")
         .first()
     )
+
+
+def draft_unsaved(draft: Draft, saved: ConfigVersion | None) -> bool:
+    """Whether saving ``draft`` would store something other than ``saved`` (the newest saved
+    version): its strategy, a change the draft lists, or a pin, budget or on/off that differs."""
+    if saved is None or saved.strategy != draft.strategy or draft.changes:
+        return True
+    before = Configuration.from_json(saved.assignments)
+    for entry in draft.configuration.assignments:
+        old = before.get(entry.service) or ResolvedAssignment(entry.service, None)
+        if (old.pinned, old.enabled, old.vram_budget_override) != (
+            entry.pinned,
+            entry.enabled,
+            entry.vram_budget_override,
+        ):
+            return True
+    return False
 
 
 def restored_from(version_number: int) -> int | None:

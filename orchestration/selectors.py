@@ -12,9 +12,16 @@ from typing import Any
 
 from django.conf import settings
 
+from gpuconfig import selectors as config_selectors
 from gpuconfig.registry import RegistryError, load_registry
 from orchestration import podman
-from orchestration.models import ApplyCommand, ApplyRun
+from orchestration.models import (
+    ACTIVE_RUN_STATUSES,
+    ApplyCommand,
+    ApplyRun,
+    RunStatus,
+    StepStatus,
+)
 from orchestration.probe import compose_tool
 
 
@@ -163,3 +170,41 @@ def apply_status(run_id: uuid.UUID | None = None) -> dict[str, Any]:
         (run.pk, run.status) if run else None,
     )
     return {"run": run_body(run) if run else None, **_shared_container_health(key)}
+
+
+def run_is_active() -> bool:
+    """Whether an apply or rollback is running now (the page shows Apply disabled then)."""
+    return ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists()
+
+
+def rollback_offer(run: dict[str, Any] | None) -> int | None:
+    """The version a manual rollback would go back to, when the page should offer one: the
+    latest run has ended without rolling back already, and an earlier applied version exists
+    (never after a first apply, failed or not). ``run``: ``apply_status()["run"]``."""
+    if not run or run["active"]:
+        return None
+    target = config_selectors.rollback_target()
+    if target is None or run["status"] == RunStatus.ROLLED_BACK:
+        return None
+    return target.number
+
+
+# Steps that finished, and how far each state is along the run (for the progress bar).
+_STEP_DONE = (StepStatus.HEALTHY, StepStatus.FAILED, StepStatus.ROLLED_BACK)
+_STEP_WEIGHT = {StepStatus.PENDING: 0.0, StepStatus.RECREATING: 0.25, StepStatus.VERIFYING: 0.5}
+
+
+def step_progress(steps: list[dict[str, Any]], *, active: bool) -> dict[str, Any]:
+    """Counts for the run summary: one command recreates every changed service, then each
+    is checked; a step counts as done when its check has finished."""
+    done = sum(1 for s in steps if s["status"] in _STEP_DONE)
+    recreating = not done and all(
+        s["status"] in (StepStatus.PENDING, StepStatus.RECREATING) for s in steps
+    )
+    weight = sum(_STEP_WEIGHT.get(s["status"], 1.0) for s in steps)
+    return {
+        "steps_done": done,
+        "steps_total": len(steps),
+        "steps_recreating": bool(steps) and recreating,
+        "steps_percent": round(100 * weight / len(steps)) if steps else (0 if active else 100),
+    }

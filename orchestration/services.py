@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -20,9 +21,18 @@ from django.utils import timezone
 
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
+from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
-from gpuconfig.services import configuration_write_turn, gpu_config_restore, saving_user
+from gpuconfig.services import (
+    AssignmentChange,
+    Draft,
+    configuration_write_turn,
+    gpu_config_draft,
+    gpu_config_restore,
+    gpu_config_save,
+    saving_user,
+)
 from orchestration import podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
@@ -41,6 +51,7 @@ __all__ = [
     "apply_runs_reap_stale",
     "compose_tool",
     "forget_probe",
+    "gpu_config_save_and_apply",
     "rollback_run_start",
 ]
 
@@ -48,11 +59,19 @@ logger = logging.getLogger(__name__)
 
 
 class ApplyRefused(Exception):
-    """The apply cannot start; nothing was written. ``status_code`` is what the API answers."""
+    """The apply cannot start; no run was started. ``status_code`` is what the API answers;
+    ``saved``: the version ``gpu_config_save_and_apply`` saved before it was refused."""
 
-    def __init__(self, message: str, status_code: int):
+    def __init__(self, message: str, status_code: int, saved: ConfigVersion | None = None):
         super().__init__(message)
         self.status_code = status_code
+        self.saved = saved
+
+
+@dataclass(frozen=True)
+class SavedAndApplying:
+    saved: ConfigVersion | None  # None: what was asked for was the saved version already
+    run: ApplyRun
 
 
 # --- starting a run -----------------------------------------------------------------------
@@ -148,6 +167,37 @@ def apply_run_start(
             user=user,
             enqueue=enqueue,
         )
+
+
+def gpu_config_save_and_apply(
+    *,
+    user: AbstractBaseUser | AnonymousUser | None,
+    strategy: StrategyName,
+    changes: Sequence[AssignmentChange] = (),
+    expected_version: int | None = None,
+    draft: Draft | None = None,
+    enqueue: bool = True,
+) -> SavedAndApplying:
+    """Save the configuration asked for when it differs from the newest saved version, then
+    start applying the newest saved version (the page's Apply, and the API's apply with a
+    body). The save's own errors pass through (nothing saved, nothing applied); a refused
+    apply after a save is an ``ApplyRefused`` whose ``saved`` is the version kept."""
+    if draft is None or draft.strategy != strategy:
+        draft = gpu_config_draft(strategy=strategy, changes=changes)
+    saved = None
+    if config_selectors.draft_unsaved(draft, config_selectors.latest_version()):
+        saved = gpu_config_save(
+            user=user,
+            strategy=strategy,
+            changes=changes,
+            expected_version=expected_version,
+            draft=draft,
+        ).version
+    try:
+        run = apply_run_start(user=user, enqueue=enqueue)
+    except ApplyRefused as exc:
+        raise ApplyRefused(str(exc), exc.status_code, saved=saved) from exc
+    return SavedAndApplying(saved=saved, run=run)
 
 
 def rollback_run_start(

@@ -8,17 +8,27 @@ same services the API uses, so the page and the API cannot disagree about what a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from gpuconfig.domain import (
     STRATEGY_LABELS,
     Service,
     StrategyName,
 )
-from gpuconfig.services import AssignmentChange
+from gpuconfig.registry import load_registry
+from gpuconfig.services import (
+    AssignmentChange,
+    ConfigInputError,
+    Draft,
+    gpu_config_draft,
+    validate_changes,
+)
 from gpuconfig.system_settings import (
     GPU_POLL_KEY,
     RESERVE_KEY,
@@ -29,6 +39,7 @@ from gpuconfig.system_settings import (
     SystemConfig,
     validate_setting,
 )
+from pages.errors import field_errors
 
 ACTIONS = ("revalidate", "preview", "save", "apply", "rollback")
 OFF = "off"  # the GPU choice that disables a service (no GPU reservation)
@@ -146,6 +157,40 @@ class GpuConfigForm(forms.Form):
                     label = "VRAM budget" if name.startswith("budget") else "GPU"
                     out.setdefault(service.name, []).append(f"{label}: {message}")
         return out
+
+
+@dataclass(frozen=True)
+class GpuForm:
+    """A post of the GPU form, parsed: the plan it asks for, its changes, the version it was
+    loaded from, and its problems (per service for the rows, and the rest)."""
+
+    draft: Draft
+    changes: list[AssignmentChange]
+    version: int | None
+    errors: dict[str, list[str]] = dataclass_field(default_factory=dict)
+    problems: list[str] = dataclass_field(default_factory=list)
+    fields_ok: bool = True  # every field parsed (a bad version or action has no row)
+
+    @property
+    def valid(self) -> bool:
+        return self.fields_ok and not self.errors and not self.problems
+
+
+def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
+    """Check a post against the registry and the GPUs (RegistryError: no compose file)."""
+    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
+    form = GpuConfigForm(data, services=registry.services)
+    form_ok = form.is_valid()
+    changes = form.changes() if form.chosen_strategy is not None else []
+    draft = gpu_config_draft(strategy=form.chosen_strategy, changes=changes)
+    errors = form.error_messages_by_service()
+    problems = ["Choose one of the five strategies."] if "strategy" in form.errors else []
+    try:
+        validate_changes(changes, draft.registry, draft.gpus)
+    except ConfigInputError as exc:
+        problems.extend(field_errors(exc, changes, errors))
+    version = form.cleaned_data.get("version")
+    return GpuForm(draft, changes, version, errors, problems, fields_ok=form_ok)
 
 
 # --- the System tab --------------------------------------------------------------------------

@@ -5,6 +5,13 @@ from pages import backup_views, views
 app_name = "pages"
 urlpatterns = [
     path("gpu/", views.gpu_settings, name="settings"),
+    # One URL per action of the GPU form (its buttons' formaction; htmx posts the same).
+    path("gpu/validate/", views.gpu_validate, name="gpu-validate"),
+    path("gpu/preview/", views.gpu_preview, name="gpu-preview"),
+    path("gpu/save/", views.gpu_save, name="gpu-save"),
+    path("gpu/apply/", views.gpu_apply, name="gpu-apply"),
+    path("gpu/rollback/", views.gpu_rollback, name="gpu-rollback"),
+    path("gpu/compare/", views.gpu_compare, name="gpu-compare"),
     path("system/", views.system_settings, name="system"),
     path("system/backup/", backup_views.backup_download, name="backup-download"),
     path("system/backup/import/", backup_views.backup_import, name="backup-import"),

@@ -23,8 +23,8 @@ from gpuconfig.services import gpu_config_restore, gpu_config_save
 from gpuconfig.strategies import plan
 from gpuconfig.system_settings import SettingError, validate_setting
 from orchestration.models import StepStatus
+from orchestration.selectors import step_progress as _step_progress
 from pages.forms import INPUT_BOUNDS, SystemSettingsForm
-from pages.views import _step_progress
 
 
 @pytest.mark.parametrize("key", sorted(INPUT_BOUNDS))

@@ -71,12 +71,15 @@
   });
 
   // Only a button press is an action. htmx sends the form's last clicked or focused button
-  // with every later request of that form (its lastButtonClicked), so without this a change
-  // made while focus was still on Apply would post action=apply: a revalidation only.
+  // with every later request of that form (its lastButtonClicked), and posts to its
+  // formaction, so without this a change made while focus was still on Apply would post to
+  // the apply URL: a change re-validates only, at the form's own hx-post.
   document.addEventListener("htmx:configRequest", function (event) {
     var trigger = event.detail.triggeringEvent;
-    if (event.detail.elt && event.detail.elt.id === "gpu-form" && (!trigger || trigger.type !== "submit")) {
+    var elt = event.detail.elt;
+    if (elt && elt.id === "gpu-form" && (!trigger || trigger.type !== "submit")) {
       event.detail.parameters.delete("action");
+      event.detail.path = elt.getAttribute("hx-post");
     }
   });
 

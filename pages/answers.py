@@ -1,0 +1,189 @@
+"""How the Settings pages answer: a fragment for htmx (with out-of-band copies of the other
+regions it changed), the whole page otherwise, a redirect after a write without JavaScript,
+and one sentence in the alert area when nothing else fits."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django_htmx.middleware import HtmxDetails
+
+from gpuconfig.models import ConfigVersion
+from gpuconfig.services import Draft
+from pages import regions
+from pages.forms import SystemSettingsForm
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_TEMPLATE = "pages/settings.html"
+SYSTEM_TEMPLATE = "pages/system.html"
+# Marks an answer the page may swap in even with an error status (see static/js/app.js).
+FRAGMENT_HEADER = "X-GpuConfig-Fragment"
+READ_ONLY = "Only staff users may change the GPU configuration."
+
+View = Callable[..., HttpResponse]
+
+
+class HtmxHttpRequest(HttpRequest):
+    """What HtmxMiddleware gives every request (django-htmx's advice for type checking)."""
+
+    htmx: HtmxDetails
+
+
+def alert(request: HttpRequest, message: str, *, status: int) -> HttpResponse:
+    """One sentence for the page's alert area (htmx requests that cannot answer a fragment)."""
+    response = render(request, f"{SETTINGS_TEMPLATE}#alert", {"alert": message}, status=status)
+    response[FRAGMENT_HEADER] = "alert"
+    response["HX-Retarget"] = "#page-alert"
+    response["HX-Reswap"] = "innerHTML"
+    return response
+
+
+def readable_errors(view: View) -> View:
+    """An unexpected error in an htmx request becomes a sentence in the page, not a blank
+    area; full-page requests go on to Django's own error page (no traceback unless DEBUG)."""
+
+    @functools.wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except Exception as exc:
+            if not request.htmx:
+                raise
+            logger.exception("settings view failed")
+            return alert(
+                request,
+                f"The server could not complete this request ({type(exc).__name__}). "
+                "It has been logged. Reload the page to see the current state, then try again.",
+                status=500,
+            )
+
+    return wrapper
+
+
+def staff_only(view: View) -> View:
+    """Anyone logged in reads; a post from anyone but staff is refused here (403), whatever
+    the template showed them."""
+
+    @functools.wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if regions.can_edit(request):
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            return alert(request, READ_ONLY, status=403)
+        context = regions.full_context(request, notices=[("error", READ_ONLY)])
+        return page(request, SETTINGS_TEMPLATE, context, status=403)
+
+    return wrapper
+
+
+def fragments(
+    request: HttpRequest,
+    template: str,
+    main: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    oob: Iterable[str] = (),
+) -> HttpResponse:
+    """Fragment ``main``, then out-of-band copies of the other regions it changed."""
+    html = render_to_string(f"{template}#{main}", context, request)
+    for part in oob:
+        html += render_to_string(f"{template}#{part}", {**context, "oob": True}, request)
+    response = HttpResponse(html, status=status)
+    response[FRAGMENT_HEADER] = main
+    return response
+
+
+def page(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    response = render(request, template, context, status=status)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def config_answer(
+    request: HtmxHttpRequest,
+    draft: Draft | str,
+    *,
+    status: int = 200,
+    oob: Iterable[str] = (),
+    **config: Any,
+) -> HttpResponse:
+    """The form fragment for htmx, the whole page otherwise."""
+    if not request.htmx:
+        context = regions.full_context(request, draft, **config)
+        return page(request, SETTINGS_TEMPLATE, context, status=status)
+    context = regions.config_context(request, draft, **config)
+    oob = list(oob)
+    if "apply-status" in oob:
+        context.update(regions.status_context(request))
+    if "history" in oob:
+        context.update(regions.history_context(request))
+    # The GPU cards' "Will hold" lines follow the plan on screen; the live region outside
+    # the form announces the result (the form itself is replaced).
+    oob += ["gpu-holds", "form-announcer"]
+    return fragments(request, SETTINGS_TEMPLATE, "config-form", context, status=status, oob=oob)
+
+
+def written(
+    request: HtmxHttpRequest, message: str, *, anchor: str, oob: Iterable[str]
+) -> HttpResponse:
+    """After a write: without JavaScript a redirect (a reload cannot write twice) with the
+    message; with htmx the fresh form with the message, and the regions the write changed."""
+    if not request.htmx:
+        messages.success(request, message)
+        return redirect(reverse("pages:settings") + anchor)
+    draft = regions.draft_or_error()
+    return config_answer(request, draft, notices=[("success", message)], oob=oob)
+
+
+def confirmed(request: HtmxHttpRequest) -> bool:
+    """Apply and Rollback ask first: in the browser with JavaScript (static/js/app.js,
+    hx-confirm), else through a second post carrying ``confirmed=1``."""
+    return bool(request.htmx) or request.POST.get("confirmed") == "1"
+
+
+def saved_message(saved: ConfigVersion) -> str:
+    count = len(saved.warnings)
+    warned = f" with {count} warning{'s' if count != 1 else ''}" if count else ""
+    return f"Saved as version {saved.number}{warned}."
+
+
+def rollback_answer(request: HtmxHttpRequest, notice: tuple[str, str], status: int) -> HttpResponse:
+    if not request.htmx:
+        context = {**regions.full_context(request), "status_notices": [notice]}
+        return page(request, SETTINGS_TEMPLATE, context, status=status)
+    context = {
+        **regions.status_context(request),
+        **regions.config_context(request, regions.draft_or_error()),
+        **regions.history_context(request),
+        "status_notices": [notice],
+    }
+    # A rollback saves the restored configuration as a new version: the form and the
+    # history show it at once (the form's version must match, or the next save conflicts).
+    oob = ["config-form", "history", "gpu-holds"] if status == 202 else []
+    oob.append("form-announcer")
+    return fragments(request, SETTINGS_TEMPLATE, "apply-status", context, status=status, oob=oob)
+
+
+def system_answer(
+    request: HtmxHttpRequest,
+    form: SystemSettingsForm,
+    notice: tuple[str, str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    context = regions.system_context(request, form, [notice] if notice else [])
+    if request.htmx:
+        return fragments(request, SYSTEM_TEMPLATE, "system-form", context, status=status)
+    return page(request, SYSTEM_TEMPLATE, context, status=status)

@@ -1,0 +1,233 @@
+"""What each region of the Settings pages renders: the context of each fragment.
+
+The GPU Configuration page has five regions (the GPU cards, the form, the apply status, the
+history and its version diff); each function here gathers one region's context from the
+selectors and the presenters. The views combine them: a full page takes them all, a fragment
+only its own (plus the regions it changed, sent out of band).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from devices.presenters import measured_by_service
+from devices.selectors import gpu_inventory_view
+from gpuconfig import selectors
+from gpuconfig.changes import config_changes
+from gpuconfig.domain import STRATEGY_LABELS, StrategyName
+from gpuconfig.models import ConfigVersion
+from gpuconfig.parsers import version_number
+from gpuconfig.registry import RegistryError
+from gpuconfig.services import Draft, gpu_config_draft
+from orchestration import selectors as run_selectors
+from orchestration.models import RunKind, RunStatus, StepStatus
+from pages.errors import compose_file_unusable
+from pages.forms import SystemSettingsForm
+from pages.presenters import (
+    assignment_rows,
+    described,
+    gpu_cards,
+    planned_per_gpu,
+    strategy_options,
+    warning_note,
+)
+
+HISTORY_LENGTH = 20
+
+
+def can_edit(request: HttpRequest) -> bool:
+    return bool(request.user.is_staff)
+
+
+def draft_or_error(**kwargs: Any) -> Draft | str:
+    """The configuration on screen, or why the compose file cannot give one."""
+    try:
+        return gpu_config_draft(replan=False, **kwargs)
+    except RegistryError as exc:
+        return compose_file_unusable(exc)
+
+
+def full_context(request: HttpRequest, draft: Draft | str | None = None, **config: Any) -> dict:
+    return {
+        "tab": "gpu",
+        **cards_context(),
+        **config_context(request, draft_or_error() if draft is None else draft, **config),
+        **status_context(request),
+        **history_context(request),
+    }
+
+
+def cards_context() -> dict[str, Any]:
+    """The GPU cards: live readings from the shared sample (never NVML per request)."""
+    inventory = gpu_inventory_view()
+    cards = gpu_cards(inventory["gpus"])
+    return {
+        "inventory": inventory,
+        "cards": cards,
+        "any_present": any(card["present"] for card in cards),
+        "gpu_poll_seconds": selectors.system_config().gpu_poll_seconds,
+    }
+
+
+def config_context(
+    request: HttpRequest,
+    draft: Draft | str,
+    *,
+    form_version: int | None = None,
+    errors: dict[str, list[str]] | None = None,
+    notices: list[tuple[str, str]] | None = None,
+    show_diff: bool = False,
+    conflict: bool = False,
+    confirm_apply: bool = False,
+) -> dict[str, Any]:
+    """The form: strategy choices, the table's rows, warnings, notices and the buttons."""
+    editable = can_edit(request)
+    if isinstance(draft, str):
+        return {
+            "config_error": draft,
+            "can_edit": editable,
+            "controls_disabled": True,
+            "notices": notices or [],
+        }
+    no_gpus = not any(g.present for g in draft.gpus)
+    saved = selectors.latest_version()
+    return {
+        "draft": draft,
+        "can_edit": editable,
+        "no_gpus": no_gpus,
+        "controls_disabled": no_gpus or not editable,
+        "strategies": strategy_options(
+            draft.strategy, selectors.recommended_strategy(draft.gpus, draft.requests)
+        ),
+        "strategy_label": STRATEGY_LABELS[draft.strategy],
+        "rows": assignment_rows(draft, errors=errors),
+        "measured": measured_by_service(),  # the table's "Measured" column
+        "planned": planned_per_gpu(draft),
+        "warnings": [(w, warning_note(w)) for w in draft.warnings],
+        "form_version": draft.saved_version if form_version is None else form_version,
+        "unsaved": selectors.draft_unsaved(draft, saved),
+        "saved_strategy_label": STRATEGY_LABELS[StrategyName(saved.strategy)] if saved else "",
+        "show_diff": show_diff,
+        "confirm_apply": confirm_apply,
+        "diff": described(draft.changes),
+        "notices": notices or [],
+        "conflict": conflict,
+        # Apply is shown disabled while a run is active (the server refuses it anyway).
+        "run_active": run_selectors.run_is_active(),
+    }
+
+
+def status_context(request: HttpRequest, *, was_active: bool = False) -> dict[str, Any]:
+    """Apply progress and the containers now; polled while a run is active."""
+    # Reads do not write: a run whose worker died is marked interrupted by the periodic
+    # task orchestration.reap_stale_runs (Celery beat), within GPUCONFIG_STALE_RUN_SECONDS.
+    status = run_selectors.apply_status()
+    run = status["run"]
+    active = bool(run and run["active"])
+    steps = run["steps"] if run else []
+    applied = selectors.latest_applied_version()
+    latest = selectors.latest_version()
+    target = run_selectors.rollback_offer(run)
+    return {
+        "status": status,
+        "run": _run_labels(run) if run else None,
+        "run_active": active,
+        "run_finished_now": was_active and not active,
+        **run_selectors.step_progress(steps, active=active),
+        "applied_version": applied.number if applied else None,
+        "saved_version": latest.number if latest else None,
+        "status_poll_seconds": selectors.system_config().status_poll_seconds,
+        "can_edit": can_edit(request),
+        "rollback_target": target,
+        "rollback_offered": target is not None,
+    }
+
+
+def _run_labels(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **run,
+        "kind_label": RunKind(run["kind"]).label,
+        "status_label": RunStatus(run["status"]).label,
+        "steps": [{**s, "status_label": StepStatus(s["status"]).label} for s in run["steps"]],
+        # A rollback runs a copy of an older version: name the version it goes back to.
+        "restores": (
+            selectors.restored_from(run["version"]) if run["kind"] == RunKind.ROLLBACK else None
+        ),
+    }
+
+
+def history_context(request: HttpRequest) -> dict[str, Any]:
+    """The saved versions, and the one ``?compare=`` asks to compare with the current one."""
+    versions = list(selectors.version_list()[:HISTORY_LENGTH])
+    current = versions[0] if versions else None
+    compare: ConfigVersion | None = None
+    raw = request.GET.get("compare", "")
+    number = version_number(raw) if raw else None  # ASCII digits only: "²".isdigit() is True
+    if number is not None:
+        by_number = {v.number: v for v in versions}
+        compare = by_number.get(number) or selectors.version_list().filter(number=number).first()
+    changes = []
+    if compare is not None and current is not None:
+        changes = described(
+            config_changes(
+                selectors.version_configuration(compare),
+                selectors.version_configuration(current),
+            )
+        )
+    return {
+        "versions": versions,
+        "current_version": current,
+        "compare": compare,
+        "compare_error": f"There is no version {raw}." if raw and compare is None else "",
+        "compare_changes": changes,
+        "can_edit": can_edit(request),
+    }
+
+
+# --- System tab --------------------------------------------------------------------------------
+
+
+def system_context(
+    request: HttpRequest, form: SystemSettingsForm, notices: list[tuple[str, str]]
+) -> dict[str, Any]:
+    return {
+        "tab": "system",
+        "form": form,
+        "notices": notices,
+        "can_edit": can_edit(request),
+        "environment": _environment(),
+        "strategy_in_force": _strategy_in_force(),
+    }
+
+
+def system_form(data: Any = None) -> SystemSettingsForm:
+    """The System form. The default strategy is only editable until the first save: after
+    it, the saved configuration's strategy is the one in force (one source of truth)."""
+    saved = selectors.latest_version() is not None
+    if data is not None:
+        return SystemSettingsForm(data, strategy_saved=saved)
+    initial = SystemSettingsForm.initial_from(selectors.system_config())
+    return SystemSettingsForm(initial=initial, strategy_saved=saved)
+
+
+def _strategy_in_force() -> dict[str, Any] | None:
+    """The saved configuration's strategy and version, or None before the first save."""
+    latest = selectors.latest_version()
+    if latest is None:
+        return None
+    return {"label": STRATEGY_LABELS[StrategyName(latest.strategy)], "version": latest.number}
+
+
+def _environment() -> list[tuple[str, str]]:
+    """Settings that come from the environment (read-only here; see docs/configuration.md)."""
+    simulated = settings.GPUCONFIG_SIMULATED_GPUS
+    return [
+        ("Compose file", str(settings.GPUCONFIG_COMPOSE_FILE)),
+        ("Generated files", str(settings.GPUCONFIG_OUTPUT_DIR)),
+        ("Compose command", " ".join(settings.GPUCONFIG_COMPOSE_COMMAND)),
+        ("GPU source", f"simulated file {simulated}" if simulated else "NVML, then nvidia-smi"),
+        ("GPU sample interval", f"{settings.GPUCONFIG_SAMPLE_SECONDS:g} s"),
+    ]
