@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -23,9 +24,11 @@ from gpuconfig.domain import (
     Service,
     ServiceRequest,
     StrategyName,
+    WarningCode,
     demand_mb,
 )
 from gpuconfig.strategies import StrategyError, fastest_gpu, largest_gpu, plan
+from gpuconfig.validation import evaluate
 
 pytestmark: list[pytest.MarkDecorator] = []
 
@@ -692,3 +695,87 @@ def test_a_small_time_budget_gives_the_best_plan_with_an_honest_bound() -> None:
     assert quick.over_capacity == ()
     # Deterministic: the budget is counted in search steps, not read off the clock.
     assert plan(StrategyName.BALANCED, gpus, reqs, time_budget_ms=1) == quick
+
+
+# --- services whose budget shrinks (issue 11 item 4) ------------------------------------
+
+
+def least_of(request: ServiceRequest, reserve_mb: int) -> int:
+    """What a service needs at the least, written from docs/strategies.md: an adjustable
+    budget (a budget variable, no override) its minimum (the label, else 1000 MB, up to
+    whole tenths of a GB, never above the estimate) plus the reserve kept free beside it;
+    anything else its demand."""
+    service = request.service
+    if service.budget_env and request.budget_override_gb is None:
+        least = service.vram_min_mb if service.vram_min_mb is not None else 1000
+        least = min(-(-least // 100) * 100, service.vram_estimate_mb)
+        if least < service.vram_estimate_mb:
+            return least + reserve_mb
+    return demand_mb(request)
+
+
+@st.composite
+def flexible_inventories(
+    draw: st.DrawFn,
+) -> tuple[list[Gpu], list[ServiceRequest], int]:
+    """`inventories`, with some services taking a budget (some with a minimum), and a reserve."""
+    gpus, reqs = draw(inventories(max_gpus=4, max_services=6))
+    flexible = []
+    for r in reqs:
+        service = r.service
+        if draw(st.booleans()):
+            minimum = draw(st.none() | st.integers(1, service.vram_estimate_mb))
+            service = replace(service, budget_env="VRAM_BUDGET_GB", vram_min_mb=minimum)
+        flexible.append(replace(r, service=service))
+    return gpus, flexible, draw(st.sampled_from([0, 512, 1024]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flexible_inventories(), st.sampled_from(AUTOMATIC))
+def test_within_capacity_whenever_a_fit_exists_with_budgets_at_their_minimum(
+    inventory: tuple[list[Gpu], list[ServiceRequest], int], strategy: StrategyName
+) -> None:
+    gpus, reqs, reserve_mb = inventory
+    result = plan(strategy, gpus, reqs, reserve_mb=reserve_mb)
+    assert plan(strategy, gpus, reqs, reserve_mb=reserve_mb) == result  # deterministic
+    present = [g for g in gpus if g.present]
+    position = {g.index: p for p, g in enumerate(present)}
+    enabled = [r for r in reqs if r.enabled]
+    fixed = [0] * len(present)
+    for r in enabled:
+        if r.pinned_gpu in position:
+            fixed[position[r.pinned_gpu]] += least_of(r, reserve_mb)
+    allowed = allowed_gpus(strategy, gpus, reqs)
+    movable = [r for r in enabled if r.pinned_gpu is None]
+    best, _ = brute_force_min_max(
+        [g.vram_total_mb for g in present],
+        [least_of(r, reserve_mb) for r in movable],
+        fixed,
+        [[position[i] for i in allowed[r.service.name]] for r in movable],
+    )
+    if best > 1.0:
+        return
+    assert result.over_capacity == ()
+    loads = dict.fromkeys(position, 0)
+    for r in enabled:
+        if result.assignments[r.service.name] in position:
+            loads[result.assignments[r.service.name]] += least_of(r, reserve_mb)
+    assert all(loads[g.index] <= g.vram_total_mb for g in present)
+    # And the validator agrees: every budget at or above its minimum, nothing over.
+    evaluation = evaluate(
+        gpus, reqs, result.assignments, reserve_mb=reserve_mb, over_capacity=result.over_capacity
+    )
+    bad = {WarningCode.BUDGET_BELOW_MINIMUM, WarningCode.NOT_PLACED_WITHIN_CAPACITY}
+    assert not [w for w in evaluation.warnings if w.code in bad]
+    for g in present:
+        assert evaluation.planned_vram_mb[g.index] <= g.vram_total_mb
+
+
+def test_a_minimum_above_what_is_left_moves_the_service_where_it_fits() -> None:
+    # Beside the LLM 24564 - 21700 - 512 = 2352 MB are left; a zoo that needs 2.5 GB does
+    # not fit there, but does on the A400 (4094 - 512 = 3582 MB).
+    hungry = replace(ENRICHMENT, vram_min_mb=2500)
+    reqs = requests(LLM, hungry)
+    result = plan(StrategyName.BALANCED, REFERENCE_GPUS, reqs, reserve_mb=REFERENCE_RESERVE_MB)
+    assert result.assignments == {"ai-llm": 0, "ai-enrichment": 1}
+    assert result.over_capacity == ()
