@@ -97,8 +97,8 @@ class Plan:
     `assignments` maps every enabled service to a GPU index. `over_capacity` lists the
     services the strategy itself placed (pinned ones are the user's call) that do not
     fit within their GPU's capacity: the plan still gives them a GPU ("warn but allow").
-    On each GPU the pinned services are counted first, then the others largest first;
-    the ones that no longer fit are the ones listed.
+    A service whose budget can be adjusted counts at its minimum (`least_demand_mb`, plus
+    the reserve): one that fits once its budget shrinks is not listed.
     """
 
     assignments: dict[str, int]

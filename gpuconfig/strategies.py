@@ -13,6 +13,10 @@ Shared rules for the automatic strategies (everything but manual):
   preference, that fits (and, if that search runs out of time, for any placement that
   fits). When none fits the rule's placement is kept and the fewest services that do not
   fit are listed in `Plan.over_capacity`: every service still gets a GPU.
+* A service with an adjustable budget (`domain.adjustable`) fits where its minimum
+  (`domain.least_demand_mb`) plus the validator's reserve fits (`_need`). The rule's
+  order and balanced's utilization see its full estimate; a fit at full estimates is
+  preferred, then one with such budgets shrunk, never below their minimum.
 * The work is bounded by a time budget (`time_budget_ms`), counted in search steps so
   that equal inputs always give equal plans.
 
