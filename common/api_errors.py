@@ -6,14 +6,27 @@ import logging
 from typing import Any
 
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from common.errors import FieldsRefusal, Refusal
 
 logger = logging.getLogger(__name__)
 
 
+class _Refused(APIException):
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.user_message)
+        self.status_code = refusal.status_code
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # The layers' refusals carry their status and sentence (common.errors): mapped here only.
+    if isinstance(exc, FieldsRefusal):
+        exc = ValidationError(exc.errors)
+    elif isinstance(exc, Refusal):
+        exc = _Refused(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
         # Unexpected: log the traceback for the operator, show the client a sentence, not a trace.

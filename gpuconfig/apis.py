@@ -30,12 +30,8 @@ from gpuconfig.parsers import (
     StrictIntegerField,
     version_number,
 )
-from gpuconfig.registry import RegistryError
 from gpuconfig.services import (
     AssignmentChange,
-    ConfigConflict,
-    ConfigFileError,
-    ConfigInputError,
     Draft,
     gpu_config_draft,
     gpu_config_save,
@@ -49,18 +45,6 @@ MAX_BUDGET_GB = 2000.0  # no GPU holds 2 TB; a larger budget is a typo
 class BodyTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "Request body too large."
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-
-
-class ServiceUnavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
-
-class FileWriteFailed(APIException):
-    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
 
 
 class BoundedBodyApi(APIView):
@@ -147,7 +131,8 @@ class GpuConfigInputSerializer(StrictSerializer):
         return value
 
 
-def _changes(data: dict[str, Any]) -> list[AssignmentChange]:
+def changes_of(data: dict[str, Any]) -> list[AssignmentChange]:
+    """The changes a validated GpuConfigInputSerializer body asks for."""
     return [AssignmentChange(**item) for item in data.get("assignments", [])]
 
 
@@ -261,19 +246,12 @@ _error = inline_serializer(
 )
 
 
-def _draft_or_503(**kwargs: Any) -> Draft:
-    try:
-        return gpu_config_draft(**kwargs)
-    except RegistryError as exc:
-        raise ServiceUnavailable(f"The compose file cannot be used: {exc}") from exc
-
-
 class GpuConfigApi(BoundedBodyApi):
     """Current GPU assignments and available strategies (GET); save assignments (PUT)."""
 
     @extend_schema(responses={200: _draft_example, 503: _error})
     def get(self, request: Request) -> Response:
-        draft = _draft_or_503(replan=False)
+        draft = gpu_config_draft(replan=False)
         return Response({**draft_body(draft), "strategies": _strategies()})
 
     @extend_schema(
@@ -284,21 +262,13 @@ class GpuConfigApi(BoundedBodyApi):
         serializer = GpuConfigInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            result = gpu_config_save(
-                user=request.user,
-                strategy=StrategyName(data["strategy"]),
-                changes=_changes(data),
-                expected_version=data.get("version"),
-            )
-        except ConfigInputError as exc:
-            raise ValidationError(exc.errors) from exc
-        except ConfigConflict as exc:
-            raise Conflict(str(exc)) from exc
-        except ConfigFileError as exc:
-            raise FileWriteFailed(str(exc)) from exc
-        except RegistryError as exc:
-            raise ServiceUnavailable(f"The compose file cannot be used: {exc}") from exc
+        # Refusals (400, 409, 500, 503) are answered by common.api_errors.exception_handler.
+        result = gpu_config_save(
+            user=request.user,
+            strategy=StrategyName(data["strategy"]),
+            changes=changes_of(data),
+            expected_version=data.get("version"),
+        )
         warnings = result.draft.warnings
         return Response(
             {
@@ -323,7 +293,7 @@ class GpuConfigPreviewApi(BoundedBodyApi):
             raise ValidationError(
                 {"strategy": [f"{name!r} is not a strategy; one of: {', '.join(STRATEGY_CHOICES)}"]}
             )
-        draft = _draft_or_503(strategy=StrategyName(name))
+        draft = gpu_config_draft(strategy=StrategyName(name))
         return Response(_preview_body(draft))
 
     @extend_schema(request=GpuConfigInputSerializer, responses={200: _preview_example, 400: _error})
@@ -335,11 +305,8 @@ class GpuConfigPreviewApi(BoundedBodyApi):
         serializer = GpuConfigInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            draft = _draft_or_503(strategy=StrategyName(data["strategy"]), changes=_changes(data))
-            validate_changes(_changes(data), draft.registry, draft.gpus)
-        except ConfigInputError as exc:
-            raise ValidationError(exc.errors) from exc
+        draft = gpu_config_draft(strategy=StrategyName(data["strategy"]), changes=changes_of(data))
+        validate_changes(changes_of(data), draft.registry, draft.gpus)
         return Response(_preview_body(draft))
 
     def get_permissions(self) -> list[Any]:

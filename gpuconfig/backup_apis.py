@@ -16,14 +16,9 @@ from rest_framework.views import APIView
 
 from gpuconfig.apis import (
     BoundedBodyApi,
-    Conflict,
-    FileWriteFailed,
-    ServiceUnavailable,
 )
 from gpuconfig.backup import BackupError, OutputFormat, parse_backup, render_backup
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
-from gpuconfig.registry import RegistryError
-from gpuconfig.services import ConfigConflict, ConfigFileError
 
 STAFF_ONLY = "Only staff users may export or import backups."
 _TRUE = {"1", "true", "yes"}
@@ -122,12 +117,6 @@ class GpuConfigImportApi(BoundedBodyApi):
             raise ValidationError(
                 {path or "file": [message] for path, message in exc.errors}
             ) from exc
-        except ConfigConflict as exc:
-            raise Conflict(str(exc)) from exc
-        except ConfigFileError as exc:
-            raise FileWriteFailed(str(exc)) from exc
-        except RegistryError as exc:
-            raise ServiceUnavailable(f"The compose file cannot be used: {exc}") from exc
         return Response(
             {
                 "success": True,

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
+from common.errors import FieldError, FieldsRefusal
 from devices.vram import measured_vram_warnings
 from gpuconfig import selectors
 from gpuconfig.changes import ServiceChange, config_changes
@@ -33,12 +34,9 @@ from gpuconfig.strategies import StrategyError, plan
 from gpuconfig.validation import evaluate
 
 
-class ConfigInputError(ValueError):
-    """A request that cannot be saved; ``errors`` maps field paths to messages (API: 400)."""
-
-    def __init__(self, errors: dict[str, Any]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class ConfigInputError(FieldsRefusal):
+    """A request that cannot be saved (400): ``fields`` are the refused fields with their
+    paths and services; ``errors`` maps the paths to messages (the API's shape)."""
 
 
 @dataclass(frozen=True)
@@ -281,30 +279,27 @@ def validate_changes(
     changes: Sequence[AssignmentChange], registry: Registry, gpus: Sequence[Gpu]
 ) -> None:
     """Refuse what can never be saved, with one message per field (nothing is written)."""
-    errors: dict[str, Any] = {}
+    errors: list[FieldError] = []
     seen: set[str] = set()
     known_gpus = {g.index for g in gpus}
     for i, change in enumerate(changes):
-        where = f"assignments[{i}]"
-        service = registry.get(change.service)
-        if change.service in seen:
-            errors[f"{where}.service"] = f"{change.service} appears more than once"
-            continue
-        seen.add(change.service)
-        if service is None:
-            errors[f"{where}.service"] = (
-                f"unknown service {change.service!r}; managed services: "
-                + ", ".join(registry.names())
+        name = change.service
+        service = registry.get(name)
+        if name in seen or service is None:
+            message = (
+                f"{name} appears more than once"
+                if name in seen
+                else f"unknown service {name!r}; managed services: " + ", ".join(registry.names())
             )
+            errors.append(FieldError("service", message, i, name))
             continue
+        seen.add(name)
         if change.gpu_index is not None and change.gpu_index not in known_gpus:
-            seen_list = ", ".join(str(i) for i in sorted(known_gpus)) or "none"
-            errors[f"{where}.gpu_index"] = (
-                f"GPU {change.gpu_index} has never been detected (detected: {seen_list})"
-            )
+            detected = ", ".join(str(g) for g in sorted(known_gpus)) or "none"
+            message = f"GPU {change.gpu_index} has never been detected (detected: {detected})"
+            errors.append(FieldError("gpu_index", message, i, name))
         if change.vram_budget_override is not None and service.budget_env is None:
-            errors[f"{where}.vram_budget_override"] = (
-                f"{change.service} takes no VRAM budget (no gpuconfig.budget_env label)"
-            )
+            message = f"{name} takes no VRAM budget (no gpuconfig.budget_env label)"
+            errors.append(FieldError("vram_budget_override", message, i, name))
     if errors:
         raise ConfigInputError(errors)

@@ -15,6 +15,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from common.errors import Refusal
 from gpuconfig.domain import Role, Service
 
 LABEL_PREFIX = "gpuconfig."
@@ -42,8 +43,14 @@ MAX_MESSAGE_CHARS = 2000
 FAILED_PARSE_CACHE_SECONDS = 5.0
 
 
-class RegistryError(ValueError):
-    """The compose file cannot be used; the message names the file, service and label."""
+class RegistryError(Refusal, ValueError):
+    """The compose file cannot be used (503); the message names the file, service and label."""
+
+    status_code = 503
+
+    @property
+    def user_message(self) -> str:
+        return f"The compose file cannot be used: {self}"
 
     def __init__(self, message: str) -> None:
         # Bounded whatever went into it (a YAML error quoting a huge line, a long value).

@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from common.errors import Refusal
 from common.files import put_back, read_or_none, write_atomic
 from gpuconfig import selectors
 from gpuconfig.config_files import render_assignments_file
@@ -65,12 +66,16 @@ _ROW_FIELDS = [
 ]
 
 
-class ConfigConflict(Exception):
-    """Someone saved since the client read the configuration (API: 409)."""
+class ConfigConflict(Refusal):
+    """Someone saved since the client read the configuration (409)."""
+
+    status_code = 409
 
 
-class ConfigFileError(Exception):
-    """The inspection file could not be written; nothing was saved (API: 500)."""
+class ConfigFileError(Refusal):
+    """The inspection file could not be written; nothing was saved (500)."""
+
+    status_code = 500
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,37 @@ import uuid
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gpuconfig.apis import (
+    STRATEGY_CHOICES,
+    BoundedBodyApi,
+    GpuConfigInputSerializer,
+    changes_of,
+)
+from gpuconfig.domain import StrategyName
 from orchestration.selectors import apply_status
 from orchestration.services import (
-    ApplyRefused,
     apply_run_start,
+    gpu_config_save_and_apply,
     rollback_run_start,
 )
 
+# Refusals (ApplyRefused, and the save's) are answered by common.api_errors.exception_handler.
 
-class Refused(APIException):
-    def __init__(self, exc: ApplyRefused):
-        super().__init__(str(exc))
-        self.status_code = exc.status_code
+
+class ApplyInputSerializer(GpuConfigInputSerializer):
+    """PUT's body, optional: with it, apply saves it first when it differs from the saved
+    version (one request for "save, then apply")."""
+
+    strategy = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=STRATEGY_CHOICES,
+        required=False,
+        help_text="Required when a body is sent.",
+    )
 
 
 _started = inline_serializer(
@@ -39,16 +53,29 @@ _error = inline_serializer(
 )
 
 
-class ApplyApi(APIView):
-    """Apply the saved configuration: recreate changed services in the background (202)."""
+class ApplyApi(BoundedBodyApi):
+    """Apply the saved configuration: recreate changed services in the background (202).
+    With a body (PUT's), save it first when it differs from the saved version."""
 
-    @extend_schema(request=None, responses={202: _started, 400: _error, 409: _error, 503: _error})
+    @extend_schema(
+        request=ApplyInputSerializer,
+        responses={202: _started, 400: _error, 409: _error, 500: _error, 503: _error},
+    )
     def post(self, request: Request) -> Response:
-        try:
-            run = apply_run_start(user=request.user)
-        except ApplyRefused as exc:
-            raise Refused(exc) from exc
-        return _accepted(run.id)
+        serializer = ApplyInputSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if not data:
+            return _accepted(apply_run_start(user=request.user).id)
+        if "strategy" not in data:
+            raise ValidationError({"strategy": ["Required when a body is sent."]})
+        result = gpu_config_save_and_apply(
+            user=request.user,
+            strategy=StrategyName(data["strategy"]),
+            changes=changes_of(data),
+            expected_version=data.get("version"),
+        )
+        return _accepted(result.run.id)
 
 
 class RollbackApi(APIView):
@@ -56,11 +83,7 @@ class RollbackApi(APIView):
 
     @extend_schema(request=None, responses={202: _started, 400: _error, 409: _error, 503: _error})
     def post(self, request: Request) -> Response:
-        try:
-            run = rollback_run_start(user=request.user)
-        except ApplyRefused as exc:
-            raise Refused(exc) from exc
-        return _accepted(run.id)
+        return _accepted(rollback_run_start(user=request.user).id)
 
 
 def _accepted(run_id: uuid.UUID) -> Response:

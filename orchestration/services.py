@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.errors import Refusal
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import StrategyName
@@ -58,7 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class ApplyRefused(Exception):
+class ApplyRefused(Refusal):
     """The apply cannot start; no run was started. ``status_code`` is what the API answers;
     ``saved``: the version ``gpu_config_save_and_apply`` saved before it was refused."""
 
@@ -142,7 +143,7 @@ def _preflight() -> None:
     try:
         _check_base_file(load_registry(settings.GPUCONFIG_COMPOSE_FILE).names())
     except RegistryError as exc:
-        raise ApplyRefused(f"The compose file cannot be used: {exc}", 503) from exc
+        raise ApplyRefused(exc.user_message, exc.status_code) from exc
     try:
         compose_tool()
     except podman.ComposeUnavailable as exc:

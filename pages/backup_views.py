@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from common.errors import Refusal
 from gpuconfig.backup import (
     MAX_BYTES,
     BackupError,
@@ -26,8 +27,7 @@ from gpuconfig.backup import (
     render_backup,
 )
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
-from gpuconfig.registry import RegistryError
-from gpuconfig.services import ConfigConflict, ConfigFileError
+from gpuconfig.services import ConfigConflict
 
 PANEL_TEMPLATE = "pages/_backup.html"
 PAGE_TEMPLATE = "pages/backup_page.html"
@@ -110,10 +110,8 @@ def backup_import(request: HttpRequest) -> HttpResponse:
         return _refuse(request, "Nothing was imported: the file is not usable.", errors=exc.lines())
     except ConfigConflict as exc:
         return _refuse(request, f"Nothing was imported. {exc}", status=409)
-    except ConfigFileError as exc:
-        return _refuse(request, str(exc), status=500)
-    except RegistryError as exc:
-        return _refuse(request, f"The compose file cannot be used: {exc}", status=503)
+    except Refusal as exc:  # the file could not be written (500), the compose file (503)
+        return _refuse(request, exc.user_message, status=exc.status_code)
     context: dict[str, Any] = {"backup_result": result}
     if result.dry_run:
         # The history is not imported: leave it out of what the confirm posts back.

@@ -39,7 +39,7 @@ from gpuconfig.system_settings import (
     SystemConfig,
     validate_setting,
 )
-from pages.errors import field_errors
+from pages.errors import row_errors
 
 ACTIONS = ("revalidate", "preview", "save", "apply", "rollback")
 OFF = "off"  # the GPU choice that disables a service (no GPU reservation)
@@ -188,7 +188,7 @@ def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
     try:
         validate_changes(changes, draft.registry, draft.gpus)
     except ConfigInputError as exc:
-        problems.extend(field_errors(exc, changes, errors))
+        problems.extend(row_errors(exc, errors))
     version = form.cleaned_data.get("version")
     return GpuForm(draft, changes, version, errors, problems, fields_ok=form_ok)
 

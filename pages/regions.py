@@ -24,7 +24,6 @@ from gpuconfig.registry import RegistryError
 from gpuconfig.services import Draft, gpu_config_draft
 from orchestration import selectors as run_selectors
 from orchestration.models import RunKind, RunStatus, StepStatus
-from pages.errors import compose_file_unusable
 from pages.forms import SystemSettingsForm
 from pages.presenters import (
     assignment_rows,
@@ -47,7 +46,7 @@ def draft_or_error(**kwargs: Any) -> Draft | str:
     try:
         return gpu_config_draft(replan=False, **kwargs)
     except RegistryError as exc:
-        return compose_file_unusable(exc)
+        return exc.user_message
 
 
 def full_context(request: HttpRequest, draft: Draft | str | None = None, **config: Any) -> dict:

@@ -26,6 +26,7 @@ from django.views.decorators.http import (
     require_safe,
 )
 
+from common.errors import Refusal
 from gpuconfig import selectors
 from gpuconfig.registry import RegistryError
 from gpuconfig.services import (
@@ -50,7 +51,7 @@ from pages.answers import (
     system_answer,
     written,
 )
-from pages.errors import SAVE_ERRORS, compose_file_unusable, refusal
+from pages.errors import refusal
 from pages.forms import GpuForm, parse_gpu_form
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def gpu_form_action(view: View) -> View:
         try:
             form = parse_gpu_form(request.POST)
         except RegistryError as exc:
-            return config_answer(request, compose_file_unusable(exc), status=503)
+            return config_answer(request, exc.user_message, status=exc.status_code)
         if form.valid:
             return view(request, form)
         notice = "Nothing was saved: fix the marked choices." if form.errors else ""
@@ -153,9 +154,9 @@ def gpu_form_action(view: View) -> View:
     return wrapper
 
 
-def _refused(request: HtmxHttpRequest, form: GpuForm, exc: Exception) -> HttpResponse:
+def _refused(request: HtmxHttpRequest, form: GpuForm, exc: Refusal) -> HttpResponse:
     """A refused save: the reason beside the buttons, the user's choices kept."""
-    message, status = refusal(exc, form.changes)
+    message, status = refusal(exc)
     return config_answer(
         request,
         form.draft,
@@ -188,7 +189,7 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             expected_version=form.version,
             draft=form.draft,  # planned once for this request
         ).version
-    except SAVE_ERRORS as exc:
+    except Refusal as exc:
         return _refused(request, form, exc)
     message = saved_message(saved) + " Apply & Restart Services puts it into effect."
     return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
@@ -209,8 +210,6 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             expected_version=form.version,
             draft=form.draft,
         )
-    except SAVE_ERRORS as exc:
-        return _refused(request, form, exc)
     except ApplyRefused as exc:
         saved = saved_message(exc.saved) + " " if exc.saved else ""
         return config_answer(
@@ -220,6 +219,8 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             notices=[("error", f"{saved}{exc}")],
             oob=["apply-status", "history"] if exc.saved else ["apply-status"],
         )
+    except Refusal as exc:  # the save's: nothing saved, nothing applied
+        return _refused(request, form, exc)
     message = (
         f"{saved_message(result.saved) + ' ' if result.saved else ''}Applying version "
         f"{result.run.version.number}: one podman-compose command recreates the changed "

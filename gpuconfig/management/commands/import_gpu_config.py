@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {line}")
             raise CommandError(f"{name}: nothing imported: {exc.summary()}") from None
         except RegistryError as exc:
-            raise CommandError(f"The compose file cannot be used: {exc}") from None
+            raise CommandError(exc.user_message) from None
         except (ConfigConflict, ConfigFileError) as exc:
             raise CommandError(str(exc)) from None
         self._report(result)
