@@ -40,7 +40,7 @@ def _save(user: Any, strategy: StrategyName = StrategyName.MANUAL, **pins: int) 
 def _all_on_gpu0(user: Any, **moves: int) -> ConfigVersion:
     pins = {s.replace("-", "_"): 0 for s in SERVICES}
     pins.update(moves)
-    return _save(user, **pins)
+    return _save(user, StrategyName.MANUAL, **pins)
 
 
 def _applied(version: ConfigVersion, minutes_ago: int) -> ConfigVersion:
