@@ -15,12 +15,17 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
+from common.errors import Refusal
 from gpuconfig.models import ConfigVersion
+from gpuconfig.registry import RegistryError
 from gpuconfig.services import Draft
+from orchestration.services import ApplyRefused
 from pages import regions
-from pages.forms import SystemSettingsForm
+from pages.errors import refusal
+from pages.forms import GpuForm, SystemSettingsForm, parse_gpu_form
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +157,60 @@ def confirmed(request: HtmxHttpRequest) -> bool:
     """Apply and Rollback ask first: in the browser with JavaScript (static/js/app.js,
     hx-confirm), else through a second post carrying ``confirmed=1``."""
     return bool(request.htmx) or request.POST.get("confirmed") == "1"
+
+
+def gpu_form_action(view: View) -> View:
+    """Staff only; parse the GPU form and hand a valid one to ``view``, or answer 400 with
+    the problems beside the rows they belong to (and 503 when the compose file is unusable)."""
+
+    @require_POST
+    @readable_errors
+    @staff_only
+    @functools.wraps(view)
+    def wrapper(request: HtmxHttpRequest) -> HttpResponse:
+        try:
+            form = parse_gpu_form(request.POST)
+        except RegistryError as exc:
+            return config_answer(request, exc.user_message, status=exc.status_code)
+        if form.valid:
+            return view(request, form)
+        notice = "Nothing was saved: fix the marked choices." if form.errors else ""
+        notices = [("error", m) for m in [notice, *form.problems] if m]
+        return config_answer(
+            request,
+            form.draft,
+            status=400,
+            form_version=form.version,
+            errors=form.errors,
+            notices=notices,
+        )
+
+    return wrapper
+
+
+def save_refused(request: HtmxHttpRequest, form: GpuForm, exc: Refusal) -> HttpResponse:
+    """A refused save: the reason beside the buttons, the user's choices kept."""
+    message, status = refusal(exc)
+    return config_answer(
+        request,
+        form.draft,
+        status=status,
+        form_version=form.version,
+        notices=[("error", message)],
+        conflict=status == 409,
+    )
+
+
+def apply_refused(request: HtmxHttpRequest, exc: ApplyRefused) -> HttpResponse:
+    """A refused apply: the reason, and the version kept when the form was saved first."""
+    saved = saved_message(exc.saved) + " " if exc.saved else ""
+    return config_answer(
+        request,
+        regions.draft_or_error(),
+        status=exc.status_code,
+        notices=[("error", f"{saved}{exc}")],
+        oob=["apply-status", "history"] if exc.saved else ["apply-status"],
+    )
 
 
 def saved_message(saved: ConfigVersion) -> str:

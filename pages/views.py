@@ -10,7 +10,6 @@ access checks (anyone logged in reads, only staff change anything), in ``pages/a
 
 from __future__ import annotations
 
-import functools
 import logging
 
 from django.contrib import messages
@@ -28,7 +27,6 @@ from django.views.decorators.http import (
 
 from common.errors import Refusal
 from gpuconfig import selectors
-from gpuconfig.registry import RegistryError
 from gpuconfig.services import (
     gpu_config_save,
     system_settings_update,
@@ -40,19 +38,21 @@ from pages.answers import (
     HtmxHttpRequest,
     View,
     alert,
+    apply_refused,
     config_answer,
     confirmed,
     fragments,
+    gpu_form_action,
     page,
     readable_errors,
     rollback_answer,
+    save_refused,
     saved_message,
     staff_only,
     system_answer,
     written,
 )
-from pages.errors import refusal
-from pages.forms import GpuForm, parse_gpu_form
+from pages.forms import GpuForm
 
 logger = logging.getLogger(__name__)
 
@@ -125,48 +125,6 @@ def gpu_compare(request: HtmxHttpRequest) -> HttpResponse:
 # --- GPU Configuration tab: the form's actions ----------------------------------------------
 
 
-def gpu_form_action(view: View) -> View:
-    """Staff only; parse the GPU form and hand a valid one to ``view``, or answer 400 with
-    the problems beside the rows they belong to (and 503 when the compose file is unusable)."""
-
-    @require_POST
-    @readable_errors
-    @staff_only
-    @functools.wraps(view)
-    def wrapper(request: HtmxHttpRequest) -> HttpResponse:
-        try:
-            form = parse_gpu_form(request.POST)
-        except RegistryError as exc:
-            return config_answer(request, exc.user_message, status=exc.status_code)
-        if form.valid:
-            return view(request, form)
-        notice = "Nothing was saved: fix the marked choices." if form.errors else ""
-        notices = [("error", m) for m in [notice, *form.problems] if m]
-        return config_answer(
-            request,
-            form.draft,
-            status=400,
-            form_version=form.version,
-            errors=form.errors,
-            notices=notices,
-        )
-
-    return wrapper
-
-
-def _refused(request: HtmxHttpRequest, form: GpuForm, exc: Refusal) -> HttpResponse:
-    """A refused save: the reason beside the buttons, the user's choices kept."""
-    message, status = refusal(exc)
-    return config_answer(
-        request,
-        form.draft,
-        status=status,
-        form_version=form.version,
-        notices=[("error", message)],
-        conflict=status == 409,
-    )
-
-
 @gpu_form_action
 def gpu_validate(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
     """Any change in the form: the table planned again, with its warnings."""
@@ -190,7 +148,7 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             draft=form.draft,  # planned once for this request
         ).version
     except Refusal as exc:
-        return _refused(request, form, exc)
+        return save_refused(request, form, exc)
     message = saved_message(saved) + " Apply & Restart Services puts it into effect."
     return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
 
@@ -211,16 +169,9 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             draft=form.draft,
         )
     except ApplyRefused as exc:
-        saved = saved_message(exc.saved) + " " if exc.saved else ""
-        return config_answer(
-            request,
-            regions.draft_or_error(),
-            status=exc.status_code,
-            notices=[("error", f"{saved}{exc}")],
-            oob=["apply-status", "history"] if exc.saved else ["apply-status"],
-        )
+        return apply_refused(request, exc)
     except Refusal as exc:  # the save's: nothing saved, nothing applied
-        return _refused(request, form, exc)
+        return save_refused(request, form, exc)
     message = (
         f"{saved_message(result.saved) + ' ' if result.saved else ''}Applying version "
         f"{result.run.version.number}: one podman-compose command recreates the changed "
