@@ -374,21 +374,12 @@ def format_gb(mb: float) -> str:
     return f"{sign}{tenths // 10}.{tenths % 10} GB"
 
 
-# A card sold as "N GB" reports a little under N * 1024 MB through the driver (NVML's
-# "MB" are MiB, and the driver keeps some back): 4094 for a 4 GB card, 24564 for a 24 GB
-# one, 81559 for an 80 GB one. Within this fraction of a whole N we show the N on the box.
-_NOMINAL_SIZE_TOLERANCE = 0.01
-
-
 def format_gpu_capacity(mb: int) -> str:
-    """A GPU's total VRAM as the user knows it: 4094 -> "4 GB", 24564 -> "24 GB".
+    """A GPU's total VRAM in the one unit used everywhere: 4094 -> "4.1 GB", 24564 -> "24.6 GB".
 
-    When the size is within 1% of a whole number of 1024-MB units, that whole number is
-    the card's marketed size and is what we print; any other size prints in the usual
-    1000-MB GB with one decimal (16000 -> "16.0 GB"). Used for every GPU capacity in
-    messages so the same card never reads as "4 GB" in one sentence and "4.1 GB" in the next.
+    One unit, one divisor (docs/ui.md, "Units"): every VRAM figure is in the MB the driver
+    reports (labels are read in the same unit) and shown as GB of 1000 MB. Printing the size
+    on the box ("24 GB", from 24564 / 1024) beside loads divided by 1000 made 24.4 GB of a
+    24.6 GB card read as "24.4 GB of 24 GB": over capacity, although it fits.
     """
-    nominal = round(mb / 1024)
-    if nominal >= 1 and abs(mb / 1024 - nominal) <= _NOMINAL_SIZE_TOLERANCE * nominal:
-        return f"{nominal} GB"
     return format_gb(mb)

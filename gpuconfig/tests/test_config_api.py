@@ -25,7 +25,7 @@ DESIGN_BODY = {
         {"service": "ai-enrichment", "gpu_index": 1},
     ],
 }
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4 GB). Auto-adjusted to 3.5 GB."
+ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 3.5 GB."
 
 
 @pytest.fixture(autouse=True)

@@ -59,7 +59,7 @@ def test_vram_based_fits_the_reference_pair_with_the_zoos_budget_adjusted(member
     zoo = _zoo(body)
     assert (zoo["vram_budget"], zoo["auto_adjusted"]) == (2.9, True)
     assert body["warnings"] == [
-        "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4 GB). Auto-adjusted to 2.9 GB."
+        "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 2.9 GB."
     ]
 
 
@@ -83,7 +83,7 @@ def test_isolation_first_says_the_zoo_will_not_fit_instead_of_a_0_2_gb_budget(me
     detail = next(w for w in body["warning_details"] if w["code"] == "budget_below_minimum")
     assert (detail["service"], detail["gpu_index"]) == ("ai-enrichment", 1)
     assert detail["message"] == (
-        "ai-enrichment will not fit on GPU 1 (4 GB): it needs a VRAM budget of at least "
+        "ai-enrichment will not fit on GPU 1 (4.1 GB): it needs a VRAM budget of at least "
         "2.0 GB (its minimum), but only 0.2 GB is left after the other services and the "
         "0.5 GB reserve."
     )

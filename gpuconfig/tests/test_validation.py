@@ -56,9 +56,10 @@ def only(warnings: tuple[PlanWarning, ...], code: WarningCode) -> PlanWarning:
 
 @pytest.mark.parametrize(
     ("mb", "text"),
-    [(4094, "4 GB"), (24564, "24 GB"), (81559, "80 GB"), (16000, "16.0 GB"), (4000, "4.0 GB")],
+    [(4094, "4.1 GB"), (24564, "24.6 GB"), (81559, "81.6 GB"), (16000, "16.0 GB"), (4000, "4.0 GB")],
 )
-def test_gpu_capacity_reads_as_the_marketed_size(mb: int, text: str) -> None:
+def test_gpu_capacity_reads_in_the_one_unit_used_for_loads_too(mb: int, text: str) -> None:
+    # One divisor everywhere (issue 11, item 8): never the size on the box beside loads / 1000.
     assert format_gpu_capacity(mb) == text
 
 
@@ -83,7 +84,7 @@ def test_reference_zoo_alone_on_the_a400_is_adjusted_to_3_5_gb() -> None:
     assert (zoo.gpu_index, zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (1, 3.5, True)
     warning = only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED)
     assert warning.message == (
-        "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4 GB). Auto-adjusted to 3.5 GB."
+        "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 3.5 GB."
     )
     assert (warning.service, warning.gpu_index) == ("ai-enrichment", 1)
     assert evaluation.planned_vram_mb == {0: 25050, 1: 3500}
@@ -105,7 +106,7 @@ def test_budget_shrinks_to_what_the_other_services_leave() -> None:
     zoo = evaluation.assignments[1]
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.3, True)
     assert only(evaluation.warnings, WarningCode.BUDGET_ADJUSTED).message == (
-        "ai-enrichment VRAM budget (6.8 GB) exceeds the 2.3 GB left on GPU 0 (24 GB). "
+        "ai-enrichment VRAM budget (6.8 GB) exceeds the 2.3 GB left on GPU 0 (24.6 GB). "
         "Auto-adjusted to 2.3 GB."
     )
     assert evaluation.planned_vram_mb[0] == 21700 + 2300
@@ -126,7 +127,7 @@ def test_below_its_minimum_the_zoo_will_not_fit_instead_of_getting_0_2_gb() -> N
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.0, True)
     warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
     assert warning.message == (
-        "ai-enrichment will not fit on GPU 1 (4 GB): it needs a VRAM budget of at least "
+        "ai-enrichment will not fit on GPU 1 (4.1 GB): it needs a VRAM budget of at least "
         "2.0 GB (its minimum), but only 0.2 GB is left after the other services and the "
         "0.5 GB reserve."
     )
@@ -147,7 +148,7 @@ def test_a_minimum_above_what_is_left_says_it_will_not_fit() -> None:
     zoo = evaluation.assignments[1]
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.5, True)
     warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
-    assert warning.message.startswith("ai-zoo will not fit on GPU 0 (24 GB)")
+    assert warning.message.startswith("ai-zoo will not fit on GPU 0 (24.6 GB)")
     assert "at least 2.5 GB (its minimum), but only 2.3 GB is left" in warning.message
     assert evaluation.planned_vram_mb[0] == 21700 + 2500
 
@@ -211,7 +212,7 @@ def test_override_too_large_is_kept_and_warned_about() -> None:
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (5.0, False)
     warning = only(evaluation.warnings, WarningCode.BUDGET_OVERRIDE_TOO_LARGE)
     assert warning.message == (
-        "ai-enrichment VRAM budget override (5.0 GB) exceeds the 3.5 GB left on GPU 1 (4 GB)"
+        "ai-enrichment VRAM budget override (5.0 GB) exceeds the 3.5 GB left on GPU 1 (4.1 GB)"
     )
     assert (warning.service, warning.gpu_index) == ("ai-enrichment", 1)
     assert codes(evaluation.warnings) == [WarningCode.BUDGET_OVERRIDE_TOO_LARGE]
@@ -228,7 +229,7 @@ def test_demand_uses_the_override_when_set() -> None:
 def test_llm_on_small_gpu() -> None:
     evaluation = evaluate(REFERENCE_GPUS, requests(LLM), {"ai-llm": 1})
     warning = only(evaluation.warnings, WarningCode.LLM_ON_SMALL_GPU)
-    assert warning.message == "Nemotron-3-Nano-30B (Q4_K_M) requires ~21.7 GB, GPU 1 only has 4 GB"
+    assert warning.message == "Nemotron-3-Nano-30B (Q4_K_M) requires ~21.7 GB, GPU 1 only has 4.1 GB"
     assert (warning.service, warning.gpu_index) == ("ai-llm", 1)
 
 
@@ -236,7 +237,7 @@ def test_service_exceeds_gpu() -> None:
     big = Service("ai-big", "Big", 5000)
     evaluation = evaluate(REFERENCE_GPUS, requests(big), {"ai-big": 1})
     warning = only(evaluation.warnings, WarningCode.SERVICE_EXCEEDS_GPU)
-    assert warning.message == "ai-big needs ~5.0 GB, exceeds GPU 1 (4 GB)"
+    assert warning.message == "ai-big needs ~5.0 GB, exceeds GPU 1 (4.1 GB)"
     assert (warning.service, warning.gpu_index) == ("ai-big", 1)
 
 
@@ -244,7 +245,7 @@ def test_combined_exceeds_gpu() -> None:
     extra = Service("ai-extra", "Extra", 1300)
     evaluation = evaluate(REFERENCE_GPUS, requests(LLM, extra), {"ai-llm": 1, "ai-extra": 1})
     warning = only(evaluation.warnings, WarningCode.COMBINED_EXCEEDS_GPU)
-    assert warning.message == "Combined VRAM (~23.0 GB) exceeds GPU 1 capacity (4 GB)"
+    assert warning.message == "Combined VRAM (~23.0 GB) exceeds GPU 1 capacity (4.1 GB)"
     assert (warning.service, warning.gpu_index) == (None, 1)
     assert codes(evaluation.warnings) == [
         WarningCode.LLM_ON_SMALL_GPU,
@@ -340,7 +341,7 @@ def test_not_placed_within_capacity_except_when_a_budget_makes_it_fit() -> None:
         WarningCode.COMBINED_EXCEEDS_GPU,
     ]
     assert only(evaluation.warnings, WarningCode.COMBINED_EXCEEDS_GPU).message == (
-        "Combined VRAM (~25.1 GB) exceeds GPU 0 capacity (24 GB)"
+        "Combined VRAM (~25.1 GB) exceeds GPU 0 capacity (24.6 GB)"
     )
 
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.django_db
 URL = "/settings/gpu/"
 SYSTEM_URL = "/settings/system/"
 HX = {"HX-Request": "true"}
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4 GB). Auto-adjusted to 3.5 GB."
+ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 3.5 GB."
 SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
 RUNNING = {
     "available": True,
@@ -124,7 +124,7 @@ def test_the_page_is_reached_from_the_navigation_and_shows_the_design(staff):
     assert f'href="{SYSTEM_URL}"' in html, "the System tab"
     # Both GPU cards, with the design's used/total reading and the live extras.
     assert "GPU 0: NVIDIA RTX A5500" in html and "GPU 1: NVIDIA RTX A400" in html
-    assert "19.3/24 GB" in html and "0.3/4 GB" in html
+    assert "19.3/24.6 GB" in html and "0.3/4.1 GB" in html
     assert "47%" in html and "61 °C" in html
     # Five strategies with their one-line descriptions, the recommended one marked.
     for label, description in (

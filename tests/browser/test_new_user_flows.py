@@ -139,6 +139,26 @@ def test_3_the_recommended_strategy_fits_on_the_gpus_at_hand(new_page, staff_use
     assert page.js_errors == []
 
 
+# --- 8. one unit, one divisor -----------------------------------------------------------------
+
+
+def test_8_a_plan_that_fits_never_reads_as_more_than_the_gpu_holds(new_page, staff_user):
+    # VRAM-based puts the LLM, Florence and CLIP on the A5500: 24,400 of its 24,564 MB. With
+    # the card's size printed as the size on the box (24564 / 1024 = "24 GB") beside loads
+    # divided by 1000, that read "24.4 GB of 24 GB" next to no warning.
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    page.locator("input[name=strategy][value=vram_based]").check()
+    planned = page.locator("ul.planned li").first
+    expect(planned).to_contain_text("24.4 GB of 24.6 GB")
+    expect(planned).not_to_contain_text("Over capacity")
+    expect(page.locator("#gpu-cards")).to_contain_text("19.3/24.6 GB")
+    for text in page.locator("ul.planned li").all_inner_texts():
+        used, total = (float(x) for x in re.findall(r"([0-9.]+) GB", text)[:2])
+        assert ("Over capacity" in text) == (used > total), text
+    assert page.js_errors == []
+
+
 # --- 7. no rollback button when there is nothing to roll back to ----------------------------
 
 

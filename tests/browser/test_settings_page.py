@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 
 # Under Balanced the A5500 cannot take ai-yolo26 as well once the zoo is pinned to the A400
 # (planning capacity keeps the driver's reserve), so the zoo shares the A400 with it.
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4 GB). Auto-adjusted to 2.9 GB."
+ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 2.9 GB."
 FINAL_LABELS = re.compile(r"Succeeded|Rolled back|Rollback failed|Failed|Interrupted")
 
 
@@ -58,7 +58,7 @@ def test_staff_user_previews_a_strategy_moves_the_zoo_and_saves(
     expect(page).to_have_url(re.compile(r"/settings/gpu/$"))
     expect(page.get_by_role("heading", name="GPU 0: NVIDIA RTX A5500")).to_be_visible()
     expect(page.get_by_role("heading", name="GPU 1: NVIDIA RTX A400")).to_be_visible()
-    expect(page.locator("#gpu-cards")).to_contain_text("19.3/24 GB")
+    expect(page.locator("#gpu-cards")).to_contain_text("19.3/24.6 GB")
     # The cards refresh themselves (a poll of the fragment, not a page load).
     with page.expect_response(lambda r: "part=gpu-cards" in r.url, timeout=10_000) as poll:
         pass
