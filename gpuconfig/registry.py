@@ -210,7 +210,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         name=name,
         model=model,
         vram_estimate_mb=vram,
-        role=role,  # type: ignore[arg-type]  # checked against ROLES above
+        role=role,
         budget_env=budget_env,
         vram_min_mb=vram_min,
     )

@@ -33,7 +33,7 @@ class ApplyInputSerializer(GpuConfigInputSerializer):
     """PUT's body, optional: with it, apply saves it first when it differs from the saved
     version (one request for "save, then apply")."""
 
-    strategy = serializers.ChoiceField(  # type: ignore[assignment]
+    strategy = serializers.ChoiceField(
         choices=STRATEGY_CHOICES,
         required=False,
         help_text="Required when a body is sent.",

@@ -49,7 +49,9 @@ def draft_or_error(**kwargs: Any) -> Draft | str:
         return exc.user_message
 
 
-def full_context(request: HttpRequest, draft: Draft | str | None = None, **config: Any) -> dict:
+def full_context(
+    request: HttpRequest, draft: Draft | str | None = None, **config: Any
+) -> dict[str, Any]:
     return {
         "tab": "gpu",
         **cards_context(),

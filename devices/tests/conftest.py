@@ -7,7 +7,7 @@ fallback logic) runs for real.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -208,11 +208,11 @@ class FakeHandle:
 
 
 @pytest.fixture
-def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     """An empty fake NVML (no GPUs) installed into ``pynvml``; add GPUs with ``add_gpu``."""
     fake = FakeNvml()
-    fake.install(monkeypatch)
-    yield fake
+    fake.install(monkeypatch)  # monkeypatch undoes it: no teardown of our own
+    return fake
 
 
 # Real podman containers, as the orchestration tests run them (podman, runc, a busybox

@@ -56,7 +56,13 @@ def only(warnings: tuple[PlanWarning, ...], code: WarningCode) -> PlanWarning:
 
 @pytest.mark.parametrize(
     ("mb", "text"),
-    [(4094, "4.1 GB"), (24564, "24.6 GB"), (81559, "81.6 GB"), (16000, "16.0 GB"), (4000, "4.0 GB")],
+    [
+        (4094, "4.1 GB"),
+        (24564, "24.6 GB"),
+        (81559, "81.6 GB"),
+        (16000, "16.0 GB"),
+        (4000, "4.0 GB"),
+    ],
 )
 def test_gpu_capacity_reads_in_the_one_unit_used_for_loads_too(mb: int, text: str) -> None:
     # One divisor everywhere (issue 11, item 8): never the size on the box beside loads / 1000.
@@ -229,7 +235,9 @@ def test_demand_uses_the_override_when_set() -> None:
 def test_llm_on_small_gpu() -> None:
     evaluation = evaluate(REFERENCE_GPUS, requests(LLM), {"ai-llm": 1})
     warning = only(evaluation.warnings, WarningCode.LLM_ON_SMALL_GPU)
-    assert warning.message == "Nemotron-3-Nano-30B (Q4_K_M) requires ~21.7 GB, GPU 1 only has 4.1 GB"
+    assert (
+        warning.message == "Nemotron-3-Nano-30B (Q4_K_M) requires ~21.7 GB, GPU 1 only has 4.1 GB"
+    )
     assert (warning.service, warning.gpu_index) == ("ai-llm", 1)
 
 
