@@ -37,6 +37,8 @@ from pathlib import Path
 
 import psycopg
 
+from bench.inputs import compose_with
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("GPUCONFIG_BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("GPUCONFIG_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -60,18 +62,9 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     ]
     gpu_file = folder / "gpus.json"
     gpu_file.write_text(json.dumps({"gpus": gpus}))
-    lines = ["services:"]
-    for i in range(SERVICES):
-        lines += [
-            f"  svc-{i:02d}:",
-            "    image: localhost/stand-in:latest",
-            "    labels:",
-            f'      gpuconfig.vram_estimate_mb: "{500 + 97 * i}"',
-            f"      gpuconfig.role: {'llm' if i == 0 else 'critical' if i < 5 else 'standard'}",
-        ]
     compose = folder / "ai" / "docker-compose.prod.yml"
     compose.parent.mkdir()
-    compose.write_text("\n".join(lines) + "\n")
+    compose.write_text(compose_with(SERVICES))
     return gpu_file, compose
 
 

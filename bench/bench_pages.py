@@ -42,11 +42,11 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 
+from bench.inputs import compose_with  # noqa: E402
 from devices.services import _sampler, gpu_inventory_rescan, reset_sampler  # noqa: E402
 from gpuconfig.domain import StrategyName  # noqa: E402
 from gpuconfig.models import ConfigVersion  # noqa: E402
 from gpuconfig.services import gpu_config_save  # noqa: E402
-from gpuconfig.tests.factories import compose_with  # noqa: E402
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus  # noqa: E402
 from pages.views import GPU_FRAGMENTS  # noqa: E402
 

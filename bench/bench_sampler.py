@@ -51,10 +51,10 @@ import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the 
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from bench.inputs import compose_with  # noqa: E402
 from devices import detection, services  # noqa: E402
 from devices.attribution import HOST_PID_NAMESPACE, ContainerLabels, ProcessAttributor  # noqa: E402
 from devices.tests.conftest import FakeNvml  # noqa: E402
-from gpuconfig.tests.factories import compose_with  # noqa: E402
 
 SERVICES = 60
 GPUS = 8
