@@ -73,8 +73,12 @@ def _requests(
     rows: Mapping[str, GpuConfiguration],
     saved_strategy: StrategyName | None,
     changes: Sequence[AssignmentChange],
+    current: Mapping[str, int] | None = None,
 ) -> tuple[ServiceRequest, ...]:
+    """``current``: where each service is now when no saved row says so (under Manual a
+    service the request does not name keeps that GPU)."""
     by_service = {c.service: c for c in changes}
+    current = current or {}
     # Pins made under Manual pin *every* service; carried into an automatic strategy they
     # would leave it nothing to decide, so switching away from Manual starts unpinned.
     keep_pins = not (saved_strategy == StrategyName.MANUAL and strategy != StrategyName.MANUAL)
@@ -92,6 +96,9 @@ def _requests(
         if strategy == StrategyName.MANUAL and pin is None and row is not None:
             # Manual freezes what is saved: nothing moves unless the user moves it.
             pin = row.resolved_gpu_index
+        elif strategy == StrategyName.MANUAL and change is None and row is None:
+            # Nothing saved for it yet: it keeps the GPU the strategy in force gives it.
+            pin = current.get(service.name)
         requests.append(
             ServiceRequest(
                 service=service, pinned_gpu=pin, enabled=enabled, budget_override_gb=budget
@@ -165,6 +172,15 @@ def gpu_config_draft(
         rows=rows,
         saved_strategy=saved_strategy,
         changes=changes,
+        current=_current_placements(
+            strategy=strategy,
+            in_force=saved_strategy or config.default_strategy,
+            registry=registry,
+            rows=rows,
+            changes=changes,
+            gpus=gpus,
+            reserve_mb=config.vram_reserve_mb,
+        ),
     )
     saved_placements = _saved_placements(requests, rows) if not replan and latest else None
     if saved_placements is None:
@@ -196,6 +212,30 @@ def gpu_config_draft(
         saved_version=latest.number if latest else 0,
         changes=config_changes(saved, configuration),
     )
+
+
+def _current_placements(
+    *,
+    strategy: StrategyName,
+    in_force: StrategyName,
+    registry: Registry,
+    rows: Mapping[str, GpuConfiguration],
+    changes: Sequence[AssignmentChange],
+    gpus: tuple[Gpu, ...],
+    reserve_mb: int,
+) -> dict[str, int]:
+    """Under Manual, where the services with no saved row and no change run now: the plan of
+    the strategy in force (on a fresh install, the default strategy's plan)."""
+    named = {c.service for c in changes}
+    if strategy != StrategyName.MANUAL or in_force == StrategyName.MANUAL:
+        return {}
+    if all(s.name in rows or s.name in named for s in registry.services):
+        return {}
+    requests = _requests(
+        strategy=in_force, registry=registry, rows=rows, saved_strategy=in_force, changes=()
+    )
+    _, assignments, _ = _planned(in_force, gpus, requests, reserve_mb=reserve_mb)
+    return assignments or {}
 
 
 def _planned(

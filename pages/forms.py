@@ -21,7 +21,7 @@ from gpuconfig.domain import (
     Service,
     StrategyName,
 )
-from gpuconfig.registry import load_registry
+from gpuconfig.registry import Registry, load_registry
 from gpuconfig.services import (
     AssignmentChange,
     ConfigInputError,
@@ -115,8 +115,10 @@ class GpuConfigForm(forms.Form):
         Services missing from the post (added to the compose file after the page loaded) and
         services whose fields did not validate keep what is saved.
         """
-        if self.strategy_switched():
-            return []
+        return [] if self.strategy_switched() else self.posted_changes()
+
+    def posted_changes(self) -> list[AssignmentChange]:
+        """The choices posted for the table on the page, whatever strategy was picked."""
         out = []
         for service in self.services:
             name = gpu_field(service.name)
@@ -182,6 +184,8 @@ def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
     form = GpuConfigForm(data, services=registry.services)
     form_ok = form.is_valid()
     changes = form.changes() if form.chosen_strategy is not None else []
+    if form.chosen_strategy == StrategyName.MANUAL and form.strategy_switched():
+        changes = _plan_on_screen(form, registry)
     draft = gpu_config_draft(strategy=form.chosen_strategy, changes=changes)
     errors = form.error_messages_by_service()
     problems = ["Choose one of the five strategies."] if "strategy" in form.errors else []
@@ -191,6 +195,28 @@ def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
         problems.extend(row_errors(exc, errors))
     version = form.cleaned_data.get("version")
     return GpuForm(draft, changes, version, errors, problems, fields_ok=form_ok)
+
+
+def _plan_on_screen(form: GpuConfigForm, registry: Registry) -> list[AssignmentChange]:
+    """Switching to Manual starts from the table on the page: every service where the plan
+    shown put it (the strategy the table was planned with, and the choices posted for it)."""
+    posted = form.posted_changes()
+    try:
+        shown = gpu_config_draft(
+            strategy=StrategyName(form.cleaned_data["table_strategy"]), changes=posted
+        )
+        validate_changes(posted, registry, shown.gpus)
+    except ConfigInputError:
+        return []  # the table had refused choices: Manual starts from what is in force
+    return [
+        AssignmentChange(
+            service=a.service,
+            gpu_index=a.gpu_index,
+            vram_budget_override=a.vram_budget_override,
+            enabled=a.enabled,
+        )
+        for a in shown.configuration.assignments
+    ]
 
 
 # --- the System tab --------------------------------------------------------------------------

@@ -292,11 +292,39 @@ def test_a_body_of_megabytes_is_refused_before_parsing(staff_api):
     assert ConfigVersion.objects.count() == 0
 
 
-def test_manual_save_without_a_gpu_for_a_new_service_says_which(staff_api):
-    response = _put(staff_api, {"strategy": "manual"})
+def test_manual_save_naming_a_service_without_a_gpu_says_which(staff_api):
+    response = _put(staff_api, {"strategy": "manual", "assignments": [{"service": "ai-llm"}]})
     assert response.status_code == 400
-    assert "ai-" in response.json()["error"]
+    assert "ai-llm has no GPU assigned" in response.json()["error"]
     assert ConfigVersion.objects.count() == 0
+
+
+def test_the_designs_own_request_on_a_fresh_install_keeps_the_unnamed_services_placed(staff_api):
+    # Issue 11, item 2: exactly the design's example, on a fresh install.
+    planned = _gpus(staff_api)  # the plan of the strategy in force (the default's)
+    body = {
+        "strategy": "manual",
+        "assignments": [
+            {"service": "ai-llm", "gpu_index": 0},
+            {"service": "ai-yolo26", "gpu_index": 0},
+            {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5},
+        ],
+    }
+    response = _put(staff_api, body)
+
+    assert response.status_code == 200, response.json()
+    assert _gpus(staff_api) == {
+        **planned,
+        "ai-llm": 0,
+        "ai-yolo26": 0,
+        "ai-enrichment": 1,
+    }
+    enrichment = GpuConfiguration.objects.get(service_name="ai-enrichment")
+    assert enrichment.vram_budget_override == 3.5
+    # What they keep is what they have now: after this save, the saved placement.
+    again = _put(staff_api, {"strategy": "manual", "assignments": [body["assignments"][0]]})
+    assert again.status_code == 200, again.json()
+    assert _gpus(staff_api) == {**planned, "ai-llm": 0, "ai-yolo26": 0, "ai-enrichment": 1}
 
 
 def test_non_staff_and_anonymous_writes_are_refused(member_api, anon_api):

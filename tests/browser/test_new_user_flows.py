@@ -82,16 +82,9 @@ def test_1_errors_render_in_place_with_debug_on(new_page, staff_user, settings):
     settings.DEBUG = True  # as under bin/run
     page = new_page(user=staff_user)
     page.goto("/settings/gpu/")
-    # A fresh database: choose Manual and Save, as the new user did.
+    # A fresh database: choose Manual. (Saving it is no longer refused: item 2.)
     page.locator("#strategy-manual").check()
     expect(page.locator("input[name=table_strategy]")).to_have_value("manual")
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
-        page.get_by_role("button", name="Save", exact=True).click()
-    assert answer.value.status == 400
-    page.wait_for_load_state()
-    expect(page.locator("#gpu-form .notice.error").first).to_contain_text("no GPU assigned")
-    expect(page.get_by_role("heading", name="Detected GPUs")).to_be_visible()
-    expect(page.get_by_role("heading", name="Version history")).to_be_visible()
 
     # The budget field carries the server's bounds, and a value outside them is answered
     # beside the field (the browser does not swallow it silently).
@@ -103,6 +96,17 @@ def test_1_errors_render_in_place_with_debug_on(new_page, staff_user, settings):
     expect(page.locator("#notes-ai-enrichment")).to_contain_text("VRAM budget")
     expect(page.locator("#gpu-form .notice.error", has_text="Nothing was saved")).to_be_visible()
     expect(page.get_by_role("heading", name="Detected GPUs")).to_be_visible()
+    # Save answers 400, in place (the value typed again, without a change event).
+    budget.evaluate("el => { el.value = '0'; }")
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/gpu/save/" in r.url
+    ) as answer:
+        page.get_by_role("button", name="Save", exact=True).click()
+    assert answer.value.status == 400
+    page.wait_for_load_state()
+    expect(page.locator("#notes-ai-enrichment")).to_contain_text("VRAM budget")
+    expect(page.get_by_role("heading", name="Detected GPUs")).to_be_visible()
+    expect(page.get_by_role("heading", name="Version history")).to_be_visible()
     assert ConfigVersion.objects.count() == 0
 
     page.get_by_role("navigation", name="Settings").get_by_role("link", name="System").click()
@@ -117,6 +121,34 @@ def test_1_errors_render_in_place_with_debug_on(new_page, staff_user, settings):
         "must be between 1 and 60 seconds, got 0"
     )
     expect(page.get_by_role("navigation", name="Settings")).to_be_visible()
+    assert page.js_errors == []
+
+
+# --- 2. Manual starts from the plan on screen ---------------------------------------------
+
+
+def test_2_switching_to_manual_starts_from_the_plan_on_screen(new_page, staff_user):
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    # A fresh install: look at Latency-optimized's plan, then switch to Manual.
+    page.locator("input[name=strategy][value=latency_optimized]").check()
+    expect(page.locator("input[name=table_strategy]")).to_have_value("latency_optimized")
+    page.locator("#strategy-manual").check()
+    expect(page.locator("input[name=table_strategy]")).to_have_value("manual")
+    shown = {"ai-llm": "0", "ai-yolo26": "0", "ai-enrichment": "1", "ai-florence": "0"}
+    shown["ai-clip"] = "1"
+    for service, gpu in shown.items():
+        expect(page.locator(f"#gpu-{service}")).to_have_value(gpu)
+    expect(page.locator("#gpu-form option", has_text="Choose a GPU")).to_have_count(0)
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/gpu/save/" in r.url
+    ) as answer:
+        page.get_by_role("button", name="Save", exact=True).click()
+    assert answer.value.status == 200
+    version = ConfigVersion.objects.get()
+    assert version.strategy == StrategyName.MANUAL
+    saved = {service: a["gpu_index"] for service, a in version.assignments.items()}
+    assert saved == {service: int(gpu) for service, gpu in shown.items()}
     assert page.js_errors == []
 
 
