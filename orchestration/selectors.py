@@ -8,17 +8,20 @@ import threading
 import time
 import uuid
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from gpuconfig import selectors as config_selectors
+from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
 from orchestration import podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
     ApplyCommand,
     ApplyRun,
+    RunKind,
     RunStatus,
     StepStatus,
 )
@@ -187,6 +190,29 @@ def rollback_offer(run: dict[str, Any] | None) -> int | None:
     if target is None or run["status"] == RunStatus.ROLLED_BACK:
         return None
     return target.number
+
+
+@dataclass(frozen=True)
+class FailedVersion:
+    """The newest saved version, whose last apply was rolled back automatically, and the
+    applied version that runs instead."""
+
+    failed: ConfigVersion
+    running: ConfigVersion
+
+
+def failed_current_version() -> FailedVersion | None:
+    """The newest saved version when its last apply rolled back and another version runs
+    (the page offers to discard it, and Apply says it would run it again)."""
+    latest = config_selectors.latest_version()
+    running = config_selectors.latest_applied_version()
+    if latest is None or running is None or latest.pk == running.pk:
+        return None
+    last = ApplyRun.objects.filter(version=latest, kind=RunKind.APPLY).order_by("-created_at")
+    run = last.only("status").first()
+    if run is None or run.status != RunStatus.ROLLED_BACK:
+        return None
+    return FailedVersion(failed=latest, running=running)
 
 
 # Steps that finished, and how far each state is along the run (for the progress bar).

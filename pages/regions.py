@@ -118,6 +118,7 @@ def config_context(
         "conflict": conflict,
         # Apply is shown disabled while a run is active (the server refuses it anyway).
         "run_active": run_selectors.run_is_active(),
+        "failed_apply": run_selectors.failed_current_version(),
     }
 
 
@@ -144,6 +145,8 @@ def status_context(request: HttpRequest, *, was_active: bool = False) -> dict[st
         "can_edit": can_edit(request),
         "rollback_target": target,
         "rollback_offered": target is not None,
+        # The form's buttons are refreshed when a run ends: they say when it rolled back.
+        "failed_apply": None if active else run_selectors.failed_current_version(),
     }
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("gpu/save/", views.gpu_save, name="gpu-save"),
     path("gpu/apply/", views.gpu_apply, name="gpu-apply"),
     path("gpu/rollback/", views.gpu_rollback, name="gpu-rollback"),
+    path("gpu/discard/", views.gpu_discard, name="gpu-discard"),
     path("gpu/compare/", views.gpu_compare, name="gpu-compare"),
     path("system/", views.system_settings, name="system"),
     path("system/backup/", backup_views.backup_download, name="backup-download"),

@@ -28,9 +28,11 @@ from django.views.decorators.http import (
 from common.errors import Refusal
 from gpuconfig import selectors
 from gpuconfig.services import (
+    gpu_config_restore,
     gpu_config_save,
     system_settings_update,
 )
+from orchestration import selectors as run_selectors
 from orchestration.services import ApplyRefused, gpu_config_save_and_apply, rollback_run_start
 from pages import regions
 from pages.answers import (
@@ -201,6 +203,24 @@ def gpu_rollback(request: HtmxHttpRequest) -> HttpResponse:
         messages.success(request, message)
         return redirect(reverse("pages:settings") + "#apply-status")
     return rollback_answer(request, ("success", message), 202)
+
+
+@require_POST
+@readable_errors
+@staff_only
+def gpu_discard(request: HtmxHttpRequest) -> HttpResponse:
+    """Discard a version whose apply rolled back: the running one is saved again as the
+    newest version (nothing is restarted: it is what runs)."""
+    failed = run_selectors.failed_current_version()
+    if failed is None:
+        notice = ("error", "There is no rolled-back version to discard.")
+        return rollback_answer(request, notice, 409)
+    restored = gpu_config_restore(version=failed.running, user=request.user)
+    message = (
+        f"Version {failed.failed.number} discarded: version {failed.running.number}, the one "
+        f"running, is saved again as version {restored.number} and shown in the form."
+    )
+    return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
 
 
 ACTIONS: dict[str, View] = {

@@ -110,3 +110,20 @@ def test_a_refused_save_applies_nothing(monkeypatch):
     with pytest.raises(ConfigConflict):
         gpu_config_save_and_apply(user=None, strategy=StrategyName.BALANCED, expected_version=7)
     assert ApplyRun.objects.count() == 0 and ConfigVersion.objects.count() == 1
+
+
+def test_the_failed_version_is_the_newest_one_whose_apply_rolled_back():
+    assert selectors.failed_current_version() is None, "nothing saved"
+    running = _applied(StrategyName.VRAM_BASED, minutes_ago=10)
+    assert selectors.failed_current_version() is None, "the newest is the one running"
+    failed = gpu_config_save(user=None, strategy=StrategyName.BALANCED).version
+    assert selectors.failed_current_version() is None, "saved, never applied"
+    run = ApplyRun.objects.create(version=failed, previous_version=running, status="running")
+    assert selectors.failed_current_version() is None, "still running"
+    run.status = RunStatus.ROLLED_BACK
+    run.save(update_fields=["status"])
+    found = selectors.failed_current_version()
+    assert found is not None
+    assert (found.failed.number, found.running.number) == (failed.number, running.number)
+    gpu_config_save(user=None, strategy=StrategyName.ISOLATION_FIRST)
+    assert selectors.failed_current_version() is None, "edited and saved again"

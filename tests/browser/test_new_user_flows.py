@@ -191,6 +191,55 @@ def test_8_a_plan_that_fits_never_reads_as_more_than_the_gpu_holds(new_page, sta
     assert page.js_errors == []
 
 
+# --- 6. after an automatic rollback, what runs and what to do with the failed version ------
+
+
+def test_6_after_an_automatic_rollback_the_failed_version_can_be_discarded(new_page, staff_user):
+    running = _applied(_all_on_gpu0(staff_user), minutes_ago=30)
+    # CLIP pinned to GPU 1 and applied: the check failed and the apply rolled back.
+    failed = _all_on_gpu0(staff_user, ai_clip=1)
+    _run(failed, RunStatus.ROLLED_BACK, previous=running, steps={"ai-clip": StepStatus.ROLLED_BACK})
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    notice = page.locator("#failed-apply")
+    expect(notice).to_contain_text(
+        f"Version {failed.number} was rolled back automatically when it was applied: "
+        f"version {running.number} is running."
+    )
+    expect(notice).to_contain_text(f"runs version {failed.number} again")
+    # Apply says what it would do before running the known-bad version again.
+    apply = page.get_by_role("button", name="Apply & Restart Services")
+    expect(apply).to_have_attribute(
+        "data-confirm", re.compile(f"Apply version {failed.number} again anyway")
+    )
+    questions: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
+    apply.click()
+    page.wait_for_timeout(300)
+    assert questions and "rolled back automatically" in questions[0], questions
+    assert ApplyRun.objects.count() == 1, "nothing re-ran"
+
+    # Discard: the running version is saved again as the newest, and the form shows it.
+    with page.expect_response(lambda r: "/gpu/discard/" in r.url) as answer:
+        page.get_by_role("button", name=f"Discard version {failed.number}").click()
+    assert answer.value.status == 200
+    restored = ConfigVersion.objects.order_by("-number").first()
+    assert restored is not None and restored.number == failed.number + 1
+    assert restored.assignments == running.assignments
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text(
+        f"Version {failed.number} discarded"
+    )
+    expect(page.locator("#gpu-ai-clip")).to_have_value("0")
+    expect(page.locator("#failed-apply")).to_have_count(0)
+    expect(page.locator("#history")).to_contain_text(f"{restored.number} current")
+    assert page.js_errors == []
+
+
 # --- 7. no rollback button when there is nothing to roll back to ----------------------------
 
 
