@@ -92,6 +92,8 @@ def apply_run_execute(run_id: Any, *, progress: Callable[[str], None] | None = N
         except Exception as exc:  # any failure, ours or podman's, leads to the rollback
             if not isinstance(exc, RunFailed):
                 logger.exception("apply run %s failed unexpectedly", run_id)
+            if context.previous is None:
+                return fail_first(context, str(exc))
             return roll_back(context, str(exc))
         finally:
             close_old_connections()
@@ -156,7 +158,10 @@ def _forward(context: ApplyContext) -> None:
         if problems or result.returncode != 0:
             details = "; ".join(f"{name}: {why}" for name, why in problems.items())
             exit_note = f"podman-compose exited {result.returncode}. " if result.returncode else ""
-            raise RunFailed(f"{exit_note}{details}".strip())
+            # The cause first: podman prints it at the top ("Error: ...: image not known"),
+            # above pages of output the box cuts off.
+            cause = podman.first_error_line(result.output)
+            raise RunFailed(f"{cause + chr(10) if cause else ''}{exit_note}{details}".strip())
     _succeed(context)
 
 
@@ -297,6 +302,37 @@ def _succeed(context: ApplyContext) -> None:
         f"version {context.run.version.number} applied; "
         f"{len(context.services)} service(s) recreated"
     )
+
+
+NOTHING_TO_ROLL_BACK = (
+    "Nothing was applied before, so there was nothing to roll back to: the override file was "
+    "put back as it was, and the containers were left as podman-compose left them (none "
+    "were started or removed; check them with podman ps). Fix the cause, then apply again."
+)
+
+
+def fail_first(context: ApplyContext, error: str) -> str:
+    """A first apply failed: there is no applied state to go back to, so do not pretend to
+    restore one. Only the override file this run wrote is put back; containers are left as
+    they are, since GPU Config does not know what ran before it and starting or removing
+    containers of a never-applied configuration would only add to the damage."""
+    run = context.run
+    try:
+        if context.previous_text is None:
+            context.override.unlink(missing_ok=True)
+        else:
+            write_atomic(context.override, context.previous_text)
+    except OSError as exc:
+        logger.error("apply run %s: cannot put the override back: %s", run.pk, exc)
+    moved = ApplyRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=RunStatus.FAILED,
+        finished_at=timezone.now(),
+        error=f"{error}\n{NOTHING_TO_ROLL_BACK}",
+    )
+    if not moved:
+        return _lost(run.pk)
+    context.say(f"failed: {error}; nothing was applied before, so nothing is rolled back")
+    return RunStatus.FAILED
 
 
 def roll_back(context: ApplyContext, error: str) -> str:

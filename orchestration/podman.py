@@ -81,6 +81,9 @@ class ComposeTool:
 
     argv: tuple[str, ...]
     version: str
+    # The podman that podman-compose drives (found on the same PATH by the probe); None for a
+    # tool that was not probed, which leaves the image check out.
+    podman: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,8 @@ def probe_compose(
             "(distribution packages such as Debian's 1.0.3 ignore GPU reservations)"
         )
     # podman-compose drives the podman found on PATH, so check that one, not ours.
-    if shutil.which("podman", path=search_path) is None:
+    podman_path = shutil.which("podman", path=search_path)
+    if podman_path is None:
         raise ComposeUnavailable(f"podman not found on PATH: {INSTALL_PODMAN_HINT}")
 
     argv = (executable, *command[1:])
@@ -170,7 +174,7 @@ def probe_compose(
             f"podman is installed but `podman info` failed: {_last_line(info.output)}; check "
             "its storage and runtime (CONTAINERS_CONF, runc) or start podman's service"
         )
-    return ComposeTool(argv=argv, version=version)
+    return ComposeTool(argv=argv, version=version, podman=podman_path)
 
 
 def compose_up(
@@ -284,6 +288,48 @@ def run_command(
     demo containers), so that every subprocess goes through this module.
     """
     return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
+
+
+def missing_images(
+    images: Sequence[str],
+    *,
+    podman: str = "podman",
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = QUERY_TIMEOUT_S,
+) -> list[str]:
+    """The ``images`` that are not in podman's local store (``podman image exists``: exit 0
+    present, 1 absent). Raises :class:`PodmanCommandError` when podman cannot answer."""
+    run_env = _environment(env)
+    missing = []
+    for image in dict.fromkeys(images):
+        result = _run(
+            (podman, "image", "exists", image), cwd=Path("/"), env=run_env, timeout_s=timeout_s
+        )
+        if result.returncode == 1 and not result.timed_out:
+            missing.append(image)
+        elif not result.ok:
+            raise PodmanCommandError(f"`podman image exists {image}` failed", result)
+    return missing
+
+
+# Lines that report a failure, most telling first: podman's "Error: ..." (the cause, e.g.
+# "image not known"), Python's exceptions (the line after a traceback), then Go's log lines
+# at level error, which podman also prints for noise such as missing systemd health timers.
+_ERROR_LINES = (
+    re.compile(r"^\s*(?:Error\b|ERRO\b)"),
+    re.compile(r"^\s*\S*(?:Error|Exception):"),
+    re.compile(r"level=(?:error|fatal)"),
+)
+
+
+def first_error_line(text: str) -> str | None:
+    """The first line of a command's output that looks like an error, or None."""
+    lines = text.splitlines()
+    for pattern in _ERROR_LINES:
+        for line in lines:
+            if pattern.search(line):
+                return line.strip()[:500]
+    return None
 
 
 def run_healthcheck(

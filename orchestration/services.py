@@ -8,7 +8,10 @@ partial unique index allows one active run; a run whose worker stopped is marked
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,7 +46,7 @@ from orchestration.models import (
     ServiceStep,
 )
 from orchestration.override import services_with_own_devices
-from orchestration.probe import compose_tool, forget_probe
+from orchestration.probe import compose_dir, compose_tool, forget_probe
 
 # forget_probe is re-exported for the tests and the CLI, which reset the probe cache here.
 __all__ = [
@@ -136,7 +139,7 @@ def _enqueue(run_id: Any) -> None:
     apply_run_task.delay(str(run_id))
 
 
-def _preflight() -> None:
+def _preflight() -> podman.ComposeTool:
     apply_runs_reap_stale()
     if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
         raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
@@ -145,9 +148,92 @@ def _preflight() -> None:
     except RegistryError as exc:
         raise ApplyRefused(exc.user_message, exc.status_code) from exc
     try:
-        compose_tool()
+        tool = compose_tool()
     except podman.ComposeUnavailable as exc:
         raise ApplyRefused(f"Cannot apply: {exc}", 503) from exc
+    return tool
+
+
+def _preflight_images(tool: podman.ComposeTool) -> None:
+    """Every managed service's image is in podman's store (a tool that was not probed, as in
+    tests that stand in for podman-compose, names no podman to ask)."""
+    if tool.podman is not None:
+        _check_images(tool.podman)
+
+
+# ${VAR}, ${VAR:-default}, ${VAR-default} and $VAR, as compose interpolates image names.
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?-)([^}]*))?\}|\$(\w+)")
+
+
+def _compose_environment() -> dict[str, str]:
+    """What compose interpolates from: the project folder's .env, overridden by the
+    environment (KEY=VALUE lines only; quotes stripped)."""
+    values: dict[str, str] = {}
+    dotenv = compose_dir() / ".env"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in dotenv.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.strip().removeprefix("export ").partition("=")
+            if sep and key and not key.startswith("#"):
+                values[key.strip()] = value.strip().strip("'\"")
+    return {**values, **os.environ}
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str | None:
+    """``text`` with its variables replaced, or None when one cannot be (``${VAR:?...}``,
+    ``$$``): then the image is left to podman-compose."""
+    if "$$" in text or "${" in _VARIABLE.sub("", text):
+        return None
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(4)
+        found = env.get(name)
+        if match.group(2) == ":-" and not found:
+            return match.group(3)
+        if match.group(2) == "-" and found is None:
+            return match.group(3)
+        return found or ""
+
+    return _VARIABLE.sub(value, text)
+
+
+def _managed_images() -> dict[str, str]:
+    """{image: service} for the managed services that name an image compose cannot build
+    (no ``build:``), with compose's variables interpolated."""
+    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
+    definitions = registry.compose.get("services") or {}
+    env = _compose_environment()
+    images: dict[str, str] = {}
+    for name in registry.names():
+        definition = definitions.get(name)
+        if not isinstance(definition, dict) or "build" in definition:
+            continue
+        image = definition.get("image")
+        resolved = _interpolate(image, env) if isinstance(image, str) else None
+        if resolved:
+            images.setdefault(resolved, name)
+    return images
+
+
+def _check_images(podman_path: str) -> None:
+    """Refuse before anything is written when a managed service's image is not in podman's
+    store: podman-compose would fail every recreate with "image not known" (no registry is
+    assumed reachable, so a missing image is not pulled)."""
+    images = _managed_images()
+    try:
+        missing = podman.missing_images(
+            list(images), podman=podman_path, env=os.environ, timeout_s=podman.QUERY_TIMEOUT_S
+        )
+    except podman.PodmanCommandError as exc:
+        raise ApplyRefused(f"Cannot apply: cannot check the images: {exc}", 503) from exc
+    if missing:
+        listed = "; ".join(
+            f"the image {image} of {images[image]} is not in podman's store" for image in missing
+        )
+        raise ApplyRefused(
+            f"Cannot apply: {listed}: build or pull it, then apply again. "
+            "No container was touched.",
+            503,
+        )
 
 
 def apply_run_start(
@@ -155,10 +241,11 @@ def apply_run_start(
 ) -> ApplyRun:
     """Start applying the latest saved version; the Celery worker does the work
     (``enqueue=False``: the caller runs ``apply_run_execute`` itself, as the CLI does)."""
-    _preflight()
+    tool = _preflight()
     target = config_selectors.latest_version()
     if target is None:
         raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
+    _preflight_images(tool)
     # In turn with rollbacks, which restore a version and start their run as one step.
     with configuration_write_turn():
         return _start_run(
@@ -209,17 +296,17 @@ def rollback_run_start(
     The rollback is saved as a new version (a copy of the old one) before it is applied, so
     the database, gpu-assignments.yml and the override keep telling the same story.
     """
-    _preflight()
+    tool = _preflight()
     with configuration_write_turn():
         # In turn: of rollbacks pressed at once, the first restores and starts its run; the
         # others find that run here, before restoring anything, and are refused (409).
         if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
             raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
-        return _rollback_run_start(user=user, enqueue=enqueue)
+        return _rollback_run_start(user=user, enqueue=enqueue, tool=tool)
 
 
 def _rollback_run_start(
-    *, user: AbstractBaseUser | AnonymousUser | None, enqueue: bool
+    *, user: AbstractBaseUser | AnonymousUser | None, enqueue: bool, tool: podman.ComposeTool
 ) -> ApplyRun:
     current = config_selectors.latest_applied_version()
     if current is None:
@@ -234,6 +321,8 @@ def _rollback_run_start(
             f"Version {current.number} is the only one ever applied; there is no earlier one.",
             400,
         )
+    # After the 400s above (they say more), before anything is restored.
+    _preflight_images(tool)
     restored = gpu_config_restore(version=older, user=user)
     return _start_run(
         kind=RunKind.ROLLBACK, target=restored, previous=current, user=user, enqueue=enqueue

@@ -22,7 +22,8 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from devices.services import gpu_inventory_rescan
 from orchestration import podman
-from orchestration.models import ApplyRun
+from orchestration import services as orchestration_services
+from orchestration.models import ApplyCommand, ApplyRun
 from orchestration.services import forget_probe
 from orchestration.tasks import reap_stale_runs_task
 from orchestration.tests.containers import ComposeProject, standin_compose
@@ -193,6 +194,60 @@ def test_apply_moves_a_service_and_recreates_only_what_changed(stand, worker, st
     assert third["run"]["status"] == "succeeded"
     assert third["run"]["steps"] == [], "nothing changed, nothing recreated"
     assert {n: c.id for n, c in _containers(stand).items()} == {n: c.id for n, c in after.items()}
+
+
+ABSENT_IMAGE = "localhost/gpuconfig-absent:test"
+
+
+def _clip_image_absent(stand: ComposeProject, standin_image: str) -> None:
+    """The running project's base file now names an image podman does not have for CLIP."""
+    definition = standin_compose(standin_image)
+    definition["services"]["ai-clip"]["image"] = ABSENT_IMAGE
+    stand.write_base(definition)
+
+
+def test_an_image_missing_from_podman_is_refused_before_anything_is_written(
+    stand, staff_api, standin_image
+):
+    _clip_image_absent(stand, standin_image)
+    before = {n: c.id for n, c in _containers(stand).items()}
+    _put(staff_api, _body(DESIGN))
+
+    response = staff_api.post("/api/system/gpu-config/apply")
+
+    assert response.status_code == 503, response.json()
+    assert (
+        f"the image {ABSENT_IMAGE} of ai-clip is not in podman's store: build or pull it, "
+        "then apply again" in str(response.json())
+    )
+    assert not ApplyRun.objects.exists(), "no run was started"
+    assert not (Path(stand.directory) / "config" / "docker-compose.gpu-override.yml").exists()
+    assert {n: c.id for n, c in _containers(stand).items()} == before, "no container touched"
+
+
+def test_a_failed_first_apply_ends_failed_without_a_rollback(
+    stand, worker, staff_api, standin_image, monkeypatch
+):
+    # The image disappears between the check and the run (or the check is wrong): the first
+    # apply fails in the worker, with no applied version to go back to.
+    _clip_image_absent(stand, standin_image)
+    monkeypatch.setattr(orchestration_services, "_check_images", lambda podman_path: None)
+    _put(staff_api, _body(DESIGN))
+
+    body = _apply(staff_api, worker)
+
+    run = body["run"]
+    assert run["status"] == "failed", run
+    first_line = run["error"].splitlines()[0]
+    assert first_line.startswith("Error") and ABSENT_IMAGE in first_line, run["error"]
+    assert (
+        "nothing was applied before, so there was nothing to roll back to" in run["error"].lower()
+    )
+    assert "ROLLBACK" not in run["error"]
+    assert ApplyCommand.objects.filter(run_id=run["id"]).count() == 1, "no rollback command"
+    assert not (Path(stand.directory) / "config" / "docker-compose.gpu-override.yml").exists()
+    assert _steps(body)["ai-clip"] == "failed"
+    assert _containers(stand)["ai-llm"].running, "what came up is left running"
 
 
 def test_a_gpu_missing_from_the_cdi_spec_fails_and_rolls_back(
