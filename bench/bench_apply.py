@@ -124,7 +124,7 @@ def main() -> int:
 
         def apply() -> tuple[float, dict]:
             start = time.perf_counter()
-            r = client.post("/api/system/gpu-config/apply")
+            r = client.post("/api/system/gpu-config/apply", content_type="application/json")
             assert r.status_code == 202, r.content
             run_id = r.json()["run_id"]
             # Poll the run's row, not the status endpoint: that one also inspects every
