@@ -1,4 +1,4 @@
-"""Inputs the benchmarks generate for themselves (they import nothing from the tests)."""
+"""Generated inputs: one recipe for the benchmarks and the tests (benchmarks import no tests)."""
 
 from __future__ import annotations
 

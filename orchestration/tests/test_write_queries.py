@@ -20,12 +20,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from bench.inputs import compose_with
 from devices.services import gpu_inventory_rescan
 from gpuconfig import drafts, strategies
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion, GpuConfiguration
 from gpuconfig.services import gpu_config_save
-from gpuconfig.tests.factories import compose_with
 from orchestration import podman, selectors
 from orchestration import services as orchestration_services
 from orchestration.models import ApplyRun

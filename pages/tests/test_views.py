@@ -18,11 +18,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from bench.inputs import compose_with
 from devices.services import gpu_inventory_rescan
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion, GpuConfiguration, SystemSetting
 from gpuconfig.services import AssignmentChange, gpu_config_save
-from gpuconfig.tests.factories import compose_with
 from orchestration import selectors as orchestration_selectors
 from orchestration import services as orchestration_services
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus
