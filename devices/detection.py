@@ -684,24 +684,11 @@ def read_nvidia_smi(
     # Bounded: each retry removes one optional field, so this cannot loop forever.
     for _attempt in range(len(_SMI_OPTIONAL_FIELDS) + 1):
         command = _smi_command(resolved, fields)
-        try:
-            completed = subprocess.run(
-                command,
-                capture_output=True,
-                # Never let a stray non-UTF-8 byte turn into a UnicodeDecodeError.
-                encoding="utf-8",
-                errors="replace",
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DetectionError(
-                f"nvidia-smi did not answer within {timeout_s:g} s; the driver may be hung."
-            ) from None
-        except OSError as error:
-            raise DetectionError(
-                f"nvidia-smi ({resolved}) could not be started: {error.strerror or error}."
-            ) from None
+        completed = _run_nvidia_smi(
+            command,
+            timeout_s,
+            f"nvidia-smi did not answer within {timeout_s:g} s; the driver may be hung.",
+        )
 
         if completed.returncode == 0:
             return _parse_smi_output(completed.stdout, fields)
@@ -848,23 +835,9 @@ def read_nvidia_smi_processes(
         f"--query-compute-apps={','.join(SMI_PROCESS_FIELDS)}",
         "--format=csv,noheader,nounits",
     ]
-    try:
-        completed = subprocess.run(
-            command,
-            capture_output=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise DetectionError(
-            f"nvidia-smi did not list the GPU processes within {timeout_s:g} s."
-        ) from None
-    except OSError as error:
-        raise DetectionError(
-            f"nvidia-smi ({resolved}) could not be started: {error.strerror or error}."
-        ) from None
+    completed = _run_nvidia_smi(
+        command, timeout_s, f"nvidia-smi did not list the GPU processes within {timeout_s:g} s."
+    )
     if completed.returncode != 0:
         output = f"{completed.stderr}\n{completed.stdout}"
         raise DetectionError(
@@ -947,3 +920,25 @@ def detect(simulated_path: Path | None = None, *, with_processes: bool = False) 
         processes=processes,
         process_note=process_note,
     )
+
+
+def _run_nvidia_smi(
+    command: list[str], timeout_s: float, too_slow: str
+) -> subprocess.CompletedProcess[str]:
+    """Run nvidia-smi from an argument list; a timeout or a failed start is a DetectionError."""
+    try:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            # Never let a stray non-UTF-8 byte turn into a UnicodeDecodeError.
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DetectionError(too_slow) from None
+    except OSError as error:
+        raise DetectionError(
+            f"nvidia-smi ({command[0]}) could not be started: {error.strerror or error}."
+        ) from None

@@ -184,29 +184,27 @@ def draft_body(draft: Draft) -> dict[str, Any]:
     }
 
 
-_draft_example = inline_serializer(
-    "GpuConfig",
-    fields={
+def _draft_fields() -> dict[str, serializers.Field]:
+    """The fields every draft answer has (fresh instances: a field binds to one serializer)."""
+    return {
         "version": serializers.IntegerField(),
         "strategy": serializers.ChoiceField(choices=STRATEGY_CHOICES),
         "assignments": serializers.ListField(child=serializers.DictField()),
         "warnings": serializers.ListField(child=serializers.CharField()),
         "warning_details": serializers.ListField(child=serializers.DictField()),
         "planned_vram_mb": serializers.DictField(child=serializers.IntegerField()),
-        "strategies": serializers.ListField(child=serializers.DictField()),
         "error": serializers.CharField(allow_null=True),
-    },
+    }
+
+
+_draft_example = inline_serializer(
+    "GpuConfig",
+    fields={**_draft_fields(), "strategies": serializers.ListField(child=serializers.DictField())},
 )
 _preview_example = inline_serializer(
     "GpuConfigPreview",
     fields={
-        "version": serializers.IntegerField(),
-        "strategy": serializers.ChoiceField(choices=STRATEGY_CHOICES),
-        "assignments": serializers.ListField(child=serializers.DictField()),
-        "warnings": serializers.ListField(child=serializers.CharField()),
-        "warning_details": serializers.ListField(child=serializers.DictField()),
-        "planned_vram_mb": serializers.DictField(child=serializers.IntegerField()),
-        "error": serializers.CharField(allow_null=True),
+        **_draft_fields(),
         "changes": serializers.ListField(child=serializers.DictField()),
         "moves": serializers.ListField(child=serializers.CharField()),
         "optimality": inline_serializer(
