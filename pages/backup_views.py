@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -28,9 +29,11 @@ from gpuconfig.backup import (
 )
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
 from gpuconfig.services import ConfigConflict
+from pages import regions
 
 PANEL_TEMPLATE = "pages/_backup.html"
 PAGE_TEMPLATE = "pages/backup_page.html"
+SYSTEM_FORM = "pages/system.html#system-form"
 # Marks an answer htmx may swap in even with an error status (see static/js/app.js).
 FRAGMENT_HEADER = "X-GpuConfig-Fragment"
 STAFF_ONLY = "Only staff users may download or restore backups."
@@ -46,11 +49,22 @@ def _is_staff(request: HttpRequest) -> bool:
     return bool(request.user.is_staff)
 
 
-def _answer(request: HttpRequest, context: dict[str, Any], *, status: int = 200) -> HttpResponse:
-    """The backup panel for htmx; the small backup page otherwise."""
+def _answer(
+    request: HttpRequest, context: dict[str, Any], *, status: int = 200, stored: bool = False
+) -> HttpResponse:
+    """The backup panel for htmx; the small backup page otherwise.
+
+    ``stored``: the import changed what is stored, so the System settings form above the
+    panel is redrawn from the database too (out of band): left as it was, it would show the
+    old values, and its Save settings would silently undo the import.
+    """
     context = {"can_edit": _is_staff(request), "tab": "system", **context}
     if _is_htmx(request):
-        response = render(request, PANEL_TEMPLATE, context, status=status)
+        html = render_to_string(PANEL_TEMPLATE, context, request)
+        if stored:
+            system = regions.system_context(request, regions.system_form(), [])
+            html += render_to_string(SYSTEM_FORM, {**system, "oob": True}, request)
+        response = HttpResponse(html, status=status)
         response[FRAGMENT_HEADER] = "backup"
         return response
     return render(request, PAGE_TEMPLATE, context, status=status)
@@ -129,7 +143,7 @@ def backup_import(request: HttpRequest) -> HttpResponse:
             messages.warning(request, line)
         return redirect(reverse("pages:system") + "#backup")
     context["backup_notices"] = [("success", done)]
-    return _answer(request, context)
+    return _answer(request, context, stored=True)
 
 
 def _refuse(

@@ -1,0 +1,64 @@
+"""The page never shows stale state, and Apply says whether it can work (issues 16 and 17),
+each in a real Chromium. Every test here failed before its fix.
+
+None of these tests needs podman to run: what they check is drawn before any container is
+touched (a missing podman is made missing through PATH, for real).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from devices.services import gpu_inventory_rescan
+from gpuconfig.backup import render_backup
+from gpuconfig.backup_services import gpu_config_export
+from gpuconfig.domain import StrategyName
+from gpuconfig.selectors import system_config
+from gpuconfig.services import gpu_config_save, system_settings_update
+from gpuconfig.system_settings import RESERVE_KEY, STATUS_POLL_KEY
+from orchestration.services import forget_probe
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def _inventory(transactional_db: Any) -> None:
+    gpu_inventory_rescan()
+    forget_probe()
+
+
+# --- an import redraws the System settings above it ------------------------------------------
+
+
+def test_an_import_redraws_the_settings_form_and_save_settings_keeps_the_import(
+    new_page, staff_user, tmp_path: Path
+):
+    # The backup: status polling every 9 s, a 2048 MB reserve. The host: 3 s and 512 MB.
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    system_settings_update(values={STATUS_POLL_KEY: 9, RESERVE_KEY: 2048})
+    backup = tmp_path / "backup.yml"
+    backup.write_text(render_backup(gpu_config_export()))
+    system_settings_update(values={STATUS_POLL_KEY: 3, RESERVE_KEY: 512})
+
+    page = new_page(user=staff_user)
+    page.goto("/settings/system/")
+    polling = page.get_by_label("Apply status polling (seconds)")
+    reserve = page.get_by_label("VRAM reserve (MB)")
+    expect(polling).to_have_value("3")
+    page.locator("#backup-file").set_input_files(str(backup))
+    page.get_by_role("button", name="Import now").click()
+    expect(page.locator("#backup")).to_contain_text("Imported as version 2")
+    # The form above shows what is stored now, not what was there before the import.
+    expect(polling).to_have_value("9")
+    expect(reserve).to_have_value("2048")
+    expect(page.locator("#strategy-in-force")).to_contain_text("from saved version 2")
+
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#system-form .notice.success")).to_contain_text("Nothing changed")
+    config = system_config()
+    assert (config.status_poll_seconds, config.vram_reserve_mb) == (9, 2048), "import kept"
+    assert page.js_errors == []
