@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from devices.services import reset_sampler
-from orchestration.selectors import reset_container_health_cache
+from orchestration.selectors import reset_container_health_cache, reset_dependency_health_cache
 
 # One Chromium for every browser test, wherever it lives (see tests/browser/fixtures.py).
 pytest_plugins = ["tests.browser.fixtures"]
@@ -54,9 +54,11 @@ def _reference_setup(settings, tmp_path: Path) -> Iterator[None]:
     settings.GPUCONFIG_OUTPUT_DIR = compose.parent / "config"
     reset_sampler()
     reset_container_health_cache()
+    reset_dependency_health_cache()
     yield
     reset_sampler()
     reset_container_health_cache()
+    reset_dependency_health_cache()
 
 
 @pytest.fixture

@@ -316,6 +316,10 @@ GPUCONFIG_COMPOSE_TIMEOUT_SECONDS = envint("GPUCONFIG_COMPOSE_TIMEOUT_SECONDS", 
 GPUCONFIG_HEALTH_TIMEOUT_SECONDS = envint("GPUCONFIG_HEALTH_TIMEOUT_SECONDS", 120, minimum=1)
 # A running apply whose heartbeat is older than this is considered interrupted.
 GPUCONFIG_STALE_RUN_SECONDS = envint("GPUCONFIG_STALE_RUN_SECONDS", 60, minimum=5)
+# Whether the app runs inside the production stack's containers (the image sets it): advice
+# then names the stack's services and the podman socket, not bin/run and apt-get. Not guessed
+# from /run/.containerenv: a developer's bin/run may itself run in a container.
+GPUCONFIG_IN_CONTAINER = envbool("GPUCONFIG_IN_CONTAINER", False)
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ replaces, the services to recreate, the override file and its previous text, the
 environment and the progress callback). The run's state lives in ApplyRun/ServiceStep rows
 moved forward by conditional updates (``filter(pk=..., status=old).update(...)``), so two
 workers can never both own a run, and a worker killed mid-run leaves a heartbeat that goes
-stale (``services.apply_runs_reap_stale`` then marks the run interrupted).
+stale (``stale_runs.apply_runs_reap_stale`` then marks the run interrupted).
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from django.utils import timezone
 from common.files import write_atomic
 from devices.selectors import gpu_identity_problem
 from gpuconfig import selectors as config_selectors
-from gpuconfig.config_files import budget_environment, render_override
+from gpuconfig.config_files import render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.models import ConfigVersion
 from orchestration import podman, probe
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus
+from orchestration.observed import Mismatch, gpu_devices, gpu_difference
 
 logger = logging.getLogger(__name__)
 
@@ -265,28 +266,24 @@ def container_problem(
 
 def _gpu_problem(state: podman.ContainerState, want: ResolvedAssignment) -> str | None:
     """The container has exactly the GPU it was given, that GPU is still the planned one,
-    and its environment names it (and its budget)."""
-    gpus = [d for d in state.cdi_devices if d.startswith("nvidia.com/gpu=")]
-    if want.gpu_index is None or not want.enabled:
-        return f"should have no GPU but has {', '.join(gpus)}" if gpus else None
-    device = f"nvidia.com/gpu={want.gpu_index}"
-    if device not in gpus:
-        got = ", ".join(gpus) or "no GPU device"
+    and its environment names it (and its budget): the rule drift uses too
+    (``orchestration.observed``), worded for a container that was just recreated."""
+    found = gpu_difference(state, want)
+    if found is not None and found.kind in (Mismatch.NO_DEVICE, Mismatch.OTHER_GPU):
+        got = ", ".join(gpu_devices(state)) or "no GPU device"
         return (
-            f"started without its GPU: expected {device}, got {got} (is the compose command "
-            "dropping GPU reservations?)"
+            f"started without its GPU: expected nvidia.com/gpu={want.gpu_index}, got {got} "
+            "(is the compose command dropping GPU reservations?)"
         )
-    # CDI names the device by host index; the plan meant a GPU by UUID, the identity the
-    # runtime helper matches on inside the container (devices.runtime.same_gpu).
-    identity = gpu_identity_problem(want.gpu_index, want.gpu_uuid)
-    if identity is not None:
-        return identity
-    wrong = [
-        f"{key} is {state.env.get(key)!r}, expected {value!r}"
-        for key, value in budget_environment(want).items()
-        if state.env.get(key) != value
-    ]
-    return wrong[0] if wrong else None
+    if found is not None and found.kind is Mismatch.UNEXPECTED_GPU:
+        return found.reason
+    if want.placed and want.gpu_index is not None:
+        # CDI names the device by host index; the plan meant a GPU by UUID, the identity the
+        # runtime helper matches on inside the container (devices.runtime.same_gpu).
+        identity = gpu_identity_problem(want.gpu_index, want.gpu_uuid)
+        if identity is not None:
+            return identity
+    return found.reason if found is not None else None
 
 
 def _succeed(context: ApplyContext) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 
 from django.conf import settings
 
+from devices.services import gpu_sample
 from gpuconfig import selectors as config_selectors
+from gpuconfig.domain import Configuration
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
 from orchestration import podman
@@ -25,7 +27,9 @@ from orchestration.models import (
     RunStatus,
     StepStatus,
 )
+from orchestration.observed import observed_service
 from orchestration.probe import compose_tool
+from orchestration.stale_runs import reap_stale_runs_on_read, stalled_run_notice
 
 
 def command_body(command: ApplyCommand) -> dict[str, Any]:
@@ -56,6 +60,8 @@ def run_body(run: ApplyRun) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "heartbeat_at": run.heartbeat_at,
         "error": run.error,
+        # Said while the run is active and its worker has gone quiet (stale_runs).
+        "worker_notice": stalled_run_notice(run),
         "commands": [command_body(c) for c in commands],
         # The commands as one text, as before there were rows (one line per command; the
         # output of each after a "$ command" line).
@@ -75,62 +81,66 @@ def run_body(run: ApplyRun) -> dict[str, Any]:
     }
 
 
-def _gpu_of(state: podman.ContainerState) -> int | None:
-    for device in state.cdi_devices:
-        if device.startswith("nvidia.com/gpu="):
-            index = device.partition("=")[2]
-            return int(index) if index.isdigit() else None
-    return None
+def _applied_configuration() -> Configuration | None:
+    applied = config_selectors.latest_applied_version()
+    return config_selectors.version_configuration(applied) if applied else None
 
 
 def container_health() -> dict[str, Any]:
-    """Every managed service's container now: state, health and the GPU it really has."""
+    """Every managed service's container now: state, health, the GPU it really has, and
+    whether it drifted from the applied version (and why)."""
     try:
         managed = load_registry(settings.GPUCONFIG_COMPOSE_FILE).names()
     except RegistryError as exc:
-        return {
-            "available": False,
-            "unavailable_reason": str(exc),
-            "containers": {},
-            "summary": str(exc),
-        }
+        return _unavailable(str(exc), str(exc))
     try:
         compose_tool()
         states = podman.inspect_services(
             settings.GPUCONFIG_COMPOSE_PROJECT, managed, env=os.environ
         )
     except (podman.ComposeUnavailable, podman.PodmanCommandError) as exc:
-        return {
-            "available": False,
-            "unavailable_reason": str(exc),
-            "containers": {},
-            "summary": f"Container status unavailable: {exc}",
-        }
-    containers: dict[str, Any] = {}
-    not_ok: list[str] = []
-    for name in managed:
-        state = states.get(name)
-        if state is None:
-            containers[name] = {"state": "missing", "health": None, "gpu": None, "id": None}
-            not_ok.append(f"{name} has no container")
-            continue
-        containers[name] = {
-            "state": state.status,
-            "health": state.health,
-            "gpu": _gpu_of(state),
-            "id": state.id[:12],
-        }
-        if not state.running:
-            not_ok.append(f"{name} is {state.status}")
-        elif state.health == "unhealthy":
-            not_ok.append(f"{name} is unhealthy")
-    summary = "All services running" if not not_ok else "; ".join(not_ok)
+        return _unavailable(str(exc), f"Container status unavailable: {exc}")
+    applied = _applied_configuration()
+    uuids = {r.index: r.uuid for r in gpu_sample().readings}
+    containers = {
+        name: observed_service(name, states.get(name), applied, uuids) for name in managed
+    }
     return {
         "available": True,
         "unavailable_reason": "",
         "containers": containers,
+        "drifted": [name for name, c in containers.items() if c["drifted"]],
+        "summary": _summary(containers, applied_known=applied is not None),
+    }
+
+
+def _unavailable(reason: str, summary: str) -> dict[str, Any]:
+    return {
+        "available": False,
+        "unavailable_reason": reason,
+        "containers": {},
+        "drifted": [],
         "summary": summary,
     }
+
+
+def _summary(containers: dict[str, dict[str, Any]], *, applied_known: bool) -> str:
+    """One line: all is well only when every service runs and none drifted."""
+    problems = []
+    for name, c in containers.items():
+        if c["drifted"]:
+            problems.append(f"{name} drifted: {c['drift_reason']}")
+        elif c["state"] == "missing":
+            problems.append(f"{name} has no container")
+        elif c["state"] != "running":
+            problems.append(f"{name} is {c['state']}")
+        elif c["health"] == "unhealthy":
+            problems.append(f"{name} is unhealthy")
+    if problems:
+        return "; ".join(problems)
+    if not applied_known:
+        return "All services running (nothing applied yet)"
+    return "All services running as applied"
 
 
 # Container state for status reads, shared by every request of this process: podman runs at
@@ -164,13 +174,19 @@ def _shared_container_health(key: Hashable) -> dict[str, Any]:
 
 
 def apply_status(run_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """The run asked for (or the latest), plus the health of every managed container now."""
+    """The run asked for (or the latest), plus the health of every managed container now.
+
+    A run whose worker died is ended here too (not only by the worker's own beat, which dies
+    with it): one query, and a conditional update per stale run."""
+    reap_stale_runs_on_read()
     runs = ApplyRun.objects.select_related("version", "previous_version", "requested_by")
     run = runs.filter(pk=run_id).first() if run_id else runs.order_by("-created_at").first()
+    applied = config_selectors.latest_applied_version()
     key = (
         str(settings.GPUCONFIG_COMPOSE_FILE),
         settings.GPUCONFIG_COMPOSE_PROJECT,
         (run.pk, run.status) if run else None,
+        applied.pk if applied else None,
     )
     return {"run": run_body(run) if run else None, **_shared_container_health(key)}
 
@@ -234,3 +250,60 @@ def step_progress(steps: list[dict[str, Any]], *, active: bool) -> dict[str, Any
         "steps_recreating": bool(steps) and recreating,
         "steps_percent": round(100 * weight / len(steps)) if steps else (0 if active else 100),
     }
+
+
+# --- /health: each dependency on its own ---------------------------------------------------
+
+_HEALTH_CACHE_SECONDS = 5.0
+_parts_lock = threading.Lock()
+_parts_cache: tuple[float, dict[str, Any]] | None = None
+
+
+def dependency_health() -> dict[str, Any]:
+    """The broker, the worker and podman, each "ok" or why not (for /health).
+
+    Cached for a few seconds per process: a worker ping waits up to a second for answers,
+    and /health is polled by health checks and load balancers."""
+    global _parts_cache
+    with _parts_lock:
+        if _parts_cache and time.monotonic() - _parts_cache[0] < _HEALTH_CACHE_SECONDS:
+            return copy.deepcopy(_parts_cache[1])
+        parts = {"broker": _broker_health(), "podman": _podman_health()}
+        parts["worker"] = _worker_health() if parts["broker"] == "ok" else "unknown (no broker)"
+        _parts_cache = (time.monotonic(), parts)
+        return copy.deepcopy(parts)
+
+
+def reset_dependency_health_cache() -> None:
+    global _parts_cache
+    with _parts_lock:
+        _parts_cache = None
+
+
+def _broker_health() -> str:
+    from config.celery import app
+
+    try:
+        with app.connection_for_write(connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=0, timeout=2)
+    except Exception as exc:  # kombu's and redis' connection errors have no common base
+        return f"unavailable: {exc.__class__.__name__}"
+    return "ok"
+
+
+def _worker_health() -> str:
+    from config.celery import app
+
+    try:
+        replies = app.control.ping(timeout=1.0)
+    except Exception as exc:  # as above
+        return f"unavailable: {exc.__class__.__name__}"
+    return "ok" if replies else "no worker answered a ping within 1 s"
+
+
+def _podman_health() -> str:
+    try:
+        compose_tool()
+    except podman.ComposeUnavailable as exc:
+        return f"unavailable: {str(exc)[:200]}"
+    return "ok"

@@ -14,7 +14,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -45,14 +44,15 @@ from orchestration.models import (
     RunStatus,
     ServiceStep,
 )
+from orchestration.observed import running_gpu, services_to_recreate
 from orchestration.override import services_with_own_devices
 from orchestration.probe import compose_dir, compose_tool, forget_probe
+from orchestration.stale_runs import apply_runs_reap_stale
 
 # forget_probe is re-exported for the tests and the CLI, which reset the probe cache here.
 __all__ = [
     "ApplyRefused",
     "apply_run_start",
-    "apply_runs_reap_stale",
     "compose_tool",
     "forget_probe",
     "gpu_config_save_and_apply",
@@ -94,6 +94,54 @@ def _check_base_file(managed: Sequence[str]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Step:
+    service: str
+    from_gpu: int | None  # what runs now (or, unobserved, what the previous version had)
+    to_gpu: int | None
+    reason: str
+
+
+def _steps(
+    target: ConfigVersion,
+    previous: ConfigVersion | None,
+    running: dict[str, podman.ContainerState] | None,
+) -> list[_Step]:
+    """The services a run recreates: those whose containers do not run as ``target`` says
+    (drifted ones included, even when the version did not change). ``running=None``: the
+    containers could not be observed (a compose tool that was not probed names no podman),
+    so the difference between the two versions stands in."""
+    configuration = config_selectors.version_configuration(target)
+    if running is None:
+        changes = config_changes(
+            config_selectors.version_configuration(previous) if previous else None,
+            configuration,
+        )
+        return [
+            _Step(c.service, c.before.container_gpu, c.after.container_gpu, "") for c in changes
+        ]
+    return [
+        _Step(
+            service,
+            running_gpu(running.get(service)),
+            configuration.by_service[service].container_gpu,
+            why.reason,
+        )
+        for service, why in services_to_recreate(configuration, running).items()
+    ]
+
+
+def _running(tool: podman.ComposeTool) -> dict[str, podman.ContainerState] | None:
+    """The managed services' containers now, read fresh (never the shared status cache)."""
+    if tool.podman is None:
+        return None
+    managed = load_registry(settings.GPUCONFIG_COMPOSE_FILE).names()
+    try:
+        return podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, managed, env=os.environ)
+    except podman.PodmanCommandError as exc:
+        raise ApplyRefused(f"Cannot apply: cannot read the containers: {exc}", 503) from exc
+
+
 def _start_run(
     *,
     kind: RunKind,
@@ -101,11 +149,9 @@ def _start_run(
     previous: ConfigVersion | None,
     user: AbstractBaseUser | AnonymousUser | None,
     enqueue: bool,
+    running: dict[str, podman.ContainerState] | None,
 ) -> ApplyRun:
-    changes = config_changes(
-        config_selectors.version_configuration(previous) if previous else None,
-        config_selectors.version_configuration(target),
-    )
+    steps = _steps(target, previous, running)
     try:
         with transaction.atomic():
             run = ApplyRun.objects.create(
@@ -117,20 +163,59 @@ def _start_run(
             ServiceStep.objects.bulk_create(
                 ServiceStep(
                     run=run,
-                    service_name=c.service,
-                    from_gpu=c.before.container_gpu,
-                    to_gpu=c.after.container_gpu,
+                    service_name=step.service,
+                    from_gpu=step.from_gpu,
+                    to_gpu=step.to_gpu,
+                    message=step.reason,
                 )
-                for c in changes
+                for step in steps
             )
-            if enqueue:
-                transaction.on_commit(lambda: _enqueue(run.pk))
     except IntegrityError:
         # The partial unique index allows one active run: the database settles the race.
         raise ApplyRefused(
             "Another apply is already running; wait for it to finish.", 409
         ) from None
+    if enqueue:
+        _hand_to_worker(run)
     return run
+
+
+def _hand_to_worker(run: ApplyRun) -> None:
+    """Queue the committed run; if the broker refuses it now, end the run at once and say
+    so, instead of leaving a queued run that blocks every Apply until it is reaped."""
+    try:
+        _enqueue(run.pk)
+    except Exception as exc:  # kombu's and redis' connection errors have no common base
+        message = f"Cannot apply: {broker_problem(exc)} Nothing was changed."
+        ApplyRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.FAILED, finished_at=timezone.now(), error=message
+        )
+        raise ApplyRefused(message, 503) from exc
+
+
+def broker_problem(exc: BaseException) -> str:
+    """One sentence naming the broker that does not answer (no password in it)."""
+    from config.celery import app  # the Celery app, configured from settings
+
+    where = app.connection_for_write().as_uri()
+    return (
+        f"the task queue (Redis at {where}) does not answer ({exc.__class__.__name__}: "
+        f"{str(exc)[:200]}). Start Redis (in the stack: the gpuconfig-redis service), then "
+        "apply again."
+    )
+
+
+def _check_broker() -> None:
+    """Refuse before any run row exists when the worker's broker cannot take the run."""
+    from config.celery import app
+
+    try:
+        with app.connection_for_write(connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=0, timeout=3)
+    except Exception as exc:  # kombu's and redis' connection errors have no common base
+        raise ApplyRefused(
+            f"Cannot apply: {broker_problem(exc)} Nothing was changed.", 503
+        ) from exc
 
 
 def _enqueue(run_id: Any) -> None:
@@ -141,8 +226,7 @@ def _enqueue(run_id: Any) -> None:
 
 def _preflight() -> podman.ComposeTool:
     apply_runs_reap_stale()
-    if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
-        raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
+    _refuse_if_active()
     try:
         _check_base_file(load_registry(settings.GPUCONFIG_COMPOSE_FILE).names())
     except RegistryError as exc:
@@ -242,19 +326,30 @@ def apply_run_start(
     """Start applying the latest saved version; the Celery worker does the work
     (``enqueue=False``: the caller runs ``apply_run_execute`` itself, as the CLI does)."""
     tool = _preflight()
-    target = config_selectors.latest_version()
-    if target is None:
-        raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
-    _preflight_images(tool)
-    # In turn with rollbacks, which restore a version and start their run as one step.
+    if enqueue:
+        _check_broker()
+    # In turn with saves, imports, discards and rollbacks: what is applied is read after the
+    # turn is taken, so a rollback that just restored a version cannot be undone by an apply
+    # that read the version before it.
     with configuration_write_turn():
+        _refuse_if_active()
+        target = config_selectors.latest_version()
+        if target is None:
+            raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
+        _preflight_images(tool)
         return _start_run(
             kind=RunKind.APPLY,
             target=target,
             previous=config_selectors.latest_applied_version(),
             user=user,
             enqueue=enqueue,
+            running=_running(tool),
         )
+
+
+def _refuse_if_active() -> None:
+    if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
+        raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
 
 
 def gpu_config_save_and_apply(
@@ -297,11 +392,12 @@ def rollback_run_start(
     the database, gpu-assignments.yml and the override keep telling the same story.
     """
     tool = _preflight()
+    if enqueue:
+        _check_broker()
     with configuration_write_turn():
-        # In turn: of rollbacks pressed at once, the first restores and starts its run; the
+        # In turn: of rollbacks (and applies) pressed at once, the first starts its run; the
         # others find that run here, before restoring anything, and are refused (409).
-        if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
-            raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
+        _refuse_if_active()
         return _rollback_run_start(user=user, enqueue=enqueue, tool=tool)
 
 
@@ -325,43 +421,10 @@ def _rollback_run_start(
     _preflight_images(tool)
     restored = gpu_config_restore(version=older, user=user)
     return _start_run(
-        kind=RunKind.ROLLBACK, target=restored, previous=current, user=user, enqueue=enqueue
+        kind=RunKind.ROLLBACK,
+        target=restored,
+        previous=current,
+        user=user,
+        enqueue=enqueue,
+        running=_running(tool),
     )
-
-
-# --- stale runs ---------------------------------------------------------------------------
-
-
-def apply_runs_reap_stale() -> list[Any]:
-    """Mark runs that no live worker is moving forward as interrupted.
-
-    A running run whose heartbeat is older than GPUCONFIG_STALE_RUN_SECONDS lost its worker
-    (killed, machine restarted); a queued run that old was never picked up (no worker).
-    """
-    limit = timezone.now() - timedelta(seconds=settings.GPUCONFIG_STALE_RUN_SECONDS)
-    seconds = settings.GPUCONFIG_STALE_RUN_SECONDS
-    reaped = []
-    candidates = list(
-        ApplyRun.objects.filter(
-            status__in=[RunStatus.RUNNING, RunStatus.ROLLING_BACK], heartbeat_at__lt=limit
-        )
-    ) + list(ApplyRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=limit))
-    for run in candidates:
-        if run.status == RunStatus.QUEUED:
-            error = (
-                f"No worker picked up this run within {seconds} s. Is the Celery worker "
-                "running (bin/run starts one)? Nothing was changed."
-            )
-        else:
-            error = (
-                f"The worker stopped reporting while the run was {run.status} (no heartbeat "
-                f"for over {seconds} s). Containers may be between versions: check the "
-                "status below, then Apply again or roll back."
-            )
-        updated = ApplyRun.objects.filter(pk=run.pk, status=run.status).update(
-            status=RunStatus.INTERRUPTED, finished_at=timezone.now(), error=error
-        )
-        if updated:
-            reaped.append(run.pk)
-            logger.warning("apply run %s marked interrupted: %s", run.pk, error)
-    return reaped

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from orchestration.executor import apply_run_execute
-from orchestration.services import apply_runs_reap_stale
+from orchestration.stale_runs import apply_runs_reap_stale
 
 # Worst case: forward and rollback each run compose up and wait for health checks.
 _SOFT_LIMIT = (

@@ -124,8 +124,8 @@ def config_context(
 
 def status_context(request: HttpRequest, *, was_active: bool = False) -> dict[str, Any]:
     """Apply progress and the containers now; polled while a run is active."""
-    # Reads do not write: a run whose worker died is marked interrupted by the periodic
-    # task orchestration.reap_stale_runs (Celery beat), within GPUCONFIG_STALE_RUN_SECONDS.
+    # A run whose worker died is ended by this read too (orchestration.stale_runs): the
+    # worker's beat cannot do it once the worker is gone.
     status = run_selectors.apply_status()
     run = status["run"]
     active = bool(run and run["active"])

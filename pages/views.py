@@ -34,6 +34,7 @@ from gpuconfig.services import (
 )
 from orchestration import selectors as run_selectors
 from orchestration.services import ApplyRefused, gpu_config_save_and_apply, rollback_run_start
+from orchestration.stale_runs import reap_stale_runs_on_read
 from pages import regions
 from pages.answers import (
     SETTINGS_TEMPLATE,
@@ -69,7 +70,9 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_not_required
 @require_safe  # HEAD too: it is what load balancers send
 def health(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers and the run script: the database answers."""
+    """Liveness for load balancers and health checks: the database decides the HTTP status;
+    the broker, the worker and podman are reported beside it, so that a podman hiccup does
+    not get the web container restarted. Also ends runs whose worker died (stale_runs)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -78,7 +81,9 @@ def health(request: HttpRequest) -> JsonResponse:
         # are anonymous, and whose session could not be read now anyway) learn only this.
         logger.error("health check: the database is unavailable: %s", exc)
         return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
-    return JsonResponse({"status": "ok"})
+    reap_stale_runs_on_read()
+    parts = run_selectors.dependency_health()
+    return JsonResponse({"status": "ok", "database": "ok", **parts})
 
 
 # --- GPU Configuration tab: reading -------------------------------------------------------

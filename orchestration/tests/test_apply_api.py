@@ -139,26 +139,43 @@ def _run(status: str, **times) -> ApplyRun:
     return run
 
 
-def test_a_run_with_a_stale_heartbeat_is_reported_interrupted(member_api, settings):
+def test_a_silent_worker_is_named_within_seconds_and_its_run_ended_by_a_status_read(
+    member_api, settings
+):
     settings.GPUCONFIG_STALE_RUN_SECONDS = 30
-    old = timezone.now() - timedelta(seconds=31)
-    run = _run(RunStatus.RUNNING, heartbeat_at=old, started_at=old)
+    quiet = timezone.now() - timedelta(seconds=12)
+    run = _run(RunStatus.RUNNING, heartbeat_at=quiet, started_at=quiet)
 
-    # Reading the status writes nothing (issue 12): the periodic task marks the run.
-    assert member_api.get(STATUS, {"run": str(run.pk)}).json()["run"]["status"] == "running"
-    assert reap_stale_runs_task() == [str(run.pk)]
+    body = member_api.get(STATUS, {"run": str(run.pk)}).json()
+    assert body["run"]["status"] == "running"
+    assert body["run"]["worker_notice"].startswith("The worker stopped answering 12 s ago")
+
+    # Past the limit, the next read ends the run: the worker's own beat died with it.
+    ApplyRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=31))
     body = member_api.get(STATUS, {"run": str(run.pk)}).json()
 
     assert body["run"]["status"] == "interrupted"
     assert "stopped reporting" in body["run"]["error"]
     assert body["run"]["finished_at"] is not None
+    assert body["run"]["worker_notice"] == ""
+
+
+def test_health_ends_a_run_whose_worker_died(client, settings):
+    settings.GPUCONFIG_STALE_RUN_SECONDS = 30
+    old = timezone.now() - timedelta(seconds=31)
+    run = _run(RunStatus.RUNNING, heartbeat_at=old, started_at=old)
+
+    assert client.get("/health").status_code == 200
+    assert ApplyRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
 
 
 def test_a_running_run_with_a_fresh_heartbeat_is_left_alone(member_api, settings):
     settings.GPUCONFIG_STALE_RUN_SECONDS = 30
     run = _run(RunStatus.RUNNING, heartbeat_at=timezone.now())
     assert reap_stale_runs_task() == []
-    assert member_api.get(STATUS, {"run": str(run.pk)}).json()["run"]["status"] == "running"
+    body = member_api.get(STATUS, {"run": str(run.pk)}).json()
+    assert body["run"]["status"] == "running"
+    assert body["run"]["worker_notice"] == ""
 
 
 def test_a_queued_run_no_worker_took_is_reported(member_api, settings):
@@ -168,7 +185,8 @@ def test_a_queued_run_no_worker_took_is_reported(member_api, settings):
     body = member_api.get(STATUS).json()
     assert body["run"]["id"] == str(run.pk)
     assert body["run"]["status"] == "interrupted"
-    assert "Is the Celery worker running" in body["run"]["error"]
+    assert "is the Celery worker running" in body["run"]["error"]
+    assert "bin/run starts one" in body["run"]["error"]
 
 
 def test_status_rejects_a_bad_run_id_and_reports_an_unknown_one(member_api):
