@@ -151,8 +151,20 @@ class SuggestedEstimateSerializer(serializers.Serializer):
 
 
 class SuggestedEstimatesOutputSerializer(serializers.Serializer):
-    compose_file = serializers.CharField(help_text="The file to edit; GPU Config never edits it.")
+    compose_file = serializers.CharField(
+        help_text=(
+            "The file to edit (GPU Config never edits it): its absolute path for staff, "
+            "its name alone for read-only users."
+        )
+    )
     services = SuggestedEstimateSerializer(many=True)
+
+
+def _compose_file_shown_to(request: Request) -> str:
+    """Staff edit the compose file, so they get its path; read-only users only its name:
+    the host's folder layout is not theirs to learn."""
+    compose_file = settings.GPUCONFIG_COMPOSE_FILE
+    return str(compose_file) if request.user.is_staff else compose_file.name
 
 
 class SuggestedEstimatesApi(APIView):
@@ -162,7 +174,7 @@ class SuggestedEstimatesApi(APIView):
     def get(self, request: Request) -> Response:
         return Response(
             {
-                "compose_file": str(settings.GPUCONFIG_COMPOSE_FILE),
+                "compose_file": _compose_file_shown_to(request),
                 "services": [s.as_dict() for s in suggested_estimates()],
             }
         )
