@@ -30,7 +30,8 @@ def _api(view: type[APIView]) -> Callable[..., Any]:
 urlpatterns = [
     # The browsable API's root: every endpoint, by name.
     path("", _api(ApiRootView), name="api-root"),
-    path("system/gpus", _api(device_apis.GpuListApi), name="api-gpus"),
+    # The inventory with what each GPU really runs: composed above devices (orchestration).
+    path("system/gpus", _api(orchestration_apis.GpuListApi), name="api-gpus"),
     path(
         "system/gpus/suggested-estimates",
         _api(device_apis.SuggestedEstimatesApi),

@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from devices import apis as device_apis
+from devices.selectors import gpu_inventory_view
 from gpuconfig.apis import (
     STRATEGY_CHOICES,
     BoundedBodyApi,
@@ -19,7 +21,7 @@ from gpuconfig.apis import (
     changes_of,
 )
 from gpuconfig.domain import StrategyName
-from orchestration.selectors import apply_status
+from orchestration.selectors import apply_status, running_services_view
 from orchestration.services import (
     apply_run_start,
     gpu_config_save_and_apply,
@@ -104,7 +106,10 @@ _status = inline_serializer(
         "run": serializers.DictField(allow_null=True),
         "available": serializers.BooleanField(),
         "unavailable_reason": serializers.CharField(),
+        # Per service: state, health, id, container, gpu (the GPU it really got), gpu_uuid,
+        # planned_gpu (the applied version's), drifted, drift, drift_reason.
         "containers": serializers.DictField(child=serializers.DictField()),
+        "drifted": serializers.ListField(child=serializers.CharField()),
         "summary": serializers.CharField(),
     },
 )
@@ -118,7 +123,7 @@ class StatusApi(APIView):
         responses={200: _status, 400: _error, 404: _error},
     )
     def get(self, request: Request) -> Response:
-        # Reads do not write: stale runs are reaped by the periodic task (orchestration.tasks).
+        # A run whose worker died is ended by this read (orchestration.stale_runs).
         raw = request.query_params.get("run")
         run_id = None
         if raw:
@@ -129,4 +134,51 @@ class StatusApi(APIView):
         body = apply_status(run_id)
         if run_id and body["run"] is None:
             raise NotFound(f"No apply run {run_id}.")
+        return Response(body)
+
+
+class _RunningServiceSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    planned_gpu = serializers.IntegerField(allow_null=True)
+    drifted = serializers.BooleanField()
+
+
+class GpuWithServicesSerializer(device_apis.GpuOutputSerializer):
+    running_services = _RunningServiceSerializer(
+        many=True, help_text="Managed services whose running container really got this GPU."
+    )
+
+
+class GpuListWithServicesSerializer(device_apis.GpuListOutputSerializer):
+    gpus = GpuWithServicesSerializer(many=True)
+    containers_available = serializers.BooleanField(
+        help_text="Whether podman could be read; if not, running_services are empty."
+    )
+    drifted = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Services whose containers do not run as the applied version says.",
+    )
+    containers_summary = serializers.CharField()
+
+
+class GpuListApi(device_apis.GpuListApi):
+    """Detected GPUs with current utilization, and what each really holds: the managed
+    services whose running containers got it (read from podman), with drift."""
+
+    @extend_schema(responses=GpuListWithServicesSerializer)
+    def get(self, request: Request) -> Response:
+        body = gpu_inventory_view()
+        running = running_services_view()
+        for gpu in body["gpus"]:
+            gpu["running_services"] = [
+                {
+                    "service": name,
+                    "planned_gpu": running["containers"][name]["planned_gpu"],
+                    "drifted": running["containers"][name]["drifted"],
+                }
+                for name in running["per_gpu"].get(gpu["index"], [])
+            ]
+        body["containers_available"] = running["available"]
+        body["drifted"] = running["drifted"]
+        body["containers_summary"] = running["summary"]
         return Response(body)

@@ -181,14 +181,37 @@ def apply_status(run_id: uuid.UUID | None = None) -> dict[str, Any]:
     reap_stale_runs_on_read()
     runs = ApplyRun.objects.select_related("version", "previous_version", "requested_by")
     run = runs.filter(pk=run_id).first() if run_id else runs.order_by("-created_at").first()
+    return {"run": run_body(run) if run else None, **_shared_container_health(_health_key(run))}
+
+
+def _health_key(run: ApplyRun | None) -> Hashable:
+    """What the shared container read depends on: the files, the run's state and the
+    applied version (drift is judged against it)."""
     applied = config_selectors.latest_applied_version()
-    key = (
+    return (
         str(settings.GPUCONFIG_COMPOSE_FILE),
         settings.GPUCONFIG_COMPOSE_PROJECT,
         (run.pk, run.status) if run else None,
         applied.pk if applied else None,
     )
-    return {"run": run_body(run) if run else None, **_shared_container_health(key)}
+
+
+def running_services_view() -> dict[str, Any]:
+    """What each GPU really holds, from the same shared read as the status (the GPUs API):
+    {"per_gpu": {index: [service, ...]}, "drifted": [...], "available": ..., "summary": ...}."""
+    run = ApplyRun.objects.order_by("-created_at").only("pk", "status").first()
+    health = _shared_container_health(_health_key(run))
+    per_gpu: dict[int, list[str]] = {}
+    for name, container in health["containers"].items():
+        if container["gpu"] is not None and container["state"] == "running":
+            per_gpu.setdefault(container["gpu"], []).append(name)
+    return {
+        "available": health["available"],
+        "summary": health["summary"],
+        "drifted": health["drifted"],
+        "containers": health["containers"],
+        "per_gpu": per_gpu,
+    }
 
 
 def run_is_active() -> bool:

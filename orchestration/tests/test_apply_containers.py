@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -21,11 +23,12 @@ from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 from devices.services import gpu_inventory_rescan
+from gpuconfig.models import ConfigVersion
 from orchestration import podman
 from orchestration import services as orchestration_services
 from orchestration.models import ApplyCommand, ApplyRun
+from orchestration.selectors import reset_container_health_cache
 from orchestration.services import forget_probe
-from orchestration.tasks import reap_stale_runs_task
 from orchestration.tests.containers import ComposeProject, standin_compose
 from orchestration.worker_process import CeleryWorker, start_worker
 
@@ -165,7 +168,7 @@ def test_apply_moves_a_service_and_recreates_only_what_changed(stand, worker, st
     # Nothing applied before: every managed service gets its GPU.
     assert set(_steps(first)) == set(DESIGN)
     assert set(_steps(first).values()) == {"healthy"}
-    assert first["summary"] == "All services running"
+    assert first["summary"] == "All services running as applied"
     before = _containers(stand)
     zoo = before["ai-enrichment"]
     assert zoo.cdi_devices == ("nvidia.com/gpu=1",)
@@ -194,6 +197,128 @@ def test_apply_moves_a_service_and_recreates_only_what_changed(stand, worker, st
     assert third["run"]["status"] == "succeeded"
     assert third["run"]["steps"] == [], "nothing changed, nothing recreated"
     assert {n: c.id for n, c in _containers(stand).items()} == {n: c.id for n, c in after.items()}
+
+
+def _status(client: APIClient) -> dict[str, Any]:
+    reset_container_health_cache()  # what a user sees after the shared read's interval
+    return client.get("/api/system/gpu-config/status").json()
+
+
+def test_down_and_up_without_the_override_shows_drift_and_apply_repairs_it(
+    stand, worker, staff_api
+):
+    _put(staff_api, _body(DESIGN))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+
+    # What a reboot or a colleague does: the stack's own command, without the override.
+    stand.compose("down", "-t", "0")
+    stand.compose("up", "-d")
+    status = _status(staff_api)
+
+    assert set(status["drifted"]) == set(DESIGN)
+    llm = status["containers"]["ai-llm"]
+    assert (llm["state"], llm["gpu"], llm["planned_gpu"], llm["drift"]) == (
+        "running",
+        None,
+        0,
+        "no_device",
+    )
+    assert "runs without any GPU device" in llm["drift_reason"]
+    assert "All services running" not in status["summary"]
+    assert "ai-llm drifted: runs without any GPU device" in status["summary"]
+    gpus = staff_api.get("/api/system/gpus").json()
+    assert set(gpus["drifted"]) == set(DESIGN)
+
+    # The same Apply repairs it, although the saved version did not change.
+    repaired = _apply(staff_api, worker)
+
+    assert repaired["run"]["status"] == "succeeded", repaired["run"]
+    assert set(_steps(repaired)) == set(DESIGN)
+    assert repaired["drifted"] == []
+    assert repaired["summary"] == "All services running as applied"
+    containers = _containers(stand)
+    assert containers["ai-enrichment"].cdi_devices == ("nvidia.com/gpu=1",)
+    assert containers["ai-llm"].cdi_devices == ("nvidia.com/gpu=0",)
+
+
+def test_a_removed_container_is_drift_and_apply_recreates_only_it(stand, worker, staff_api):
+    _put(staff_api, _body(DESIGN))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+    before = _containers(stand)
+    podman_rm = ["podman", "rm", "-f", "-t", "0", before["ai-clip"].id]
+    subprocess.run(podman_rm, env=dict(stand.env), check=True, capture_output=True)
+
+    status = _status(staff_api)
+    assert status["drifted"] == ["ai-clip"]
+    assert status["containers"]["ai-clip"]["state"] == "missing"
+    assert status["containers"]["ai-clip"]["drift_reason"] == "has no container"
+
+    repaired = _apply(staff_api, worker)
+
+    assert repaired["run"]["status"] == "succeeded", repaired["run"]
+    assert _steps(repaired) == {"ai-clip": "healthy"}
+    after = _containers(stand)
+    assert after["ai-clip"].cdi_devices == ("nvidia.com/gpu=0",)
+    for other in ("ai-llm", "ai-yolo26", "ai-florence", "ai-enrichment"):
+        assert after[other].id == before[other].id, f"{other} was recreated"
+
+
+def test_apply_with_the_broker_down_is_refused_before_a_run_exists(stand, staff_api):
+    # Redis stopped: nothing listens where the broker should be (a closed local port, so
+    # that the Redis other tests share keeps running).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    previous = celery_app.conf.broker_url
+    celery_app.conf.broker_url = f"redis://127.0.0.1:{closed}/0"
+    celery_app.close()
+    try:
+        _put(staff_api, _body(DESIGN))
+        response = staff_api.post("/api/system/gpu-config/apply")
+    finally:
+        celery_app.conf.broker_url = previous
+        celery_app.close()
+
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("Cannot apply: the task queue (Redis at redis://")
+    assert "Start Redis" in response.json()["error"]
+    assert ApplyRun.objects.count() == 0
+    # Nothing is left behind to block the next Apply.
+    assert staff_api.get("/api/system/gpu-config/status").json()["run"] is None
+
+
+def test_an_apply_racing_a_rollback_gets_one_202_and_one_409(stand, worker, staff_api, staff_user):
+    _put(staff_api, _body(DESIGN))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+    _put(staff_api, _body({**DESIGN, "ai-florence": 1}))
+    assert _apply(staff_api, worker)["run"]["status"] == "succeeded"
+    versions_before = ConfigVersion.objects.count()
+    codes: dict[str, int] = {}
+    barrier = threading.Barrier(2)
+
+    def post(action: str) -> None:
+        client = APIClient()
+        client.force_login(staff_user)
+        barrier.wait()
+        codes[action] = client.post(f"/api/system/gpu-config/{action}").status_code
+        connection.close()
+
+    threads = [threading.Thread(target=post, args=(a,)) for a in ("apply", "rollback")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert sorted(codes.values()) == [202, 409], codes
+    run = ApplyRun.objects.filter(status__in=["queued", "running"]).get()
+    assert _wait(staff_api, str(run.pk))["run"]["status"] == "succeeded"
+    if codes["rollback"] == 202:
+        # The rollback won: it stays in force (the apply did not re-run what it undid).
+        assert ConfigVersion.objects.count() == versions_before + 1
+        assert _containers(stand)["ai-florence"].cdi_devices == ("nvidia.com/gpu=0",)
+    else:
+        assert ConfigVersion.objects.count() == versions_before
+        assert _containers(stand)["ai-florence"].cdi_devices == ("nvidia.com/gpu=1",)
 
 
 ABSENT_IMAGE = "localhost/gpuconfig-absent:test"
@@ -314,20 +439,23 @@ def test_a_failing_health_check_rolls_back(stand, worker, staff_api, standin_ima
     assert podman.run_healthcheck(clip.id, timeout_s=20, env=stand.env) is True
 
 
-def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_url, tmp_path):
+def test_a_worker_killed_mid_run_is_named_and_its_run_ended_by_status_reads(
+    stand, staff_api, settings, broker_url, tmp_path
+):
     # A compose command that hangs in `up`, so the run is surely mid-way when the worker dies.
     real = settings.GPUCONFIG_COMPOSE_COMMAND[0]
     slow = tmp_path / "slow-podman-compose"
     slow.write_text(
-        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = up ] && sleep 60; done\nexec {real} "$@"\n'
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = up ] && sleep 90; done\nexec {real} "$@"\n'
     )
     slow.chmod(0o755)
     settings.GPUCONFIG_COMPOSE_COMMAND = [str(slow)]
-    settings.GPUCONFIG_STALE_RUN_SECONDS = 5
+    settings.GPUCONFIG_STALE_RUN_SECONDS = 20
     forget_probe()
     worker = start_worker(
         _worker_env(settings, broker_url), tmp_path / "worker.log", queue=TEST_QUEUE
     )
+    notice_after = ended_after = None
     try:
         _put(staff_api, _body(DESIGN))
         run_id = staff_api.post("/api/system/gpu-config/apply").json()["run_id"]
@@ -337,21 +465,30 @@ def test_a_worker_killed_mid_run_is_detected(stand, staff_api, settings, broker_
             time.sleep(0.2)
         time.sleep(1)
         worker.kill()
+        killed = time.monotonic()
 
-        assert staff_api.get("/api/system/gpu-config/status").json()["run"]["status"] == (
-            "running"
-        ), "a fresh heartbeat is not yet stale"
-        time.sleep(6)
-        reap_stale_runs_task()  # what Celery beat runs (reads do not write)
-        body = staff_api.get("/api/system/gpu-config/status").json()
+        first = staff_api.get("/api/system/gpu-config/status").json()["run"]
+        assert (first["status"], first["worker_notice"]) == ("running", "")
+        # Nothing but status reads from here: no beat, no Apply pressed.
+        while time.monotonic() - killed < 40:
+            run = staff_api.get("/api/system/gpu-config/status").json()["run"]
+            if notice_after is None and run["worker_notice"]:
+                notice_after = time.monotonic() - killed
+                assert run["worker_notice"].startswith("The worker stopped answering")
+            if run["status"] == "interrupted":
+                ended_after = time.monotonic() - killed
+                break
+            time.sleep(0.5)
     finally:
         worker.kill()
         # compose runs in its own process group (so a timeout can kill all of it), which
         # outlives the worker: stop it, or it would create containers after the test.
         _kill_processes_running(slow)
 
-    assert body["run"]["status"] == "interrupted"
-    assert "stopped reporting" in body["run"]["error"]
+    print(f"worker silence named after {notice_after} s, run ended after {ended_after} s")
+    assert notice_after is not None and notice_after <= 10 + 2 + 1
+    assert ended_after is not None and ended_after <= 20 + 2 + 1
+    assert "stopped reporting" in run["error"]
     # The interrupted run no longer blocks the next apply.
     settings.GPUCONFIG_COMPOSE_COMMAND = [real]
     forget_probe()
