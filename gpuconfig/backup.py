@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +24,13 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from common.documents import (
+    MAX_DOCUMENT_VALUES,
+    DocumentBoundsError,
+    document_size,
+    excerpt,
+    quoted,
+)
 from gpuconfig.domain import Configuration, Gpu, StrategyName, format_gpu_capacity
 from gpuconfig.system_settings import SettingError, validate_setting
 
@@ -33,6 +41,7 @@ SCHEMA_VERSION = 1
 MAX_BYTES = 2 * 1024 * 1024
 MAX_BUDGET_GB = 2000.0  # the API's bound: no GPU holds 2 TB
 MAX_GPU_INDEX = 1023  # the API's bound
+MAX_LISTED_ERRORS = 50
 
 TOP_LEVEL_KEYS = (
     "format",
@@ -74,18 +83,23 @@ class BackupError(ValueError):
     """A document that cannot be imported; ``errors`` are (field path, message) pairs."""
 
     def __init__(self, errors: Sequence[tuple[str, str]]):
-        self.errors = list(errors)
+        # A file of 100,000 broken entries has 100,000 problems; the answer lists the first.
+        self.errors = list(errors[:MAX_LISTED_ERRORS])
+        self.total = len(errors)
         super().__init__(self.summary())
 
     def summary(self) -> str:
         """One line: the first problem, and how many more there are."""
         path, message = self.errors[0]
         first = f"{path}: {message}" if path else message
-        more = len(self.errors) - 1
+        more = self.total - 1
         return first + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
     def lines(self) -> list[str]:
-        return [f"{path}: {message}" if path else message for path, message in self.errors]
+        lines = [f"{path}: {message}" if path else message for path, message in self.errors]
+        if self.total > len(self.errors):
+            lines.append(f"({self.total - len(self.errors)} more problems not listed)")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,7 @@ class BackupGpu:
 
     def describe(self) -> str:
         size = f", {format_gpu_capacity(self.vram_total_mb)}" if self.vram_total_mb else ""
-        return f"GPU {self.index} ({self.name}{size}, {self.uuid or 'no UUID'})"
+        return f"GPU {self.index} ({excerpt(self.name)}{size}, {excerpt(self.uuid) or 'no UUID'})"
 
 
 @dataclass(frozen=True)
@@ -246,7 +260,11 @@ def render_backup(backup: Backup, output: OutputFormat = OutputFormat.YAML) -> s
 
 
 def load_document(data: bytes | str) -> Any:
-    """Bytes or text to plain data: JSON when it looks like JSON, YAML otherwise."""
+    """Bytes or text to plain data: JSON when it looks like JSON, YAML otherwise.
+
+    What was loaded is checked before anything looks at it: its size with YAML aliases
+    expanded, its depth, and that its text can be written out again (see ``_check_loaded``).
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_BYTES:
             raise BackupError([("", f"the file is {len(data)} bytes; the limit is {MAX_BYTES}")])
@@ -260,24 +278,125 @@ def load_document(data: bytes | str) -> Any:
         text = data
     if not text.strip():
         raise BackupError([("", "the file is empty")])
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        except json.JSONDecodeError as exc:
-            raise BackupError(
-                [("", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")]
-            ) from None
-        except _DuplicateKey as exc:
-            raise BackupError([("", f"not valid JSON: key {exc.key!r} appears twice")]) from None
+    doc = _load_json(text) if text.lstrip().startswith("{") else _load_yaml(text)
+    _check_loaded(doc)
+    return doc
+
+
+_TOO_DEEP = "nested too deeply to be a GPU Config backup"
+
+
+def _too_many_digits(exc: ValueError) -> str | None:
+    # Python refuses to read integers of more than sys.get_int_max_str_digits() digits.
+    if "integer string conversion" not in str(exc):
+        return None
+    return f"a number has more than {sys.get_int_max_str_digits():,} digits"
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise BackupError(
+            [("", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")]
+        ) from None
+    except _DuplicateKey as exc:
+        raise BackupError([("", f"not valid JSON: key {quoted(exc.key)} appears twice")]) from None
+    except RecursionError:
+        raise BackupError([("", f"not valid JSON: {_TOO_DEEP}")]) from None
+    except ValueError as exc:
+        problem = _too_many_digits(exc) or excerpt(str(exc))
+        raise BackupError([("", f"not valid JSON: {problem}")]) from None
+
+
+def _load_yaml(text: str) -> Any:
     try:
         # The safe loader builds plain data only, and refuses repeated keys.
         return YAML(typ="safe", pure=True).load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BackupError([("", f"not valid YAML: {exc.problem}{where}")]) from None
+        problem = excerpt(str(exc.problem))
+        raise BackupError([("", f"not valid YAML: {problem}{where}")]) from None
     except YAMLError as exc:
-        raise BackupError([("", f"not valid YAML: {exc}")]) from None
+        raise BackupError([("", f"not valid YAML: {excerpt(str(exc))}")]) from None
+    except RecursionError:
+        raise BackupError([("", f"not valid YAML: {_TOO_DEEP}")]) from None
+    except TypeError:
+        # ``? [[a]]``: a list inside a list used as a key cannot be a Python dict key.
+        raise BackupError([("", "not valid YAML: a list or mapping is used as a key")]) from None
+    except ValueError as exc:
+        problem = _too_many_digits(exc) or excerpt(str(exc))
+        raise BackupError([("", f"not valid YAML: {problem}")]) from None
+
+
+# No field of a backup holds a number past this; a YAML hex literal can build one with more
+# digits than Python will print (and every message that quoted it would fail).
+MAX_WHOLE_NUMBER = 2**63
+
+
+def _check_loaded(doc: Any) -> None:
+    """Refuse what no backup is before validating it: a YAML alias bomb, nesting past
+    MAX_DOCUMENT_DEPTH, text that cannot be encoded (a lone surrogate), a huge number."""
+    try:
+        size = document_size(doc)
+    except DocumentBoundsError as exc:
+        raise BackupError([("", f"{exc}; this is not a GPU Config backup")]) from None
+    # What the file writes out is bounded by MAX_BYTES already (a long history is well over
+    # 100,000 values); what aliases add is not, and gets the compose reader's bound.
+    if size.values - size.written > MAX_DOCUMENT_VALUES or (
+        size.text - size.written_text > MAX_BYTES
+    ):
+        raise BackupError(
+            [
+                (
+                    "",
+                    f"its YAML aliases expand to more than {MAX_DOCUMENT_VALUES:,} values or "
+                    f"{MAX_BYTES:,} characters (are aliases nested inside aliases?); "
+                    "this is not a GPU Config backup",
+                )
+            ]
+        )
+    problem = _unusable_value(doc, "")
+    if problem:
+        raise BackupError([problem])
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unusable_value(value: Any, path: str) -> tuple[str, str] | None:
+    """The first text that is not valid Unicode or number too large, as (path, message).
+
+    Bounded by ``_check_loaded``'s size check: the walk visits at most the values written plus
+    those the aliases add.
+    """
+    if isinstance(value, str):
+        if not _encodable(value):
+            return path, "text that is not valid Unicode (a lone surrogate such as \\ud800)"
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_WHOLE_NUMBER:
+        return path, "a number too large for any field (over 2**63)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            # A key that is not valid Unicode is named escaped, as repr() writes it.
+            name = excerpt(key) if isinstance(key, str) and _encodable(key) else quoted(key)
+            where = f"{path}.{name}" if path else name
+            found = _unusable_value(key, f"{where} (the key)") or _unusable_value(item, where)
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple | set | frozenset):
+        for i, item in enumerate(value):
+            found = _unusable_value(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 class _DuplicateKey(ValueError):
@@ -309,13 +428,15 @@ def backup_from_document(doc: Any) -> Backup:
     # Identity first: a compose file or a newer backup would otherwise drown in field errors.
     fmt = doc.get("format")
     if fmt != FORMAT:
-        got = "no format field" if "format" not in doc else f"{fmt!r}"
+        got = "no format field" if "format" not in doc else f"{quoted(fmt)}"
         raise BackupError(
             [("format", f"expected {FORMAT!r}, got {got}: this is not a GPU Config backup")]
         )
     schema: Any = doc.get("schema_version")
     if not _is_int(schema) or schema < 1:
-        raise BackupError([("schema_version", f"must be a whole number >= 1, got {schema!r}")])
+        raise BackupError(
+            [("schema_version", f"must be a whole number >= 1, got {quoted(schema)}")]
+        )
     if schema > SCHEMA_VERSION:
         raise BackupError(
             [
@@ -330,7 +451,7 @@ def backup_from_document(doc: Any) -> Backup:
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
             errors.append(
-                (str(key), f"unknown field; expected one of: {', '.join(TOP_LEVEL_KEYS)}")
+                (excerpt(str(key)), f"unknown field; expected one of: {', '.join(TOP_LEVEL_KEYS)}")
             )
     for key in ("generated_at", "gpus", "strategy", "assignments", "system_settings"):
         if key not in doc:
@@ -346,7 +467,7 @@ def backup_from_document(doc: Any) -> Backup:
         errors.append(
             (
                 "configuration_version",
-                f"must be a whole number or null, got {configuration_version!r}",
+                f"must be a whole number or null, got {quoted(configuration_version)}",
             )
         )
 
@@ -406,7 +527,10 @@ def _unknown_keys(
     for key in item:
         if key not in allowed:
             errors.append(
-                (f"{where}.{key}", f"unknown field; expected one of: {', '.join(allowed)}")
+                (
+                    f"{where}.{excerpt(str(key))}",
+                    f"unknown field; expected one of: {', '.join(allowed)}",
+                )
             )
 
 
@@ -415,7 +539,7 @@ def _strategy(value: Any, where: str, errors: list[tuple[str, str]]) -> Strategy
         return StrategyName(value)
     except ValueError:
         names = ", ".join(s.value for s in StrategyName)
-        errors.append((where, f"unknown strategy {value!r}; one of: {names}"))
+        errors.append((where, f"unknown strategy {quoted(value)}; one of: {names}"))
         return None
 
 
@@ -436,7 +560,7 @@ def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
         index: Any = item.get("index")
         if not _is_int(index) or not 0 <= index <= MAX_GPU_INDEX:
             errors.append(
-                (f"{where}.index", f"must be a whole number 0-{MAX_GPU_INDEX}, got {index!r}")
+                (f"{where}.index", f"must be a whole number 0-{MAX_GPU_INDEX}, got {quoted(index)}")
             )
         elif index in seen_index:
             errors.append((f"{where}.index", f"GPU {index} is already gpus[{seen_index[index]}]"))
@@ -444,14 +568,14 @@ def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
         if not isinstance(uuid, str):
             errors.append((f"{where}.uuid", f"must be text, got {_kind(uuid)}"))
         elif uuid and uuid in seen_uuid:
-            errors.append((f"{where}.uuid", f"{uuid} is already gpus[{seen_uuid[uuid]}]"))
+            errors.append((f"{where}.uuid", f"{excerpt(uuid)} is already gpus[{seen_uuid[uuid]}]"))
         name = item.get("name", "")
         if not isinstance(name, str):
             errors.append((f"{where}.name", f"must be text, got {_kind(name)}"))
         vram = item.get("vram_total_mb")
         if vram is not None and (not _is_int(vram) or vram <= 0):
             errors.append(
-                (f"{where}.vram_total_mb", f"must be a positive number of MB, got {vram!r}")
+                (f"{where}.vram_total_mb", f"must be a positive number of MB, got {quoted(vram)}")
             )
         if len(errors) > before:
             continue
@@ -466,7 +590,9 @@ def _gpu_ref(value: Any, where: str, known: set[int], errors: list[tuple[str, st
     if value is None:
         return None
     if not _is_int(value) or value < 0:
-        errors.append((where, f"must be a GPU index (a whole number >= 0) or null, got {value!r}"))
+        errors.append(
+            (where, f"must be a GPU index (a whole number >= 0) or null, got {quoted(value)}")
+        )
         return None
     if value not in known:
         listed = ", ".join(str(i) for i in sorted(known)) or "none"
@@ -492,10 +618,10 @@ def _assignments(
         before = len(errors)
         service = item.get("service")
         if not isinstance(service, str) or not service:
-            errors.append((f"{where}.service", f"must be a service name, got {service!r}"))
+            errors.append((f"{where}.service", f"must be a service name, got {quoted(service)}"))
         elif service in seen:
             errors.append(
-                (f"{where}.service", f"{service} is already assignments[{seen[service]}]")
+                (f"{where}.service", f"{excerpt(service)} is already assignments[{seen[service]}]")
             )
         pin = _gpu_ref(item.get("gpu_index"), f"{where}.gpu_index", known_gpus, errors)
         resolved = _gpu_ref(
@@ -509,17 +635,20 @@ def _assignments(
                 (
                     f"{where}.vram_budget_override",
                     f"must be a number of GB from 0.1 to {MAX_BUDGET_GB:g}, or null; "
-                    f"got {override!r}",
+                    f"got {quoted(override)}",
                 )
             )
         budget = item.get("vram_budget")
         if budget is not None and (not _is_number(budget) or budget < 0):
             errors.append(
-                (f"{where}.vram_budget", f"must be a number of GB >= 0, or null; got {budget!r}")
+                (
+                    f"{where}.vram_budget",
+                    f"must be a number of GB >= 0, or null; got {quoted(budget)}",
+                )
             )
         enabled = item.get("enabled", True)
         if not isinstance(enabled, bool):
-            errors.append((f"{where}.enabled", f"must be true or false, got {enabled!r}"))
+            errors.append((f"{where}.enabled", f"must be true or false, got {quoted(enabled)}"))
         if len(errors) > before:
             continue
         assert isinstance(service, str)
@@ -547,7 +676,7 @@ def _settings(raw: Any, errors: list[tuple[str, str]]) -> dict[str, Any]:
             # The System tab's own rules (gpuconfig.system_settings): one place decides.
             out[str(key)] = validate_setting(str(key), value)
         except SettingError as exc:
-            errors.append((f"system_settings.{key}", str(exc)))
+            errors.append((f"system_settings.{excerpt(str(key))}", str(exc)))
     return out
 
 
@@ -565,7 +694,7 @@ def _versions(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupVersion, .
         before = len(errors)
         number: Any = item.get("number")
         if not _is_int(number) or number < 1:
-            errors.append((f"{where}.number", f"must be a whole number >= 1, got {number!r}"))
+            errors.append((f"{where}.number", f"must be a whole number >= 1, got {quoted(number)}"))
         strategy = _strategy(item.get("strategy"), f"{where}.strategy", errors)
         for key in ("created_at",):
             if not isinstance(item.get(key), str):
@@ -686,7 +815,7 @@ def import_plan(
     for position, a in enumerate(backup.assignments):
         if a.service not in known:
             warnings.append(
-                f"{a.service} is in the file but not in this compose file; it is left out."
+                f"{excerpt(a.service)} is in the file but not in this compose file; it is left out."
             )
             continue
         pin = a.gpu_index
@@ -701,12 +830,12 @@ def import_plan(
                 # and the warning tells the operator to check it before applying.
                 target = present[0].index
                 warnings.append(
-                    f"{a.service} was on {lost}, which this host lacks; placed on GPU {target} "
-                    f"({present[0].name}). Check it before applying."
+                    f"{excerpt(a.service)} was on {lost}, which this host lacks; placed on GPU "
+                    f"{target} ({present[0].name}). Check it before applying."
                 )
             else:
                 warnings.append(
-                    f"{a.service} was pinned to {lost}, which this host lacks; "
+                    f"{excerpt(a.service)} was pinned to {lost}, which this host lacks; "
                     f"the {backup.strategy.value} strategy places it."
                 )
         choices.append(

@@ -14,15 +14,28 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.documents import quoted
 from gpuconfig.apis import (
     BoundedBodyApi,
 )
 from gpuconfig.backup import BackupError, OutputFormat, parse_backup, render_backup
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
+from gpuconfig.parsers import version_number
 
 STAFF_ONLY = "Only staff users may export or import backups."
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"", "0", "false", "no"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A true/false query parameter; anything else is a 400 naming it (never read as false:
+    an unknown ``dry_run`` value would save for real)."""
+    raw = request.query_params.get(name, "")
+    if raw.lower() not in _TRUE | _FALSE:
+        raise ValidationError(
+            {name: [f"{quoted(raw)} is not true or false (1/true/yes/on or 0/false/no/off)"]}
+        )
+    return raw.lower() in _TRUE
 
 
 class StaffOnly(BasePermission):
@@ -59,12 +72,9 @@ class GpuConfigExportApi(APIView):
     def get(self, request: Request) -> HttpResponse:
         raw = request.query_params.get("format", OutputFormat.YAML.value)
         if raw not in {f.value for f in OutputFormat}:
-            raise ValidationError({"format": [f"{raw!r} is not one of: yaml, json"]})
+            raise ValidationError({"format": [f"{quoted(raw)} is not one of: yaml, json"]})
         output = OutputFormat(raw)
-        versions = request.query_params.get("versions", "false").lower()
-        if versions not in _TRUE | _FALSE:
-            raise ValidationError({"versions": [f"{versions[:20]!r} is not true or false"]})
-        backup = gpu_config_export(include_versions=versions in _TRUE)
+        backup = gpu_config_export(include_versions=_flag(request, "versions"))
         content_type = "application/json" if output == OutputFormat.JSON else "application/yaml"
         # A plain Django response: the body is the document itself, not DRF's rendering of it.
         return HttpResponse(
@@ -102,16 +112,18 @@ class GpuConfigImportApi(BoundedBodyApi):
     )
     def post(self, request: Request) -> Response:
         raw_version = request.query_params.get("version")
-        if raw_version is not None and not raw_version.isdigit():
+        expected_version = version_number(raw_version) if raw_version is not None else None
+        if raw_version is not None and expected_version is None:
             raise ValidationError({"version": ["A version number is required."]})
+        dry_run = _flag(request, "dry_run")
         try:
             # The raw body: parse_backup reads YAML and JSON and names bad fields itself.
             backup = parse_backup(request.body)
             result = gpu_config_import(
                 backup=backup,
                 user=request.user,
-                dry_run=request.query_params.get("dry_run", "").lower() in _TRUE,
-                expected_version=int(raw_version) if raw_version is not None else None,
+                dry_run=dry_run,
+                expected_version=expected_version,
             )
         except BackupError as exc:
             raise ValidationError(

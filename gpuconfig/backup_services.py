@@ -19,7 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
-from common.files import write_atomic
+from common.files import put_back, read_or_none
 from gpuconfig import selectors
 from gpuconfig.backup import (
     Backup,
@@ -37,6 +37,7 @@ from gpuconfig.services import (
     ASSIGNMENTS_FILE,
     AssignmentChange,
     ConfigInputError,
+    configuration_write_turn,
     gpu_config_draft,
     gpu_config_save,
     system_settings_update,
@@ -162,24 +163,29 @@ def gpu_config_import(
         after, config_warnings, new_number = draft.configuration, draft.warnings, None
     else:
         path = Path(settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
-        previous_file = _read_or_none(path)
         saved = None
-        try:
-            with transaction.atomic():
-                system_settings_update(values=values)
-                saved = gpu_config_save(
-                    user=user,
-                    strategy=backup.strategy,
-                    changes=changes,
-                    expected_version=expected_version,
-                )
-        except ConfigInputError as exc:
-            raise _file_errors(exc, planned) from None
-        except BaseException:
-            if saved is not None:
-                # The save wrote the file, then the outer commit failed: put it back.
-                _put_back(path, previous_file)
-            raise
+        # The import's turn covers its whole transaction. The save's own turn (nested here, so
+        # not taken twice) would end before this transaction commits: a save waiting for the
+        # turn would then find the newest version row still locked by this import, and fail
+        # on the version number once it commits (a spurious 409).
+        with configuration_write_turn():
+            previous_file = read_or_none(path)
+            try:
+                with transaction.atomic():
+                    system_settings_update(values=values)
+                    saved = gpu_config_save(
+                        user=user,
+                        strategy=backup.strategy,
+                        changes=changes,
+                        expected_version=expected_version,
+                    )
+            except ConfigInputError as exc:
+                raise _file_errors(exc, planned) from None
+            except BaseException:
+                if saved is not None:
+                    # The save wrote the file, then the outer commit failed: put it back.
+                    put_back(path, previous_file)
+                raise
         after = saved.draft.configuration
         config_warnings = saved.draft.warnings
         new_number = saved.version.number
@@ -241,20 +247,3 @@ def _change_lines(
         if key != STRATEGY_KEY and before_settings.get(key) != after_settings.get(key):
             lines.append(f"{spec.label}: {before_settings.get(key)} → {after_settings.get(key)}")
     return lines
-
-
-def _read_or_none(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-
-
-def _put_back(path: Path, previous: str | None) -> None:
-    try:
-        if previous is None:
-            path.unlink(missing_ok=True)
-        else:
-            write_atomic(path, previous)
-    except OSError:
-        logger.exception("could not restore %s after a failed import", path)

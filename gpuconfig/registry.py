@@ -15,6 +15,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from common.documents import MAX_DOCUMENT_VALUES, DocumentBoundsError, document_size, quoted
 from common.errors import Refusal
 from gpuconfig.domain import Role, Service
 
@@ -31,12 +32,6 @@ MAX_VRAM_ESTIMATE_MB = 2_000_000
 # Used with fullmatch: "$" would also match before a final newline ("ai-llm\n").
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
-# YAML aliases let a 500-byte file describe billions of values ("billion laughs"). A compose
-# file of 40 services is a few thousand values; past this many, expanded, it is refused.
-MAX_COMPOSE_VALUES = 100_000
-MAX_COMPOSE_DEPTH = 64
-# Messages end up in API answers and on the page: a value quoted in one is cut to this.
-MAX_QUOTED_CHARS = 80
 MAX_MESSAGE_CHARS = 2000
 # A compose file that failed to parse is not parsed again for this long, unless it changes:
 # every GET of the configuration would otherwise pay for the failure again.
@@ -57,12 +52,6 @@ class RegistryError(Refusal, ValueError):
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
-
-
-def _quoted(value: Any) -> str:
-    """``repr(value)``, cut to MAX_QUOTED_CHARS: an error message quotes, it does not copy."""
-    text = repr(value)
-    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -99,46 +88,20 @@ def parse_registry(compose_file: Path, text: str) -> Registry:
 
 
 def _check_size(compose_file: Path, data: Any) -> None:
-    """Refuse a document whose values, with every alias expanded, are too many or too deep.
-
-    Counted without expanding anything: aliases share one Python object, so each distinct
-    container is sized once and its size reused wherever an alias points at it.
-    """
-    sizes: dict[int, int] = {}
-    open_ids: set[int] = set()
-
-    def size(value: Any, depth: int) -> int:
-        if not isinstance(value, dict | list):
-            return 1
-        key = id(value)
-        if key in sizes:
-            return sizes[key]
-        if key in open_ids:
-            raise RegistryError(f"{compose_file}: a YAML alias refers to itself")
-        if depth > MAX_COMPOSE_DEPTH:
-            raise RegistryError(
-                f"{compose_file}: nested deeper than {MAX_COMPOSE_DEPTH} levels; not a compose file"
-            )
-        open_ids.add(key)
-        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        total = 1
-        for child in children:
-            total += size(child, depth + 1)
-            if total > MAX_COMPOSE_VALUES:
-                raise RegistryError(
-                    f"{compose_file}: more than {MAX_COMPOSE_VALUES:,} values once its YAML "
-                    "aliases are expanded; a compose file is far smaller (are aliases nested "
-                    "inside aliases?)"
-                )
-        open_ids.discard(key)
-        sizes[key] = total
-        return total
-
-    size(data, 0)
+    """Refuse a document whose values, with every alias expanded, are too many or too deep."""
+    try:
+        size = document_size(data)
+    except DocumentBoundsError as exc:
+        raise RegistryError(f"{compose_file}: {exc}; not a compose file") from None
+    if size.values > MAX_DOCUMENT_VALUES:
+        raise RegistryError(
+            f"{compose_file}: more than {MAX_DOCUMENT_VALUES:,} values once its YAML aliases "
+            "are expanded; a compose file is far smaller (are aliases nested inside aliases?)"
+        )
 
 
 def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
-    where = f"{compose_file}: service {_quoted(name)}"
+    where = f"{compose_file}: service {quoted(name)}"
     if not isinstance(definition, dict):
         raise RegistryError(f"{where}: expected a mapping")
     raw = definition.get("labels") or {}
@@ -147,7 +110,7 @@ def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
         for item in raw:
             key, sep, value = str(item).partition("=")
             if not sep:
-                raise RegistryError(f"{where}: label {_quoted(item)} is not key=value")
+                raise RegistryError(f"{where}: label {quoted(item)} is not key=value")
             labels[key.strip()] = value.strip()
         return labels
     if isinstance(raw, dict):
@@ -158,12 +121,12 @@ def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
 def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     def fail(label: str, problem: str) -> RegistryError:
         return RegistryError(
-            f"{compose_file}: service {_quoted(name)}, label {_quoted(label)[1:-1]}: {problem}"
+            f"{compose_file}: service {quoted(name)}, label {quoted(label)[1:-1]}: {problem}"
         )
 
     if not _SERVICE_NAME.fullmatch(name):
         raise RegistryError(
-            f"{compose_file}: service {_quoted(name)}: names of managed services must be "
+            f"{compose_file}: service {quoted(name)}: names of managed services must be "
             "1-64 letters, digits, '.', '_' or '-'"
         )
     unknown = sorted(k for k in labels if k.startswith(LABEL_PREFIX) and k not in KNOWN_LABELS)
@@ -175,19 +138,19 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     try:
         vram = int(raw_vram)
     except ValueError:
-        raise fail(LABEL_VRAM, f"{_quoted(raw_vram)} is not a whole number of MB") from None
+        raise fail(LABEL_VRAM, f"{quoted(raw_vram)} is not a whole number of MB") from None
     if not 1 <= vram <= MAX_VRAM_ESTIMATE_MB:
         raise fail(LABEL_VRAM, f"{vram} is out of range (1 to {MAX_VRAM_ESTIMATE_MB} MB)")
     role = labels.get(LABEL_ROLE, "standard").strip() or "standard"
     if role not in ROLES:
-        raise fail(LABEL_ROLE, f"{_quoted(role)} is not one of {', '.join(ROLES)}")
+        raise fail(LABEL_ROLE, f"{quoted(role)} is not one of {', '.join(ROLES)}")
     model = labels.get(LABEL_MODEL, "").strip() or name
     if len(model) > 128:
         raise fail(LABEL_MODEL, "longer than 128 characters")
     budget_env = labels.get(LABEL_BUDGET_ENV, "").strip() or None
     if budget_env is not None and not _ENV_NAME.fullmatch(budget_env):
         raise fail(
-            LABEL_BUDGET_ENV, f"{_quoted(budget_env)} is not a valid environment variable name"
+            LABEL_BUDGET_ENV, f"{quoted(budget_env)} is not a valid environment variable name"
         )
     vram_min: int | None = None
     if LABEL_VRAM_MIN in labels:
@@ -200,7 +163,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         try:
             vram_min = int(raw_min)
         except ValueError:
-            raise fail(LABEL_VRAM_MIN, f"{_quoted(raw_min)} is not a whole number of MB") from None
+            raise fail(LABEL_VRAM_MIN, f"{quoted(raw_min)} is not a whole number of MB") from None
         if not 1 <= vram_min <= vram:
             raise fail(
                 LABEL_VRAM_MIN,

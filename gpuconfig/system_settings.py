@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.documents import quoted
 from gpuconfig.domain import RECOMMENDED_STRATEGY, StrategyName
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class SettingError(ValueError):
 def _int_in(low: int, high: int, unit: str) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingError(f"must be a whole number of {unit}, got {value!r}")
+            raise SettingError(f"must be a whole number of {unit}, got {quoted(value)}")
         if not low <= value <= high:
             raise SettingError(f"must be between {low} and {high} {unit}, got {value}")
         return value
@@ -44,7 +45,9 @@ def _strategy(value: Any) -> dict[str, str]:
         return {"default": StrategyName(value["default"]).value}
     except ValueError:
         names = ", ".join(s.value for s in StrategyName)
-        raise SettingError(f"unknown strategy {value['default']!r} (one of {names})") from None
+        raise SettingError(
+            f"unknown strategy {quoted(value['default'])} (one of {names})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def validate_setting(key: str, value: Any) -> Any:
     """The cleaned value, or SettingError naming the setting and the problem."""
     spec = SPECS.get(key)
     if spec is None:
-        raise SettingError(f"unknown setting {key!r} (known: {', '.join(sorted(SPECS))})")
+        raise SettingError(f"unknown setting {quoted(key)} (known: {', '.join(sorted(SPECS))})")
     try:
         return spec.check(value)
     except SettingError as exc:

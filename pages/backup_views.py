@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from common.documents import quoted
 from common.errors import Refusal
 from gpuconfig.backup import (
     MAX_BYTES,
@@ -28,6 +29,7 @@ from gpuconfig.backup import (
     render_backup,
 )
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
+from gpuconfig.parsers import version_number
 from gpuconfig.services import ConfigConflict
 from pages import regions
 
@@ -90,16 +92,15 @@ def backup_import(request: HttpRequest) -> HttpResponse:
         return _answer(request, {"backup_notices": [("error", STAFF_ONLY)]}, status=403)
     action = request.POST.get("action", "preview")
     if action not in ACTIONS:
-        return _refuse(request, f"Unknown action {action!r}.", status=400)
+        return _refuse(request, f"Unknown action {quoted(action)}.", status=400)
     expected_version: int | None = None
     if action == "confirm":
         # The previewed file comes back as the canonical document the preview showed, with the
         # version it was compared against: a save in between is a conflict, not overwritten.
         data: bytes = request.POST.get("document", "").encode()
-        raw_version = request.POST.get("base_version", "")
-        if not raw_version.isdigit():
+        expected_version = version_number(request.POST.get("base_version", ""))
+        if expected_version is None:
             return _refuse(request, "The preview is incomplete: upload the file again.", status=400)
-        expected_version = int(raw_version)
     else:
         upload = request.FILES.get("file")
         if upload is None:
