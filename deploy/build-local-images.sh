@@ -9,9 +9,10 @@
 #                                       standing in for python:3.13-slim (also trixie)
 #   localhost/gpuconfig-postgres:17     postgresql-17, honours the official image's variables
 #   localhost/gpuconfig-redis:8         redis-server 8.0
+#   localhost/gpuconfig-nginx:1.26      nginx 1.26, the stack's reverse proxy
 #   localhost/gpu-config:latest         the app, from ./Containerfile on that base
 #   localhost/gpuconfig-ai-standin      (--ai-standins) busybox stand-ins for the AI services
-# and writes POSTGRES_IMAGE, REDIS_IMAGE, GPUCONFIG_IMAGE (and AI_*_IMAGE) into FILE
+# and writes POSTGRES_IMAGE, REDIS_IMAGE, PROXY_IMAGE, GPUCONFIG_IMAGE (and AI_*_IMAGE) into FILE
 # (default: .env), replacing earlier values of those keys and keeping every other line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +33,7 @@ done
 BASE_IMAGE=localhost/gpuconfig-base:trixie
 POSTGRES_IMAGE=localhost/gpuconfig-postgres:17
 REDIS_IMAGE=localhost/gpuconfig-redis:8
+PROXY_IMAGE=localhost/gpuconfig-nginx:1.26
 APP_IMAGE=localhost/gpu-config:latest
 AI_IMAGE=localhost/gpuconfig-ai-standin:latest
 
@@ -72,6 +74,7 @@ build() {  # build IMAGE CONTEXT CONTAINERFILE [extra podman build args]
 
 build "$POSTGRES_IMAGE" "$HERE" "$HERE/postgres.Containerfile"
 build "$REDIS_IMAGE" "$HERE" "$HERE/redis.Containerfile"
+build "$PROXY_IMAGE" "$HERE" "$HERE/nginx.Containerfile"
 
 # pip inside the build reaches PyPI through whatever proxy this host uses; give it the host's
 # CA bundle (apt uses plain http and needs nothing).
@@ -103,6 +106,7 @@ set_var() {  # set_var KEY VALUE: replace KEY's line in ENV_FILE, or append it
 }
 set_var POSTGRES_IMAGE "$POSTGRES_IMAGE"
 set_var REDIS_IMAGE "$REDIS_IMAGE"
+set_var PROXY_IMAGE "$PROXY_IMAGE"
 set_var GPUCONFIG_IMAGE "$APP_IMAGE"
 if [ "$AI_STANDINS" = 1 ]; then
   for var in AI_LLM_IMAGE AI_YOLO26_IMAGE AI_FLORENCE_IMAGE AI_CLIP_IMAGE AI_ENRICHMENT_IMAGE; do

@@ -6,8 +6,27 @@
 set -eu
 cd /app
 
+# The stack's compose file includes the generated override (GPUCONFIG_GPU_OVERRIDE in .env),
+# and podman-compose stops with a traceback when an included file is missing. Before the first
+# Apply there is none: write an empty, valid one (GPU Config replaces it on Apply).
+ensure_override() {
+  dir="${GPUCONFIG_OUTPUT_DIR:-/var/lib/gpuconfig/config}"
+  override="$dir/docker-compose.gpu-override.yml"
+  if [ ! -w "$dir" ]; then
+    echo "GPU Config cannot write to $dir (GPUCONFIG_OUTPUT_DIR), where Apply writes the GPU" \
+      "override: on the host, run  chown 1000:1000 $dir  (the app's user) and start again." >&2
+    exit 1
+  fi
+  if [ ! -e "$override" ]; then
+    printf '%s\n' "# No configuration applied yet: GPU Config writes this file on Apply." \
+      "services: {}" > "$override.tmp"
+    mv "$override.tmp" "$override"
+  fi
+}
+
 case "${1:-web}" in
   web)
+    ensure_override
     python manage.py wait_for_db --timeout "${GPUCONFIG_DB_WAIT_SECONDS:-120}"
     python manage.py migrate --noinput
     python manage.py detect_gpus

@@ -12,3 +12,8 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 10
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
+# With the stack's proxy in front, %(h)s is always the proxy: log the client address it
+# forwarded (X-Forwarded-For, which the proxy replaces, never appends to) and the scheme.
+access_log_format = (
+    '%(h)s fwd=%({x-forwarded-for}i)s proto=%({x-forwarded-proto}i)s "%(r)s" %(s)s %(b)s %(M)sms'
+)

@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,16 @@ pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.prod.yml"
 AI_SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
-APP_SERVICES = ("gpuconfig-web", "gpuconfig-worker", "gpuconfig-postgres", "gpuconfig-redis")
+APP_SERVICES = (
+    "gpuconfig-proxy",
+    "gpuconfig-web",
+    "gpuconfig-worker",
+    "gpuconfig-postgres",
+    "gpuconfig-redis",
+)
+OVERRIDE = "config/docker-compose.gpu-override.yml"
+APP_UID = 1000  # the image's gpuconfig user
+SLOW_CLIENTS = 150
 BUILD_TIMEOUT_S = 900
 UP_TIMEOUT_S = 180
 
@@ -56,7 +66,10 @@ class Stack:
     folder: Path
     env: dict[str, str]
     port: int
+    https_port: int
     admin_password: str
+    socket_path: Path
+    service_log: Path
     api_socket: subprocess.Popen[bytes] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -113,15 +126,50 @@ class Stack:
         return json.loads(self.podman("inspect", ids[0]))[0]
 
     def logs(self, *services: str) -> str:
-        """The last lines of each service's log, for failure messages."""
-        return "\n".join(
-            f"--- {name}:\n"
-            + self.podman("logs", "--tail", "30", f"{self.project}_{name}_1", check=False)
-            for name in services
-        )
+        """Each service's state and the last lines of its log (stdout and stderr: celery and
+        gunicorn log to stderr), for failure messages."""
+        parts = []
+        for name in services:
+            container = f"{self.project}_{name}_1"
+            state = self.podman("ps", "-a", "--filter", f"name={container}", check=False)
+            result = subprocess.run(
+                ["podman", "logs", "--tail", "40", container],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            parts.append(f"--- {name}:\n{state}{result.stdout}{result.stderr}")
+        return "\n".join(parts)
 
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def start_api_service(self) -> None:
+        """The host's podman API socket (systemctl enable --now podman.socket on a normal
+        host); its log (timer complaints on a host without systemd) goes to a file."""
+        self.socket_path.unlink(missing_ok=True)
+        with self.service_log.open("ab") as log:
+            self.api_socket = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", f"unix://{self.socket_path}"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        for _ in range(100):
+            if self.socket_path.exists():
+                break
+            time.sleep(0.1)
+        # What the guide's systemd drop-in (SocketGroup=, SocketMode=0660) does on a real
+        # host: the app's non-root user reaches the socket through its group.
+        self.socket_path.chmod(0o660)
+
+    def stop_api_service(self) -> None:
+        if self.api_socket is not None:
+            self.api_socket.terminate()
+            self.api_socket.wait(timeout=30)
+            self.api_socket = None
 
     def wait_healthy(self, timeout_s: float = UP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -205,8 +253,10 @@ def stack() -> Iterator[Stack]:
     folder = work / f"aisystem{secrets.token_hex(3)}"
     folder.mkdir()
     env = {**podman_environment(work), "HOME": str(work)}
-    socket_path = work / "podman.sock"
-    port = _free_port()
+    # The socket in a folder of its own: the stack mounts the folder (PODMAN_SOCKET_DIR).
+    socket_dir = work / "podman-api"
+    socket_dir.mkdir()
+    port, https_port = _free_port(), _free_port()
     admin_password = secrets.token_urlsafe(16)
     started = time.monotonic()
 
@@ -226,7 +276,14 @@ def stack() -> Iterator[Stack]:
     assert build.returncode == 0, f"building the images failed:\n{build.stderr[-4000:]}"
     built = time.monotonic()
 
+    # The guide's install: the compose file, the proxy's configuration beside it, and the
+    # folder for the generated override, owned by the app's user, with an empty override.
     shutil.copy(COMPOSE, folder / "docker-compose.prod.yml")
+    shutil.copytree(ROOT / "deploy" / "proxy", folder / "deploy" / "proxy")
+    (folder / "config").mkdir()
+    (folder / OVERRIDE).write_text("services: {}\n", encoding="utf-8")
+    for path in (folder / "config", folder / OVERRIDE):
+        os.chown(path, APP_UID, APP_UID)
     # The worker runs podman-compose on this folder and reads .env as the app's non-root
     # user, through the socket's group (the guide: chgrp podman-api .env; chmod 640 .env).
     (folder / ".env").chmod(0o640)
@@ -239,37 +296,35 @@ def stack() -> Iterator[Stack]:
                     f"GPUCONFIG_ADMIN_PASSWORD={admin_password}",
                     f"GPUCONFIG_HOST_PROJECT_DIR={folder}",
                     f"GPUCONFIG_PORT={port}",
+                    f"GPUCONFIG_HTTPS_PORT={https_port}",
+                    # What keeps the GPUs across a plain down + up -d (the compose file's include).
+                    f"GPUCONFIG_GPU_OVERRIDE={OVERRIDE}",
                     # A host without GPUs: the simulated reference pair inside the app, and no
                     # CDI device for GPU Config's own containers.
                     "GPUCONFIG_SIMULATED_GPUS=/app/devices/simulated/reference-gpus.json",
                     "GPUCONFIG_GPU_DEVICE=/dev/null",
-                    f"PODMAN_SOCKET={socket_path}",
+                    f"PODMAN_SOCKET_DIR={socket_dir}",
                     f"PODMAN_SOCKET_GID={os.getgid()}",
+                    # gunicorn logs the forwarded client address: the test reads it.
+                    "GUNICORN_ACCESS_LOG=1",
                 ]
             )
             + "\n"
         )
 
-    stack = Stack(folder=folder, env=env, port=port, admin_password=admin_password)
-    stack.timings["build_s"] = built - started
-    # The host's podman API socket (systemctl enable --now podman.socket on a normal host).
-    # Its log (systemd timer complaints on a host without systemd) goes to a file, not the run's.
-    service_log = (work / "podman-service.log").open("wb")
-    stack.api_socket = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{socket_path}"],
+    stack = Stack(
+        folder=folder,
         env=env,
-        stdout=service_log,
-        stderr=subprocess.STDOUT,
+        port=port,
+        https_port=https_port,
+        admin_password=admin_password,
+        socket_path=socket_dir / "podman.sock",
+        service_log=work / "podman-service.log",
     )
+    stack.timings["build_s"] = built - started
+    stack.start_api_service()
     try:
         with installed_cdi_spec():
-            for _ in range(100):
-                if socket_path.exists():
-                    break
-                time.sleep(0.1)
-            # What the guide's systemd drop-in (SocketGroup=, SocketMode=0660) does on a real
-            # host: the app's non-root user reaches the socket through its group.
-            socket_path.chmod(0o660)
             up = time.monotonic()
             stack.compose("up", "-d")
             stack.wait_healthy()
@@ -280,12 +335,10 @@ def stack() -> Iterator[Stack]:
             stack.compose("down", "-v", "-t", "2", timeout_s=300)
         except AssertionError as exc:
             print(f"teardown: {exc}")
-        stack.podman("network", "rm", "-f", f"{stack.project}_default", check=False)
-        for volume in ("gpuconfig-postgres", "gpuconfig-config"):
-            stack.podman("volume", "rm", "-f", f"{stack.project}_{volume}", check=False)
-        stack.api_socket.terminate()
-        stack.api_socket.wait(timeout=30)
-        service_log.close()
+        for network in ("default", "gpuconfig-front"):
+            stack.podman("network", "rm", "-f", f"{stack.project}_{network}", check=False)
+        stack.podman("volume", "rm", "-f", f"{stack.project}_gpuconfig-postgres", check=False)
+        stack.stop_api_service()
         shutil.rmtree(work, ignore_errors=True)
         print(f"stack timings: {stack.timings}")
 
@@ -326,6 +379,10 @@ def _environment(container: dict[str, Any]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in container["Config"]["Env"])
 
 
+def _placement(stack: Stack) -> dict[str, list[str]]:
+    return {name: _device_of(stack.container(name)) for name in AI_SERVICES}
+
+
 def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_restart(
     stack: Stack,
 ) -> None:
@@ -358,6 +415,11 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
     ] + stack.logs("gpuconfig-worker")
     before = {name: stack.container(name)["Id"] for name in AI_SERVICES + APP_SERVICES}
 
+    # The podman API service restarts (an upgrade of podman, systemctl restart): it makes a new
+    # socket file. The stack mounts the socket's folder, so GPU Config sees the new one.
+    stack.stop_api_service()
+    stack.start_api_service()
+
     # The move: CLIP to the A400.
     moved = [dict(item) for item in baseline]
     moved[3]["gpu_index"] = 1
@@ -381,18 +443,30 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
     for name in (*AI_SERVICES, *APP_SERVICES):
         if name != "ai-clip":
             assert stack.container(name)["Id"] == before[name], f"{name} was recreated"
+    applied = _placement(stack)
+    assert applied == {
+        "ai-llm": ["nvidia.com/gpu=0"],
+        "ai-yolo26": ["nvidia.com/gpu=0"],
+        "ai-florence": ["nvidia.com/gpu=0"],
+        "ai-clip": ["nvidia.com/gpu=1"],
+        "ai-enrichment": ["nvidia.com/gpu=1"],
+    }
 
     code, versions = browser.json("GET", "/api/system/gpu-config/versions")
     assert code == 200
     history = versions["versions"] if isinstance(versions, dict) else versions
     assert len(history) >= 2
 
-    # Restart the whole stack: configuration and history live in the PostgreSQL volume.
+    # An operator's plain down + up -d (a reboot, an upgrade, a colleague), with nothing but
+    # the stack's .env: every AI service comes back on its GPU (the compose file includes the
+    # generated override), and configuration and history live in the PostgreSQL volume.
     restart_started = time.monotonic()
     stack.compose("down", "-t", "2", timeout_s=300)
     stack.compose("up", "-d")
     stack.wait_healthy()
     stack.timings["restart_s"] = time.monotonic() - restart_started
+    assert _placement(stack) == applied
+    assert _environment(stack.container("ai-enrichment"))["VRAM_BUDGET_GB"] == "2.5"
 
     browser = Browser(stack.base_url())
     browser.login("admin", stack.admin_password)
@@ -402,3 +476,189 @@ def test_operator_moves_a_service_over_http_and_the_stack_keeps_it_across_a_rest
     assert placed["ai-clip"] == 1 and placed["ai-llm"] == 0
     code, after = browser.json("GET", "/api/system/gpu-config/versions")
     assert (after["versions"] if isinstance(after, dict) else after) == history
+
+
+def test_every_service_is_bounded_and_only_the_proxy_is_published(stack: Stack) -> None:
+    for name in (*AI_SERVICES, *APP_SERVICES):
+        host = stack.container(name)["HostConfig"]
+        assert host["Memory"] > 0, f"{name} has no memory limit"
+        assert host["PidsLimit"] > 0, f"{name} has no pids limit"
+        assert host["LogConfig"]["Size"], f"{name}'s log is not capped"
+        published = {port for port, binds in (host.get("PortBindings") or {}).items() if binds}
+        if name == "gpuconfig-proxy":
+            assert published == {"8080/tcp", "8443/tcp"}
+        else:
+            assert not published, f"{name} publishes {published}"
+
+    # The worker's health check runs for real (podman 4.3 leaves $HOSTNAME empty in exec).
+    worker = f"{stack.project}_gpuconfig-worker_1"
+    check = subprocess.run(
+        ["podman", "healthcheck", "run", worker],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, f"worker unhealthy: {check.stdout} {check.stderr}"
+    health = stack.podman("inspect", "--format", "{{.State.Health.Status}}", worker).strip()
+    assert health == "healthy"
+
+
+def _raw_request(port: int, request: bytes, timeout_s: float = 10) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _health_latency(port: int) -> float:
+    started = time.perf_counter()
+    answer = _raw_request(
+        port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    elapsed = time.perf_counter() - started
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    return elapsed
+
+
+def test_the_proxy_holds_slow_clients_limits_bodies_and_forwards_the_client_address(
+    stack: Stack,
+) -> None:
+    # The client's X-Forwarded-For is replaced by the address the proxy saw, not appended to.
+    marker = secrets.token_hex(6)
+    answer = _raw_request(
+        stack.port,
+        f"GET /health?probe={marker} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "X-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    logged = [
+        line
+        for line in stack.podman("logs", f"{stack.project}_gpuconfig-web_1").splitlines()
+        if marker in line
+    ]
+    assert len(logged) == 1, logged
+    forwarded = re.search(r"fwd=(\S+) proto=(\S+)", logged[0])
+    assert forwarded, logged[0]
+    assert "203.0.113.9" not in forwarded.group(1) and "," not in forwarded.group(1), logged[0]
+    assert forwarded.group(2) == "http"
+
+    # Bodies over the app's limit stop at the proxy (256 KiB; 2 MiB for the backup upload).
+    big = b"x" * (300 * 1024)
+    answer = _raw_request(
+        stack.port,
+        b"POST /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + f"Content-Length: {len(big)}\r\n\r\n".encode()
+        + big,
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    answer = _raw_request(
+        stack.port,
+        b"POST /api/system/gpu-config/import HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(big)}\r\n\r\n".encode()
+        + big,
+    )
+    assert not answer.startswith(b"HTTP/1.1 413") or b"nginx" not in answer, answer[:300]
+
+    # 150 slow clients (issue 17): each sends one header line every 3 s and never finishes.
+    idle = [_health_latency(stack.port) for _ in range(10)]
+    slow: list[socket.socket] = []
+    try:
+        for number in range(SLOW_CLIENTS):
+            conn = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
+            conn.sendall(
+                f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-{number}: 1\r\n".encode()
+            )
+            slow.append(conn)
+        loaded = []
+        for round_ in range(10):
+            loaded.append(_health_latency(stack.port))
+            if round_ % 3 == 2:
+                for number, conn in enumerate(slow):
+                    conn.sendall(f"X-Still-{number}: {round_}\r\n".encode())
+            time.sleep(0.3)
+        stack.timings["health_idle_median_s"] = sorted(idle)[len(idle) // 2]
+        stack.timings["health_150_slow_median_s"] = sorted(loaded)[len(loaded) // 2]
+        stack.timings["health_150_slow_max_s"] = max(loaded)
+        print(f"/health through the proxy: idle {idle}, with {SLOW_CLIENTS} slow clients {loaded}")
+        # Loose on purpose (the figures go to docs/benchmarks.md): gunicorn's 16 threads would
+        # all be held by 16 such clients, and /health would not answer at all.
+        assert max(loaded) < 1.0, loaded
+
+        # The proxy cuts them off: the whole request head must arrive within 10 s.
+        cut_off = 0
+        deadline = time.monotonic() + 20
+        for conn in slow:
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                data = conn.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            except TimeoutError:
+                continue
+            if data == b"" or data.startswith(b"HTTP/1.1 408"):
+                cut_off += 1
+        assert cut_off == SLOW_CLIENTS, (
+            f"only {cut_off} of {SLOW_CLIENTS} slow clients were cut off"
+        )
+    finally:
+        for conn in slow:
+            conn.close()
+
+
+def test_the_proxy_terminates_tls_with_the_mounted_certificate(stack: Stack) -> None:
+    """GPUCONFIG_HTTPS=1: TLS on the HTTPS port with GPUCONFIG_TLS_DIR's certificate, and
+    the plain port redirects there. Only the proxy is recreated (runs last)."""
+    tls = stack.folder / "tls"
+    tls.mkdir(exist_ok=True)
+    made = subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    https_env = {**stack.env, "GPUCONFIG_HTTPS": "1"}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "podman-compose"),
+            "-f",
+            str(stack.folder / "docker-compose.prod.yml"),
+            "up", "-d", "--no-deps", "--force-recreate", "gpuconfig-proxy",
+        ],
+        cwd=stack.folder,
+        env=https_env,
+        capture_output=True,
+        text=True,
+        timeout=UP_TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    context = ssl.create_default_context(cafile=str(tls / "cert.pem"))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{stack.https_port}/health", timeout=5, context=context
+            ) as response:
+                assert response.status == 200
+                break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    answer = _raw_request(
+        stack.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 308"), answer[:200]
+    assert f"Location: https://127.0.0.1:{stack.https_port}/health".encode() in answer
