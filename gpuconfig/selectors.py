@@ -172,19 +172,34 @@ def rollback_target() -> ConfigVersion | None:
 
 def draft_unsaved(draft: Draft, saved: ConfigVersion | None) -> bool:
     """Whether saving ``draft`` would store something other than ``saved`` (the newest saved
-    version): its strategy, a change the draft lists, or a pin, budget or on/off that differs."""
-    if saved is None or saved.strategy != draft.strategy or draft.changes:
+    version): its strategy, a change the draft lists, or anything stored that differs."""
+    if saved is None or draft.changes:
         return True
-    before = Configuration.from_json(saved.assignments)
-    for entry in draft.configuration.assignments:
-        old = before.get(entry.service) or ResolvedAssignment(entry.service, None)
-        if (old.pinned, old.enabled, old.vram_budget_override) != (
-            entry.pinned,
-            entry.enabled,
-            entry.vram_budget_override,
-        ):
-            return True
-    return False
+    return not configuration_unchanged(saved, draft.strategy, draft.configuration)
+
+
+def configuration_unchanged(
+    version: ConfigVersion, strategy: StrategyName, configuration: Configuration
+) -> bool:
+    """Whether storing ``strategy`` and ``configuration`` would store what ``version`` holds.
+
+    Both sides are compared in their stored form (``_stored_entry``), so a draft read back
+    from the rows compares like with like with the version it was saved as. The page's
+    "Unsaved changes" and the save's "nothing changed" both ask this.
+    """
+    if version.strategy != strategy.value:
+        return False
+    before = version_configuration(version).by_service
+    after = configuration.by_service
+    if before.keys() != after.keys():
+        return False
+    return all(_stored_entry(before[name]) == _stored_entry(after[name]) for name in after)
+
+
+def _stored_entry(entry: ResolvedAssignment) -> dict[str, Any]:
+    # A pin without a GPU (a service switched off under Manual) is stored as no pin: the
+    # row keeps gpu_index NULL, and the draft read back from it is unpinned.
+    return {**entry.to_json(), "pinned": entry.pinned and entry.gpu_index is not None}
 
 
 def restored_from(version_number: int) -> int | None:

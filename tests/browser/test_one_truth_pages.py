@@ -62,3 +62,34 @@ def test_an_import_redraws_the_settings_form_and_save_settings_keeps_the_import(
     config = system_config()
     assert (config.status_poll_seconds, config.vram_reserve_mb) == (9, 2048), "import kept"
     assert page.js_errors == []
+
+
+# --- "Unsaved changes" compares like with like -----------------------------------------------
+
+
+def test_a_fresh_load_after_a_manual_save_that_switched_a_service_off_is_not_unsaved(
+    new_page, staff_user
+):
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    expect(page.locator("#unsaved-badge")).to_have_count(0)
+    page.locator("#strategy-manual").check()
+    expect(page.locator("input[name=table_strategy]")).to_have_value("manual")
+    with page.expect_response(lambda r: "/gpu/validate/" in r.url):
+        page.locator("#gpu-ai-clip").select_option("off")
+    expect(page.locator("#unsaved-badge")).to_have_text("Unsaved changes")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Saved as version 2")
+    expect(page.locator("#unsaved-badge")).to_have_count(0)
+
+    # Nothing edited since: a fresh load says so, and so does Preview.
+    page.reload()
+    expect(page.locator("#gpu-ai-clip")).to_have_value("off")
+    expect(page.locator("#unsaved-badge")).to_have_count(0)
+    expect(page.locator("#gpu-ai-clip ~ .badge, #row-ai-clip .badge.info")).to_have_count(0)
+    page.get_by_role("button", name="Preview Changes").click()
+    expect(page.locator("#diff")).to_contain_text("No service changes GPU or budget.")
+    expect(page.locator("#diff")).not_to_contain_text("Saving records")
+    expect(page.locator("#unsaved-badge")).to_have_count(0)
+    assert page.js_errors == []
