@@ -135,6 +135,11 @@ def status_context(request: HttpRequest, *, was_active: bool = False) -> dict[st
     target = run_selectors.rollback_offer(run)
     return {
         "status": status,
+        # Green only when every service runs as applied: drift is never "all is well".
+        "status_ok": status["available"] and status["summary"].startswith("All services running"),
+        "drifted_services": [
+            (name, status["containers"][name]["drift_reason"]) for name in status["drifted"]
+        ],
         "run": _run_labels(run) if run else None,
         "run_active": active,
         "run_finished_now": was_active and not active,

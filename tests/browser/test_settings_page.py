@@ -18,6 +18,7 @@ from devices.services import gpu_inventory_rescan, reset_sampler
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion
 from gpuconfig.services import AssignmentChange, gpu_config_save
+from orchestration.selectors import reset_container_health_cache
 from orchestration.services import forget_probe
 from tests.browser.fixtures import PHONE
 
@@ -225,7 +226,7 @@ def test_apply_restarts_the_services_and_shows_progress_to_the_end(
         run.inner_text(),
         real_containers.worker.output()[-3000:],
     )
-    expect(page.locator("#status-line")).to_contain_text("All services running")
+    expect(page.locator("#status-line")).to_contain_text("All services running as applied")
     expect(page.locator("#version-1")).not_to_contain_text("no")  # applied: a time, not "no"
     screenshot(page, "apply-succeeded")
 
@@ -328,3 +329,45 @@ def test_the_system_tab_saves_settings_with_validation(new_page, staff_user, scr
     page.get_by_role("link", name="GPU Configuration").click()
     expect(page.locator("#gpu-cards")).to_contain_text("Refreshes every 5 s")
     assert page.js_errors == []
+
+
+def test_a_stack_started_without_the_override_shows_drift_and_apply_repairs_it(
+    real_containers, new_page, staff_user
+):
+    _manual_design(staff_user)
+    page = new_page(user=staff_user)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto("/settings/gpu/")
+    page.get_by_role("button", name="Apply & Restart Services").click()
+    run = page.locator("#apply-run")
+    expect(run.locator(".run-state")).to_have_text(FINAL_LABELS, timeout=120_000)
+    assert run.locator(".run-state").inner_text() == "Succeeded", run.inner_text()
+
+    # A reboot or a colleague: the project's own `down` and `up -d`, without the override.
+    real_containers.project.compose("down", "-t", "0")
+    real_containers.project.compose("up", "-d")
+    reset_container_health_cache()  # the shared read's interval, passed
+    page.goto("/settings/gpu/")
+
+    drift = page.locator("#drift-notice")
+    expect(drift).to_contain_text("5 services do not run as version 1 says")
+    expect(drift).to_contain_text("ai-llm: runs without any GPU device")
+    expect(page.locator("#status-line")).not_to_contain_text("All services running")
+    expect(page.locator("#status-line")).to_contain_text("ai-llm drifted")
+    containers = page.locator("#containers-now")
+    expect(containers).to_have_attribute("open", "")
+    expect(containers.locator("tr[data-service=ai-enrichment]")).to_contain_text("none")
+    expect(containers.locator("tr[data-service=ai-enrichment]")).to_contain_text("Drifted")
+
+    # The same Apply repairs it: the version did not change, what runs did.
+    first_run = run.get_attribute("data-run-id")
+    page.get_by_role("button", name="Apply & Restart Services").click()
+    expect(run).not_to_have_attribute("data-run-id", first_run or "")
+    expect(run).to_contain_text("Apply of version 1")
+    expect(run.locator(".run-state")).to_have_text(FINAL_LABELS, timeout=120_000)
+    assert run.locator(".run-state").inner_text() == "Succeeded", run.inner_text()
+    for service in ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment"):
+        expect(run.locator("table.steps")).to_contain_text(service)
+    expect(run.locator("table.steps")).to_contain_text("none → GPU 1")
+    expect(page.locator("#status-line")).to_contain_text("All services running as applied")
+    expect(page.locator("#drift-notice")).to_have_count(0)
