@@ -232,6 +232,10 @@ _save_response = inline_serializer(
         "warnings": serializers.ListField(child=serializers.CharField()),
         "warning_details": serializers.ListField(child=serializers.DictField()),
         "version": serializers.IntegerField(),
+        "unchanged": serializers.BooleanField(
+            help_text="true: the body stores what the newest version already holds, so no "
+            "version was added; version is that one."
+        ),
     },
 )
 _error = inline_serializer(
@@ -274,6 +278,7 @@ class GpuConfigApi(BoundedBodyApi):
                 "warnings": [w.message for w in warnings],
                 "warning_details": [w.as_dict() for w in warnings],
                 "version": result.version.number,
+                "unchanged": result.unchanged,
             }
         )
 

@@ -82,6 +82,8 @@ class ConfigFileError(Refusal):
 class SaveResult:
     version: ConfigVersion
     draft: Draft
+    # Nothing differed from the newest saved version: no version was added, ``version`` is it.
+    unchanged: bool = False
 
 
 def gpu_config_save(
@@ -93,6 +95,9 @@ def gpu_config_save(
     draft: Draft | None = None,
 ) -> SaveResult:
     """Save rows, a new version and ``gpu-assignments.yml`` as one step, or nothing at all.
+
+    When the strategy and configuration are what the newest version already stores, nothing
+    is written: the result names that version, with ``unchanged`` set.
 
     ``draft``: the caller's ``gpu_config_draft(strategy=strategy, changes=changes)``, so that
     a request plans once; it is used only while no one has saved since it was made.
@@ -116,6 +121,12 @@ def gpu_config_save(
                 draft = gpu_config_draft(strategy=strategy, changes=changes)
             if draft.error:
                 raise ConfigInputError({"strategy": draft.error})
+            if latest is not None and selectors.configuration_unchanged(
+                latest, strategy, draft.configuration
+            ):
+                # Decided under the lock, against the version really newest: a save that
+                # changes nothing adds no identical version (and writes no file).
+                return SaveResult(version=latest, draft=draft, unchanged=True)
             version = _store_version(
                 number=current + 1,
                 user=user,

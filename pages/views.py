@@ -147,16 +147,19 @@ def gpu_preview(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
 @gpu_form_action
 def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
     try:
-        saved = gpu_config_save(
+        result = gpu_config_save(
             user=request.user,
             strategy=form.draft.strategy,
             changes=form.changes,
             expected_version=form.version,
             draft=form.draft,  # planned once for this request
-        ).version
+        )
     except Refusal as exc:
         return save_refused(request, form, exc)
-    message = saved_message(saved) + " Apply & Restart Services puts it into effect."
+    if result.unchanged:
+        message = f"Nothing changed: version {result.version.number} is already saved."
+    else:
+        message = saved_message(result.version) + " Apply & Restart Services puts it into effect."
     return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
 
 

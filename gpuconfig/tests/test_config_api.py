@@ -334,6 +334,24 @@ def test_non_staff_and_anonymous_writes_are_refused(member_api, anon_api):
     assert ConfigVersion.objects.count() == 0
 
 
+def test_a_save_that_changes_nothing_answers_the_existing_version_and_adds_none(staff_api):
+    first = _put(staff_api, DESIGN_BODY)
+    assert first.status_code == 200 and first.json()["unchanged"] is False
+    written = _assignments_file().read_text()
+
+    again = _put(staff_api, {**DESIGN_BODY, "version": 1})
+
+    assert again.status_code == 200, again.json()
+    body = again.json()
+    assert (body["success"], body["unchanged"], body["version"]) == (True, True, 1)
+    assert ADJUSTED in body["warnings"]
+    assert ConfigVersion.objects.count() == 1
+    assert _assignments_file().read_text() == written, "the file is not rewritten"
+    # Anything that differs is a new version, as before.
+    other = _put(staff_api, {**DESIGN_BODY, "strategy": "vram_based", "assignments": []})
+    assert (other.json()["unchanged"], other.json()["version"]) == (False, 2)
+
+
 def test_a_stale_version_gets_409_and_the_newer_save_survives(staff_api):
     assert _put(staff_api, {"strategy": "vram_based", "version": 0}).status_code == 200
     response = _put(staff_api, {**DESIGN_BODY, "version": 0})

@@ -17,6 +17,7 @@ from devices.services import gpu_inventory_rescan
 from gpuconfig.backup import render_backup
 from gpuconfig.backup_services import gpu_config_export
 from gpuconfig.domain import StrategyName
+from gpuconfig.models import ConfigVersion
 from gpuconfig.selectors import system_config
 from gpuconfig.services import gpu_config_save, system_settings_update
 from gpuconfig.system_settings import RESERVE_KEY, STATUS_POLL_KEY
@@ -92,4 +93,26 @@ def test_a_fresh_load_after_a_manual_save_that_switched_a_service_off_is_not_uns
     expect(page.locator("#diff")).to_contain_text("No service changes GPU or budget.")
     expect(page.locator("#diff")).not_to_contain_text("Saving records")
     expect(page.locator("#unsaved-badge")).to_have_count(0)
+    assert page.js_errors == []
+
+
+# --- a Save that changes nothing adds no version -----------------------------------------------
+
+
+def test_a_save_that_changes_nothing_adds_no_version_and_says_so(new_page, staff_user):
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    save = page.get_by_role("button", name="Save", exact=True)
+    save.click()
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Saved as version 1")
+    expect(page.locator("#history tbody tr")).to_have_count(1)
+
+    save.click()
+    expect(page.locator("#gpu-form .notice")).to_contain_text(
+        "Nothing changed: version 1 is already saved."
+    )
+    expect(page.locator("#gpu-form .notice")).not_to_contain_text("Saved as version")
+    expect(page.locator("#history tbody tr")).to_have_count(1)
+    expect(page.locator("#apply-status")).to_contain_text("Saved: version 1")
+    assert ConfigVersion.objects.count() == 1
     assert page.js_errors == []
