@@ -6,6 +6,7 @@ Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -351,7 +352,9 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
 # Login lockout (django-axes): after GPUCONFIG_LOGIN_FAILURE_LIMIT wrong passwords for one
 # username from one address, that pair is refused for GPUCONFIG_LOGIN_COOLOFF_MINUTES, on
 # the login page and the admin alike. Locking the pair, not the address, keeps one
-# mistyping colleague behind a shared NAT from locking everyone else out.
+# mistyping colleague behind a shared NAT from locking everyone else out; the address
+# alone is locked only after GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT failures over all
+# usernames (password spraying). common/login_lockout.py gives each its own limit.
 INSTALLED_APPS.append("axes")
 MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes requires
 AUTHENTICATION_BACKENDS = [
@@ -361,8 +364,27 @@ AUTHENTICATION_BACKENDS = [
 AXES_ENABLED = envbool("GPUCONFIG_LOGIN_LOCKOUT", True)
 AXES_FAILURE_LIMIT = envint("GPUCONFIG_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = envfloat("GPUCONFIG_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT = max(
+    envint("GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1), AXES_FAILURE_LIMIT
+)
+AXES_HANDLER = "common.login_lockout.AddressThrottlingAxesHandler"
+# A failure while locked is not recorded: else each one restarts the cool-off, and an
+# attacker who keeps trying keeps the admin locked out for good.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = True
+# The client's address: REMOTE_ADDR, or X-Forwarded-For when the request comes from one of
+# GPUCONFIG_TRUSTED_PROXIES (addresses or CIDRs; empty: trust nobody). Behind the stack's
+# proxy every request comes from the proxy, so without it all clients share one address.
+GPUCONFIG_TRUSTED_PROXIES = envlist("GPUCONFIG_TRUSTED_PROXIES", [])
+for _proxy in GPUCONFIG_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GPUCONFIG_TRUSTED_PROXIES: {_proxy!r} is not an address or a CIDR network"
+        ) from None
+AXES_CLIENT_IP_CALLABLE = "common.client_address.client_ip_address"
 AXES_VERBOSE = False  # no start-up banner
 # Lockouts are logged as warnings; axes' INFO line for every login would bury them.
 LOGGING.setdefault("loggers", {})["axes"] = {"level": "WARNING"}  # type: ignore[index]
