@@ -95,6 +95,7 @@ def config_context(
         }
     no_gpus = not any(g.present for g in draft.gpus)
     saved = selectors.latest_version()
+    running = run_selectors.running_services_view()
     return {
         "draft": draft,
         "can_edit": editable,
@@ -106,6 +107,10 @@ def config_context(
         "strategy_label": STRATEGY_LABELS[draft.strategy],
         "rows": assignment_rows(draft, errors=errors),
         "measured": measured_by_service(),  # the table's "Measured" column
+        # The table's "Running on" column: what podman says each container really got
+        # (the shared read the Services region uses), beside the GPU planned.
+        "running": running["containers"],
+        "running_available": running["available"],
         "planned": planned_per_gpu(draft),
         "warnings": [(w, warning_note(w)) for w in draft.warnings],
         "form_version": draft.saved_version if form_version is None else form_version,

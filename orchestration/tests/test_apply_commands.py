@@ -140,7 +140,13 @@ def test_the_page_shows_each_command_and_opens_the_one_that_failed(staff_user, m
     monkeypatch.setattr(
         selectors,
         "container_health",
-        lambda: {"available": True, "unavailable_reason": "", "containers": {}, "summary": ""},
+        lambda: {
+            "available": True,
+            "unavailable_reason": "",
+            "containers": {},
+            "drifted": [],
+            "summary": "",
+        },
     )
     run = _run()
     ApplyRun.objects.filter(pk=run.pk).update(status=RunStatus.ROLLED_BACK)

@@ -28,7 +28,8 @@ def podman_reads(monkeypatch) -> list[int]:
             "available": True,
             "unavailable_reason": "",
             "containers": {"ai-clip": {"state": "running", "health": None, "gpu": len(reads)}},
-            "summary": "All services running",
+            "drifted": [],
+            "summary": "All services running as applied",
         }
 
     monkeypatch.setattr(selectors, "container_health", counted)

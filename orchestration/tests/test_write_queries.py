@@ -42,14 +42,15 @@ MAX_QUERIES = {
     "api_put": 18 + 2,
     # The page's answers also read whether the newest version was rolled back automatically
     # (issue 11, item 6): a fixed few more queries, still the same for 5 and 40 services.
-    "htmx_save": 32 + 2 + 3 + 2,
+    "htmx_save": 32 + 2 + 3 + 2 + 2,
     "api_apply": 10 + 2,
     "api_rollback": 21 + 3,
-    "htmx_apply": 43 + 4 + 1 + 2,  # a save, then the apply: two turns
-    "htmx_rollback": 39 + 3 + 1 + 1,
+    "htmx_apply": 43 + 4 + 1 + 2 + 2,  # a save, then the apply: two turns
+    "htmx_rollback": 39 + 3 + 1 + 1 + 2,
 }
 # The status region also reads the applied version (drift is judged against it) and ends
-# runs whose worker died (one query, issue 16): +1 to +2 on the page's answers.
+# runs whose worker died (one query, issue 16): +1 to +2 on the page's answers; the form's
+# "Running on" column keys the same shared read on the latest run and applied version: +2.
 # How many times each request may run a strategy: a save plans once, the rest never.
 PLANS = {"api_put": 1, "htmx_save": 1, "htmx_apply": 1}
 
@@ -71,7 +72,13 @@ def _startable(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     monkeypatch.setattr(
         selectors,
         "container_health",
-        lambda: {"available": True, "unavailable_reason": "", "containers": {}, "summary": ""},
+        lambda: {
+            "available": True,
+            "unavailable_reason": "",
+            "containers": {},
+            "drifted": [],
+            "summary": "",
+        },
     )
 
 

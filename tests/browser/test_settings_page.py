@@ -358,6 +358,9 @@ def test_a_stack_started_without_the_override_shows_drift_and_apply_repairs_it(
     expect(containers).to_have_attribute("open", "")
     expect(containers.locator("tr[data-service=ai-enrichment]")).to_contain_text("none")
     expect(containers.locator("tr[data-service=ai-enrichment]")).to_contain_text("Drifted")
+    # In the assignment table, "Running on" beside the GPU planned.
+    expect(page.locator("#gpu-ai-enrichment option:checked")).to_have_text(re.compile("GPU 1"))
+    expect(page.locator("#running-ai-enrichment")).to_have_text("no GPU Drifted")
 
     # The same Apply repairs it: the version did not change, what runs did.
     first_run = run.get_attribute("data-run-id")
@@ -371,3 +374,6 @@ def test_a_stack_started_without_the_override_shows_drift_and_apply_repairs_it(
     expect(run.locator("table.steps")).to_contain_text("none → GPU 1")
     expect(page.locator("#status-line")).to_contain_text("All services running as applied")
     expect(page.locator("#drift-notice")).to_have_count(0)
+    page.goto("/settings/gpu/")
+    expect(page.locator("#running-ai-enrichment")).to_have_text("GPU 1")
+    expect(page.locator("#running-ai-llm")).to_have_text("GPU 0")
