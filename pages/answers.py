@@ -142,14 +142,21 @@ def config_answer(
 
 
 def written(
-    request: HtmxHttpRequest, message: str, *, anchor: str, oob: Iterable[str]
+    request: HtmxHttpRequest,
+    message: str,
+    *,
+    anchor: str,
+    oob: Iterable[str],
+    draft: Draft | str | None = None,
 ) -> HttpResponse:
     """After a write: without JavaScript a redirect (a reload cannot write twice) with the
-    message; with htmx the fresh form with the message, and the regions the write changed."""
+    message; with htmx the fresh form with the message, and the regions the write changed.
+
+    ``draft``: the configuration now stored, when the message was worded from it."""
     if not request.htmx:
         messages.success(request, message)
         return redirect(reverse("pages:settings") + anchor)
-    draft = regions.draft_or_error()
+    draft = regions.draft_or_error() if draft is None else draft
     return config_answer(request, draft, notices=[("success", message)], oob=oob)
 
 
@@ -203,18 +210,21 @@ def save_refused(request: HtmxHttpRequest, form: GpuForm, exc: Refusal) -> HttpR
 
 def apply_refused(request: HtmxHttpRequest, exc: ApplyRefused) -> HttpResponse:
     """A refused apply: the reason, and the version kept when the form was saved first."""
-    saved = saved_message(exc.saved) + " " if exc.saved else ""
+    draft = regions.draft_or_error()
+    saved = saved_message(exc.saved, draft) + " " if exc.saved else ""
     return config_answer(
         request,
-        regions.draft_or_error(),
+        draft,
         status=exc.status_code,
         notices=[("error", f"{saved}{exc}")],
         oob=["apply-status", "history"] if exc.saved else ["apply-status"],
     )
 
 
-def saved_message(saved: ConfigVersion) -> str:
-    count = len(saved.warnings)
+def saved_message(saved: ConfigVersion, shown: Draft | str) -> str:
+    """The "Saved as version N with K warnings" sentence, K counted in the list the answer
+    shows (``shown``, the stored configuration as the page draws it), never in another."""
+    count = len(shown.warnings) if isinstance(shown, Draft) else len(saved.warnings)
     warned = f" with {count} warning{'s' if count != 1 else ''}" if count else ""
     return f"Saved as version {saved.number}{warned}."
 

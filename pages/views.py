@@ -156,11 +156,16 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
         )
     except Refusal as exc:
         return save_refused(request, form, exc)
+    draft = regions.draft_or_error()  # what the answer shows: its warnings are the ones counted
     if result.unchanged:
         message = f"Nothing changed: version {result.version.number} is already saved."
     else:
-        message = saved_message(result.version) + " Apply & Restart Services puts it into effect."
-    return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
+        message = (
+            saved_message(result.version, draft) + " Apply & Restart Services puts it into effect."
+        )
+    return written(
+        request, message, anchor="#gpu-form", oob=["history", "apply-status"], draft=draft
+    )
 
 
 @gpu_form_action
@@ -182,12 +187,15 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
         return apply_refused(request, exc)
     except Refusal as exc:  # the save's: nothing saved, nothing applied
         return save_refused(request, form, exc)
+    draft = regions.draft_or_error()
     message = (
-        f"{saved_message(result.saved) + ' ' if result.saved else ''}Applying version "
+        f"{saved_message(result.saved, draft) + ' ' if result.saved else ''}Applying version "
         f"{result.run.version.number}: one podman-compose command recreates the changed "
         "services, then each is checked; progress is shown under Services."
     )
-    return written(request, message, anchor="#apply-status", oob=["apply-status", "history"])
+    return written(
+        request, message, anchor="#apply-status", oob=["apply-status", "history"], draft=draft
+    )
 
 
 @require_POST

@@ -7,6 +7,7 @@ touched (a missing podman is made missing through PATH, for real).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,4 +116,26 @@ def test_a_save_that_changes_nothing_adds_no_version_and_says_so(new_page, staff
     expect(page.locator("#history tbody tr")).to_have_count(1)
     expect(page.locator("#apply-status")).to_contain_text("Saved: version 1")
     assert ConfigVersion.objects.count() == 1
+    assert page.js_errors == []
+
+
+# --- warning counts come from one list -----------------------------------------------------------
+
+
+def test_the_saved_message_counts_the_warnings_the_page_lists(new_page, staff_user):
+    # Isolation-first on the reference GPUs cannot place everything within capacity: its
+    # plan says so, and so does the check of the saved placement, in fewer words.
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    page.locator("#strategy-isolation_first").check()
+    expect(page.locator("input[name=table_strategy]")).to_have_value("isolation_first")
+    page.get_by_role("button", name="Save", exact=True).click()
+    notice = page.locator("#gpu-form .notice.success")
+    expect(notice).to_contain_text("Saved as version 1 with")
+    listed = page.locator("#warnings li")
+    count = int(re.search(r"with (\d+) warning", notice.inner_text())[1])  # type: ignore[index]
+    expect(listed).to_have_count(count)
+    # A fresh load lists the same warnings.
+    page.reload()
+    expect(page.locator("#warnings li")).to_have_count(count)
     assert page.js_errors == []
