@@ -47,6 +47,7 @@ from orchestration.models import (
 from orchestration.observed import running_gpu, services_to_recreate
 from orchestration.override import services_with_own_devices
 from orchestration.probe import compose_dir, compose_tool, forget_probe
+from orchestration.selectors import failed_current_version
 from orchestration.stale_runs import apply_runs_reap_stale
 
 # forget_probe is re-exported for the tests and the CLI, which reset the probe cache here.
@@ -54,6 +55,7 @@ __all__ = [
     "ApplyRefused",
     "apply_run_start",
     "compose_tool",
+    "failed_version_discard",
     "forget_probe",
     "gpu_config_save_and_apply",
     "rollback_run_start",
@@ -428,3 +430,22 @@ def _rollback_run_start(
         enqueue=enqueue,
         running=_running(tool),
     )
+
+
+@dataclass(frozen=True)
+class Discarded:
+    failed: ConfigVersion  # the version whose apply was rolled back
+    running: ConfigVersion  # the applied version, saved again
+    restored: ConfigVersion  # its copy, now the newest saved version
+
+
+def failed_version_discard(*, user: AbstractBaseUser | AnonymousUser | None) -> Discarded:
+    """Discard the newest saved version whose apply rolled back: the running version is saved
+    again as the newest (nothing restarts). What to discard is read in the write turn, so a
+    save or an apply that came first is never discarded by mistake."""
+    with configuration_write_turn():
+        failed = failed_current_version()
+        if failed is None:
+            raise ApplyRefused("There is no rolled-back version to discard.", 409)
+        restored = gpu_config_restore(version=failed.running, user=user)
+    return Discarded(failed=failed.failed, running=failed.running, restored=restored)

@@ -28,12 +28,16 @@ from django.views.decorators.http import (
 from common.errors import Refusal
 from gpuconfig import selectors
 from gpuconfig.services import (
-    gpu_config_restore,
     gpu_config_save,
     system_settings_update,
 )
 from orchestration import selectors as run_selectors
-from orchestration.services import ApplyRefused, gpu_config_save_and_apply, rollback_run_start
+from orchestration.services import (
+    ApplyRefused,
+    failed_version_discard,
+    gpu_config_save_and_apply,
+    rollback_run_start,
+)
 from orchestration.stale_runs import reap_stale_runs_on_read
 from pages import regions
 from pages.answers import (
@@ -227,14 +231,13 @@ def gpu_rollback(request: HtmxHttpRequest) -> HttpResponse:
 def gpu_discard(request: HtmxHttpRequest) -> HttpResponse:
     """Discard a version whose apply rolled back: the running one is saved again as the
     newest version (nothing is restarted: it is what runs)."""
-    failed = run_selectors.failed_current_version()
-    if failed is None:
-        notice = ("error", "There is no rolled-back version to discard.")
-        return rollback_answer(request, notice, 409)
-    restored = gpu_config_restore(version=failed.running, user=request.user)
+    try:
+        done = failed_version_discard(user=request.user)
+    except ApplyRefused as exc:
+        return rollback_answer(request, ("error", str(exc)), exc.status_code)
     message = (
-        f"Version {failed.failed.number} discarded: version {failed.running.number}, the one "
-        f"running, is saved again as version {restored.number} and shown in the form."
+        f"Version {done.failed.number} discarded: version {done.running.number}, the one "
+        f"running, is saved again as version {done.restored.number} and shown in the form."
     )
     return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
 
