@@ -73,6 +73,18 @@ class ApplyRefused(Refusal):
         self.status_code = status_code
         self.saved = saved
 
+    @property
+    def user_message(self) -> str:
+        """The API's sentence: a refusal after the body was saved says what was kept (the page
+        says it in its own "Saved as version N" line)."""
+        if self.saved is None:
+            return str(self)
+        reason = str(self) if str(self).endswith((".", "?", "!")) else f"{self}."
+        return (
+            f"{reason} Your configuration was saved first as version {self.saved.number}; "
+            "it is saved but not applied."
+        )
+
 
 @dataclass(frozen=True)
 class SavedAndApplying:

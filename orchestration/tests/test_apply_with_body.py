@@ -83,3 +83,22 @@ def test_a_stale_version_in_the_body_is_a_409(staff_api, startable):
 
 def test_a_viewer_may_not_apply(member_api, startable):
     assert _post(member_api, {"strategy": "balanced"}).status_code == 403
+
+
+def test_a_refused_apply_after_its_body_was_saved_says_the_version_kept(
+    staff_api, startable, monkeypatch
+):
+    def unavailable(**kwargs: Any) -> podman.ComposeTool:
+        raise podman.ComposeUnavailable("podman not found: install podman")
+
+    orchestration_services.forget_probe()
+    monkeypatch.setattr(orchestration_services, "compose_tool", unavailable)
+    response = _post(staff_api, {"strategy": "balanced"})
+
+    assert response.status_code == 503
+    assert response.json()["error"] == (
+        "Cannot apply: podman not found: install podman. Your configuration was saved first "
+        "as version 1; it is saved but not applied."
+    )
+    assert ConfigVersion.objects.get().strategy == "balanced"
+    assert ApplyRun.objects.count() == 0
