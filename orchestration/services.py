@@ -8,7 +8,6 @@ partial unique index allows one active run; a run whose worker stopped is marked
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -268,11 +267,24 @@ def _compose_environment() -> dict[str, str]:
     environment (KEY=VALUE lines only; quotes stripped)."""
     values: dict[str, str] = {}
     dotenv = compose_dir() / ".env"
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in dotenv.read_text(encoding="utf-8").splitlines():
-            key, sep, value = line.strip().removeprefix("export ").partition("=")
-            if sep and key and not key.startswith("#"):
-                values[key.strip()] = value.strip().strip("'\"")
+    try:
+        text = dotenv.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        # podman-compose would silently fall back to the compose file's defaults (other image
+        # names, other paths), and every check after this one would blame the wrong thing.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ApplyRefused(
+            f"Cannot apply: {dotenv} exists but cannot be read ({why}). podman-compose would "
+            "silently use the compose file's defaults instead of its values: make it a "
+            f"readable UTF-8 file for the user GPU Config runs as (uid {os.getuid()}).",
+            503,
+        ) from exc
+    for line in text.splitlines():
+        key, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and key and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("'\"")
     return {**values, **os.environ}
 
 

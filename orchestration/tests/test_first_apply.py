@@ -71,6 +71,27 @@ def test_an_apply_is_refused_when_an_image_is_not_in_podmans_store(
     assert not executor.override_path().exists()
 
 
+def test_an_env_file_that_cannot_be_read_is_named_instead_of_every_image(
+    staff_api, fake_tools, settings
+):
+    # podman-compose would fall back to the compose file's defaults without a word, and the
+    # image check would then blame all five images (the stack's worker could not read .env).
+    dotenv = Path(settings.GPUCONFIG_COMPOSE_FILE).parent / ".env"
+    dotenv.write_bytes(b"AI_LLM_IMAGE=localhost/llm:\xff\n")
+    gpu_inventory_rescan()
+    gpu_config_save(user=None, strategy=StrategyName.VRAM_BASED)
+
+    response = staff_api.post(APPLY)
+
+    assert response.status_code == 503, response.json()
+    message = response.json()["error"]
+    assert message.startswith(f"Cannot apply: {dotenv} exists but cannot be read (")
+    assert "podman-compose would silently use the compose file's defaults" in message
+    assert "not in podman's store" not in message
+    assert not ApplyRun.objects.exists()
+    assert not executor.override_path().exists()
+
+
 def test_an_apply_starts_when_every_image_is_there(staff_api, fake_tools, monkeypatch):
     monkeypatch.setenv("AI_LLM_IMAGE", "localhost/llm-from-env:1")
     fake_tools.write_text(
