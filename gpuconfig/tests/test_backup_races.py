@@ -22,7 +22,6 @@ from rest_framework.test import APIClient
 from ruamel.yaml import YAML
 
 from devices.services import gpu_inventory_rescan
-from gpuconfig import backup_services
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion
 from gpuconfig.services import ASSIGNMENTS_FILE, gpu_config_save
@@ -58,7 +57,7 @@ def test_a_save_waiting_behind_an_import_is_saved_after_it_not_refused(
     doc["strategy"] = "balanced"  # a change: an unchanged import saves no version
     body = json.dumps(doc)
     import_saved = threading.Event()
-    real_save = backup_services.gpu_config_save
+    real_save = gpu_config_save  # the one the import calls (gpuconfig.services)
 
     def save_then_linger(**kwargs: Any) -> Any:
         # The real save; then the import's transaction stays open a moment longer, as a slow
@@ -68,7 +67,7 @@ def test_a_save_waiting_behind_an_import_is_saved_after_it_not_refused(
         time.sleep(LINGER_SECONDS)
         return result
 
-    monkeypatch.setattr(backup_services, "gpu_config_save", save_then_linger)
+    monkeypatch.setattr("gpuconfig.backup_services.gpu_config_save", save_then_linger)
     answers: dict[str, Any] = {}
 
     def run_import() -> None:
