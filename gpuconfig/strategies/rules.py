@@ -1,0 +1,281 @@
+"""The rule strategies: vram_based, latency_optimized and isolation_first.
+
+Each builds its items (which GPUs a service may go to, in tiers of preference), places
+them greedily by its rule, and when that overloads a GPU while a fit exists, rearranges
+them in the rule's own order of preference (`repair`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from gpuconfig.domain import Gpu, ServiceRequest
+from gpuconfig.strategies.budget import Budget, BudgetExhausted, Cap
+from gpuconfig.strategies.inventory import Inventory, Item, by_size, is_flexible, shrinkable
+from gpuconfig.strategies.packing import may_fit, pack
+
+# plain packing search takes over (a share of the budget, so that one is left for it).
+_RULE_ORDER_SHARE = 0.3
+
+
+# --- GPU ranking -----------------------------------------------------------------------
+
+
+def _capability(gpu: Gpu) -> tuple[int, ...]:
+    """Compute capability "8.6" -> (8, 6); unknown or unparsable sorts lowest."""
+    try:
+        return tuple(int(part) for part in (gpu.compute_capability or "").split("."))
+    except ValueError:
+        return (-1,)
+
+
+def fastest_gpu(gpus: Iterable[Gpu]) -> Gpu:
+    """The GPU latency-optimized puts the critical path on.
+
+    Highest compute capability first, because it is what detection reports and it tracks
+    the architecture generation; within a generation the card with more VRAM is the
+    bigger die with more SMs and memory bandwidth; then the lower index, for determinism.
+    """
+    return min(gpus, key=lambda g: (_negated(_capability(g)), -g.vram_total_mb, g.index))
+
+
+def largest_gpu(gpus: Iterable[Gpu]) -> Gpu:
+    """The GPU isolation-first dedicates to the LLM: most VRAM, then fastest, then lowest index."""
+    return min(gpus, key=lambda g: (-g.vram_total_mb, _negated(_capability(g)), g.index))
+
+
+def _negated(values: tuple[int, ...]) -> tuple[int, ...]:
+    """Negate a version tuple so that `min` picks the highest version."""
+    return tuple(-v for v in values)
+
+
+def vram_based_items(inventory: Inventory, movable: list[ServiceRequest]) -> list[Item]:
+    """Every GPU is equally allowed; largest service first."""
+    everywhere = dict.fromkeys(inventory.positions, 0)
+    return [inventory.item(r, everywhere) for r in by_size(movable)]
+
+
+def latency_items(
+    inventory: Inventory, movable: list[ServiceRequest], notes: list[str]
+) -> list[Item]:
+    """LLM and critical services on the fastest GPU; the rest elsewhere, fastest as fallback."""
+    fast = inventory.gpus.index(fastest_gpu(inventory.gpus))
+    others = [p for p in inventory.positions if p != fast]
+    if others:
+        rest_tiers = dict.fromkeys(others, 0) | {fast: 1}
+    else:
+        rest_tiers = {fast: 0}
+        notes.append(
+            f"Only one GPU detected: every service runs on GPU {inventory.gpus[fast].index}."
+        )
+    critical = [r for r in movable if r.service.role in ("llm", "critical")]
+    rest = [r for r in movable if r.service.role not in ("llm", "critical")]
+    # Critical services first: they have no choice, and the rest then sees the real
+    # free memory of the fastest GPU when it needs it as a fallback.
+    return [inventory.item(r, {fast: 0}) for r in by_size(critical)] + [
+        inventory.item(r, rest_tiers) for r in by_size(rest)
+    ]
+
+
+def isolation_items(
+    inventory: Inventory, enabled: list[ServiceRequest], notes: list[str]
+) -> list[Item]:
+    """LLM services alone on the largest GPU; everything else on the remaining GPUs."""
+    gpus = inventory.gpus
+    position = {g.index: p for p, g in enumerate(gpus)}
+    movable = [r for r in enabled if r.pinned_gpu is None]
+    llms = [r for r in movable if r.service.role == "llm"]
+    rest = [r for r in movable if r.service.role != "llm"]
+    everywhere = dict.fromkeys(inventory.positions, 0)
+    if len(gpus) == 1:
+        notes.append(
+            f"Only one GPU detected: the LLM cannot be isolated and shares GPU {gpus[0].index} "
+            "with every other service."
+        )
+        return [inventory.item(r, everywhere) for r in by_size(movable)]
+
+    big = position[largest_gpu(gpus).index]
+    # GPUs holding an LLM: the largest one (if an LLM is to be placed) and those that
+    # an LLM is pinned to. The other services stay off all of them.
+    llm_gpus = {big} if llms else set()
+    llm_gpus |= {
+        position[r.pinned_gpu]
+        for r in enabled
+        if r.service.role == "llm" and r.pinned_gpu is not None and r.pinned_gpu in position
+    }
+    if not llm_gpus:
+        notes.append("No LLM service is enabled: nothing to isolate, services use every GPU.")
+    shared = [p for p in inventory.positions if p not in llm_gpus]
+    if not shared:
+        notes.append("Every GPU holds an LLM: the other services share them.")
+        shared = list(inventory.positions)
+    for request in enabled:
+        if (
+            request.service.role != "llm"
+            and request.pinned_gpu is not None
+            and request.pinned_gpu in position
+            and position[request.pinned_gpu] in llm_gpus
+            and len(shared) < len(gpus)
+        ):
+            notes.append(
+                f"{request.service.name} is pinned to GPU {request.pinned_gpu}, "
+                "which it shares with the LLM."
+            )
+    shared_tiers = dict.fromkeys(shared, 0)
+    return [inventory.item(r, {big: 0}) for r in by_size(llms)] + [
+        inventory.item(r, shared_tiers) for r in by_size(rest)
+    ]
+
+
+# --- rule-based placement (vram_based, latency_optimized, isolation_first) --------------
+
+
+def _rule_order(item: Item, caps: Sequence[int], loads: Sequence[int]) -> list[int]:
+    """The item's GPUs in the rule's order: best tier, most free MB, bigger card, lower index."""
+    # Positions follow GPU index order, so the position breaks the last tie like the index.
+    return sorted(item.tiers, key=lambda p: (item.tiers[p], loads[p] - caps[p], -caps[p], p))
+
+
+def place_by_rule(
+    inventory: Inventory, items: list[Item], notes: list[str], budget: Budget
+) -> list[int]:
+    """The rule's greedy placement, or the nearest one in its order that fits.
+
+    Greedy: each item in turn goes to the first GPU in `_rule_order` where it fits, or
+    when it fits nowhere, to the first GPU in that order (the most free MB of its
+    preferred tier). Among candidates of one tier this is the design's "most free MB"
+    rule; note that it evens out free megabytes, not utilization (that is balanced's job).
+    When that overloads a GPU, `_repair` looks for a placement that fits with every
+    service at its full demand; failing that, the greedy placement is kept if it fits
+    with adjustable budgets at their least (the validator then shrinks them), and
+    otherwise `_repair` looks for a placement that fits so.
+    """
+    caps = inventory.caps
+    loads = list(inventory.fixed)
+    choice: list[int] = []
+    for item in items:
+        order = _rule_order(item, caps, loads)
+        fitting = [p for p in order if loads[p] + item.demand <= caps[p]]
+        p = fitting[0] if fitting else order[0]
+        loads[p] += item.demand
+        choice.append(p)
+    if not any(loads[p] > caps[p] for p in set(choice)):
+        return choice  # whatever is over capacity, only pinned services put it there
+
+    better = _repair(inventory, items, notes, budget, flexible=False)
+    if better is not None:
+        return better
+    if not is_flexible(inventory, items):
+        return choice
+    need_loads = list(inventory.fixed_need)
+    for item, p in zip(items, choice, strict=True):
+        need_loads[p] += item.need
+    if not any(need_loads[p] > caps[p] for p in set(choice)):
+        return choice  # fits once the validator shrinks the adjustable budgets
+    better = _repair(inventory, items, notes, budget, flexible=True)
+    return choice if better is None else better
+
+
+def _repair(
+    inventory: Inventory,
+    items: list[Item],
+    notes: list[str],
+    budget: Budget,
+    *,
+    flexible: bool,
+) -> list[int] | None:
+    """A placement within capacity, nearest to the rule's in its order, and a note; or
+    None when none exists (or none was found in time). `flexible`: services count at
+    their least (`Item.need`) instead of their full demand."""
+    caps = inventory.caps
+    fixed = inventory.fixed_need if flexible else inventory.fixed
+    better = None
+    in_rule_order = True
+    try:
+        better = _search_fit(
+            inventory, items, Cap(budget, int(budget.total * _RULE_ORDER_SHARE)), flexible
+        )
+    except BudgetExhausted:
+        # The search in the rule's order is the one that explains itself best, but it is
+        # slow to disprove; the packing search finds a fit, when one exists, far sooner.
+        in_rule_order = False
+        allowed = [sorted(item.tiers) for item in items]
+        free = [cap - load for cap, load in zip(caps, fixed, strict=True)]
+        demands = [item.need if flexible else item.demand for item in items]
+        try:
+            better = pack(free, demands, budget, allowed)
+        except BudgetExhausted:
+            better = None
+    if better is None:
+        return None
+    pinned_over = [inventory.gpus[p].index for p in inventory.positions if fixed[p] > caps[p]]
+    how = (
+        "in the rule's order of preference"
+        if in_rule_order
+        else "away from the rule's order of preference (no fit in that order was found in time)"
+    )
+    if pinned_over:
+        result = (
+            "so that every service the strategy placed fits; "
+            f"GPU {', '.join(map(str, pinned_over))} stays over capacity from pinned "
+            "services alone"
+        )
+    else:
+        result = "so that every GPU stays within capacity"
+    if flexible:
+        result += (
+            f", with the budget of {shrinkable(items)} adjusted down to what is left "
+            "(never below its minimum): at full estimates nothing fits"
+        )
+    notes.append(f"The plain rule overloaded a GPU; services were rearranged, {how}, {result}.")
+    return better
+
+
+def _search_fit(
+    inventory: Inventory, items: list[Item], budget: Cap, flexible: bool = False
+) -> list[int] | None:
+    """Depth-first search for a placement within capacity, trying GPUs in the rule's order.
+
+    Returns the first placement found (so the closest to the greedy one in the rule's
+    lexicographic order of choices), or None when there is none. Raises
+    `BudgetExhausted` when the budget runs out first. `flexible`: whether a service fits
+    is asked of its least (`Item.need`), while the rule's order still sees full demands.
+    """
+    caps = inventory.caps
+    loads = list(inventory.fixed)  # what the rule's "most free MB" sees
+    used = list(inventory.fixed_need if flexible else inventory.fixed)  # what must fit
+    sizes = [item.need if flexible else item.demand for item in items]
+    n = len(items)
+    # GPUs that look the same to every item (same tier for each item, same size) are
+    # interchangeable while their loads are equal: trying one of them is enough.
+    signatures = [tuple(item.tiers.get(p) for item in items) for p in inventory.positions]
+    kind = [signatures.index(signature) for signature in signatures]  # small ints hash fast
+    # The sizes still to place from item k on, largest first, for the bound.
+    pending = [sorted(sizes[k:], reverse=True) for k in range(n + 1)]
+    choice = [0] * n
+
+    def extend(k: int) -> bool:
+        if k == n:
+            return True
+        budget.spend()
+        if not may_fit(pending[k], 0, [c - u for c, u in zip(caps, used, strict=True)]):
+            return False
+        item, size = items[k], sizes[k]
+        tried: set[tuple[int, int, int, int]] = set()
+        for p in _rule_order(item, caps, loads):
+            if used[p] + size > caps[p]:
+                continue
+            key = (kind[p], caps[p], loads[p], used[p])
+            if key in tried:
+                continue
+            tried.add(key)
+            loads[p] += item.demand
+            used[p] += size
+            choice[k] = p
+            if extend(k + 1):
+                return True
+            loads[p] -= item.demand
+            used[p] -= size
+        return False
+
+    return choice if extend(0) else None
