@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -213,6 +214,19 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     fake = FakeNvml()
     fake.install(monkeypatch)  # monkeypatch undoes it: no teardown of our own
     return fake
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory that is the whole of PATH, so a real nvidia-smi can never be found.
+
+    Tests put their own fake ``nvidia-smi`` in it (``detection_support.install_smi``,
+    ``fake_smi.install_recorded_smi``).
+    """
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    monkeypatch.setenv("PATH", str(directory))
+    return directory
 
 
 # Real podman containers, as the orchestration tests run them (podman, runc, a busybox

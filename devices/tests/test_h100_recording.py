@@ -46,15 +46,6 @@ HELD_V2 = {
 }
 
 
-@pytest.fixture
-def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A directory that is the whole of PATH, so a real nvidia-smi can never be found."""
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    monkeypatch.setenv("PATH", str(directory))
-    return directory
-
-
 def add_h100(fake_nvml: FakeNvml, memory: dict[str, dict[str, int]], **extra: Any) -> None:
     fake_nvml.add_gpu(
         "NVIDIA H100 80GB HBM3",
