@@ -24,7 +24,9 @@ from devices.services import gpu_inventory_rescan
 from gpuconfig.parsers import StrictJSONParser, json_depth
 
 SMALL, LARGE = 16 * 1024, 64 * 1024
-MAX_RATIO = 40.0  # the worst seen here was about 30x: 20,000 empty objects, one hook call each
+# The worst seen here was 36x (20,000 empty objects at 64 KB: one duplicate-key hook call
+# each), on a 2-core VM under other test runs; a quadratic pass is in the thousands.
+MAX_RATIO = 50.0
 MAX_GROWTH = 2.5  # a quadratic pass grows about 4x per 4x size; a linear one about 1x
 PREVIEW = "/api/system/gpu-config/preview"
 
