@@ -270,6 +270,7 @@ class GpuConfigApi(BoundedBodyApi):
             strategy=StrategyName(data["strategy"]),
             changes=changes_of(data),
             expected_version=data.get("version"),
+            only_if_changed=True,
         )
         warnings = result.draft.warnings
         return Response(

@@ -93,11 +93,14 @@ def gpu_config_save(
     changes: Sequence[AssignmentChange] = (),
     expected_version: int | None = None,
     draft: Draft | None = None,
+    only_if_changed: bool = False,
 ) -> SaveResult:
     """Save rows, a new version and ``gpu-assignments.yml`` as one step, or nothing at all.
 
-    When the strategy and configuration are what the newest version already stores, nothing
-    is written: the result names that version, with ``unchanged`` set.
+    ``only_if_changed`` (the page's Save and the API's PUT): when the strategy and
+    configuration are what the newest version already stores, nothing is written and the
+    result names that version, with ``unchanged`` set. (A backup import records itself as a
+    version even when it matches: docs/backup.md.)
 
     ``draft``: the caller's ``gpu_config_draft(strategy=strategy, changes=changes)``, so that
     a request plans once; it is used only while no one has saved since it was made.
@@ -121,8 +124,10 @@ def gpu_config_save(
                 draft = gpu_config_draft(strategy=strategy, changes=changes)
             if draft.error:
                 raise ConfigInputError({"strategy": draft.error})
-            if latest is not None and selectors.configuration_unchanged(
-                latest, strategy, draft.configuration
+            if (
+                only_if_changed
+                and latest is not None
+                and selectors.configuration_unchanged(latest, strategy, draft.configuration)
             ):
                 # Decided under the lock, against the version really newest: a save that
                 # changes nothing adds no identical version (and writes no file).

@@ -157,6 +157,7 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             changes=form.changes,
             expected_version=form.version,
             draft=form.draft,  # planned once for this request
+            only_if_changed=True,
         )
     except Refusal as exc:
         return save_refused(request, form, exc)
