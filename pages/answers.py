@@ -167,8 +167,20 @@ def confirmed(request: HtmxHttpRequest) -> bool:
 
 
 def gpu_form_action(view: View) -> View:
+    """Validate and Preview: see ``_gpu_form``. Nothing is written, so nothing is said about
+    saving when a field is refused."""
+    return _gpu_form(view, writes=False)
+
+
+def gpu_form_write(view: View) -> View:
+    """Save and Apply: see ``_gpu_form``; a refused field means nothing was saved."""
+    return _gpu_form(view, writes=True)
+
+
+def _gpu_form(view: View, *, writes: bool) -> View:
     """Staff only; parse the GPU form and hand a valid one to ``view``, or answer 400 with
-    the problems beside the rows they belong to (and 503 when the compose file is unusable)."""
+    the problems beside the rows they belong to (and 503 when the compose file is unusable).
+    A refused field keeps what was typed in every field of its row."""
 
     @require_POST
     @readable_errors
@@ -181,14 +193,20 @@ def gpu_form_action(view: View) -> View:
             return config_answer(request, exc.user_message, status=exc.status_code)
         if form.valid:
             return view(request, form)
-        notice = "Nothing was saved: fix the marked choices." if form.errors else ""
+        notice = ""
+        if form.errors:
+            notice = (
+                "Nothing was saved: fix the marked choices."
+                if writes
+                else "Fix the marked choices; the plan on screen leaves them out."
+            )
         notices = [("error", m) for m in [notice, *form.problems] if m]
         return config_answer(
             request,
             form.draft,
             status=400,
             form_version=form.version,
-            errors=form.errors,
+            refused=form.refused,
             notices=notices,
         )
 

@@ -39,7 +39,6 @@ from gpuconfig.system_settings import (
     SystemConfig,
     validate_setting,
 )
-from pages.errors import row_errors
 
 ACTIONS = ("revalidate", "preview", "save", "apply", "rollback")
 OFF = "off"  # the GPU choice that disables a service (no GPU reservation)
@@ -124,8 +123,8 @@ class GpuConfigForm(forms.Form):
             name = gpu_field(service.name)
             if name not in self.data or name in self.errors:
                 continue
-            if budget_field(service.name) in self.errors:
-                continue
+            # A refused budget leaves the row's GPU choice standing (the budget stays
+            # automatic in the plan on screen; the field keeps what was typed).
             raw = (self.cleaned_data.get(name) or "").strip()
             out.append(
                 AssignmentChange(
@@ -138,7 +137,7 @@ class GpuConfigForm(forms.Form):
         return out
 
     def _budget_override(self, service: Service) -> float | None:
-        if service.budget_env is None:
+        if service.budget_env is None or budget_field(service.name) in self.errors:
             return None
         value = self.cleaned_data.get(budget_field(service.name))
         if value is None:
@@ -151,14 +150,34 @@ class GpuConfigForm(forms.Form):
             pass
         return round(float(value), 3)
 
-    def error_messages_by_service(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
+    def field_errors(self) -> dict[str, str]:
+        """The refused GPU and budget fields: field name -> "VRAM budget: message"."""
+        out: dict[str, str] = {}
         for service in self.services:
             for name in (gpu_field(service.name), budget_field(service.name)):
-                for message in self.errors.get(name, []):
+                if name in self.errors:
                     label = "VRAM budget" if name.startswith("budget") else "GPU"
-                    out.setdefault(service.name, []).append(f"{label}: {message}")
+                    out[name] = f"{label}: " + " ".join(str(e) for e in self.errors[name])
         return out
+
+    def typed(self) -> dict[str, str]:
+        """What was typed in the budget fields of the rows with a refused field, as typed:
+        the page shows it back instead of the value it could not use."""
+        out: dict[str, str] = {}
+        for service in self.services:
+            name = budget_field(service.name)
+            row_refused = name in self.errors or gpu_field(service.name) in self.errors
+            if row_refused and name in self.data:
+                out[name] = str(self.data.get(name, ""))[:32]
+        return out
+
+
+@dataclass(frozen=True)
+class RefusedFields:
+    """The refused fields of the table's rows, for the page to mark and to show back."""
+
+    errors: dict[str, str]  # field name (gpu-SERVICE, budget-SERVICE) -> message
+    typed: dict[str, str]  # budget field name -> what was typed there, as typed
 
 
 @dataclass(frozen=True)
@@ -169,13 +188,20 @@ class GpuForm:
     draft: Draft
     changes: list[AssignmentChange]
     version: int | None
-    errors: dict[str, list[str]] = dataclass_field(default_factory=dict)
+    # Refused fields of the rows: field name (gpu-SERVICE, budget-SERVICE) -> message.
+    errors: dict[str, str] = dataclass_field(default_factory=dict)
     problems: list[str] = dataclass_field(default_factory=list)
     fields_ok: bool = True  # every field parsed (a bad version or action has no row)
+    # What was typed in the budget fields of refused rows (field name -> text).
+    typed: dict[str, str] = dataclass_field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
         return self.fields_ok and not self.errors and not self.problems
+
+    @property
+    def refused(self) -> RefusedFields:
+        return RefusedFields(errors=self.errors, typed=self.typed)
 
 
 def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
@@ -187,14 +213,24 @@ def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
     if form.chosen_strategy == StrategyName.MANUAL and form.strategy_switched():
         changes = _plan_on_screen(form, registry)
     draft = gpu_config_draft(strategy=form.chosen_strategy, changes=changes)
-    errors = form.error_messages_by_service()
+    errors = form.field_errors()
     problems = ["Choose one of the five strategies."] if "strategy" in form.errors else []
     try:
         validate_changes(changes, draft.registry, draft.gpus)
     except ConfigInputError as exc:
-        problems.extend(row_errors(exc, errors))
+        for refused in exc.fields:
+            name = _FIELD_OF.get(refused.field)
+            if refused.service and name:
+                label = "VRAM budget" if refused.field == "vram_budget_override" else "GPU"
+                errors.setdefault(name(refused.service), f"{label}: {refused.message}")
+            else:
+                problems.append(refused.message)
     version = form.cleaned_data.get("version")
-    return GpuForm(draft, changes, version, errors, problems, fields_ok=form_ok)
+    return GpuForm(draft, changes, version, errors, problems, fields_ok=form_ok, typed=form.typed())
+
+
+# The service layer's field names -> the form field of the row they belong to.
+_FIELD_OF = {"gpu_index": gpu_field, "vram_budget_override": budget_field}
 
 
 def _plan_on_screen(form: GpuConfigForm, registry: Registry) -> list[AssignmentChange]:

@@ -3,7 +3,7 @@ and what each GPU will hold, ready for the templates (no form parsing here: page
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from gpuconfig.domain import (
     format_gpu_capacity,
 )
 from gpuconfig.services import Draft
-from pages.forms import OFF
+from pages.forms import OFF, RefusedFields
 
 # --- what the page renders -----------------------------------------------------------------
 
@@ -73,9 +73,16 @@ class AssignmentRow:
     budget_auto: str
     auto_adjusted: bool
     warnings: list[PlanWarning]
-    errors: list[str]
     change_text: str  # "GPU 0 → GPU 1" when the row differs from the saved version
     enabled: bool
+    # Why the GPU or budget field was refused ("" when it was not); the field then shows
+    # what was typed (budget_value) and is marked invalid.
+    gpu_error: str = ""
+    budget_error: str = ""
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for e in (self.gpu_error, self.budget_error) if e]
 
 
 def change_detail(change: ServiceChange) -> str:
@@ -113,11 +120,14 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def assignment_rows(
-    draft: Draft, *, errors: Mapping[str, list[str]] | None = None
-) -> list[AssignmentRow]:
-    """The table: one row per registry service with its GPU choices, budget and warnings."""
-    errors = errors or {}
+def assignment_rows(draft: Draft, *, refused: RefusedFields | None = None) -> list[AssignmentRow]:
+    """The table: one row per registry service with its GPU choices, budget and warnings.
+
+    ``refused``: the fields the last post could not use, by form field name: each is marked
+    with its message, and a budget field shows back what was typed in it.
+    """
+    errors = refused.errors if refused else {}
+    typed = refused.typed if refused else {}
     manual = draft.strategy == StrategyName.MANUAL
     # Beside each row, what differs from the saved version (nothing to compare before a save).
     changes = {c.service: c for c in draft.changes} if draft.saved_version else {}
@@ -155,6 +165,8 @@ def assignment_rows(
         effective = entry.vram_budget_gb
         if effective is None and adjustable:
             effective = service.vram_estimate_mb / MB_PER_GB
+        budget_name = f"budget-{service.name}"
+        shown = _number(override if override is not None else effective)
         rows.append(
             AssignmentRow(
                 service=service.name,
@@ -163,13 +175,14 @@ def assignment_rows(
                 role=service.role,
                 options=options,
                 budget_adjustable=adjustable,
-                budget_value=_number(override if override is not None else effective),
+                budget_value=typed.get(budget_name, shown),
                 budget_auto="" if override is not None else _number(effective),
                 auto_adjusted=entry.budget_auto_adjusted,
                 warnings=warnings_by_service.get(service.name, []),
-                errors=list(errors.get(service.name, [])),
                 change_text=change_detail(changes[service.name]) if service.name in changes else "",
                 enabled=request.enabled,
+                gpu_error=errors.get(f"gpu-{service.name}", ""),
+                budget_error=errors.get(budget_name, ""),
             )
         )
     return rows

@@ -24,7 +24,7 @@ from gpuconfig.registry import RegistryError
 from gpuconfig.services import Draft, gpu_config_draft
 from orchestration import selectors as run_selectors
 from orchestration.models import RunKind, RunStatus, StepStatus
-from pages.forms import SystemSettingsForm
+from pages.forms import RefusedFields, SystemSettingsForm
 from pages.presenters import (
     assignment_rows,
     described,
@@ -78,7 +78,7 @@ def config_context(
     draft: Draft | str,
     *,
     form_version: int | None = None,
-    errors: dict[str, list[str]] | None = None,
+    refused: RefusedFields | None = None,
     notices: list[tuple[str, str]] | None = None,
     show_diff: bool = False,
     conflict: bool = False,
@@ -105,7 +105,7 @@ def config_context(
             draft.strategy, selectors.recommended_strategy(draft.gpus, draft.requests)
         ),
         "strategy_label": STRATEGY_LABELS[draft.strategy],
-        "rows": assignment_rows(draft, errors=errors),
+        "rows": assignment_rows(draft, refused=refused),
         "measured": measured_by_service(),  # the table's "Measured" column
         # The table's "Running on" column: what podman says each container really got
         # (the shared read the Services region uses), beside the GPU planned.

@@ -50,6 +50,7 @@ from pages.answers import (
     confirmed,
     fragments,
     gpu_form_action,
+    gpu_form_write,
     page,
     readable_errors,
     rollback_answer,
@@ -148,7 +149,7 @@ def gpu_preview(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
     return config_answer(request, form.draft, form_version=form.version, show_diff=True)
 
 
-@gpu_form_action
+@gpu_form_write
 def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
     try:
         result = gpu_config_save(
@@ -173,7 +174,7 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
     )
 
 
-@gpu_form_action
+@gpu_form_write
 def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
     """Apply & Restart: the form is saved first when it differs from the saved version."""
     if not confirmed(request):  # without JavaScript nothing has asked yet: ask on the page

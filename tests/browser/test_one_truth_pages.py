@@ -139,3 +139,46 @@ def test_the_saved_message_counts_the_warnings_the_page_lists(new_page, staff_us
     page.reload()
     expect(page.locator("#warnings li")).to_have_count(count)
     assert page.js_errors == []
+
+
+# --- a refused field keeps what was typed, and is marked ----------------------------------------
+
+
+def test_a_refused_budget_keeps_the_rows_choices_and_marks_the_field(new_page, staff_user):
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    gpu = page.locator("#gpu-ai-enrichment")
+    budget = page.locator("#budget-ai-enrichment")
+    saved_budget = budget.input_value()
+    with page.expect_response(lambda r: "/gpu/validate/" in r.url):
+        gpu.select_option("0")
+    with page.expect_response(lambda r: "/gpu/validate/" in r.url) as answer:
+        budget.fill("0")
+        budget.press("Tab")
+    assert answer.value.status == 400
+    # Every field of the row shows what the user chose and typed, not the saved values.
+    expect(gpu).to_have_value("0")
+    expect(budget).to_have_value("0")
+    assert saved_budget != "0"
+    # The refused field is marked, and its message is linked to it.
+    expect(budget).to_have_attribute("aria-invalid", "true")
+    described = (budget.get_attribute("aria-describedby") or "").split()
+    message = page.locator("#budget-ai-enrichment-error")
+    assert "budget-ai-enrichment-error" in described, described
+    expect(message).to_contain_text("VRAM budget")
+    expect(message).to_contain_text("0.1")
+    expect(gpu).not_to_have_attribute("aria-invalid", "true")
+    # Nobody pressed Save: nothing is said about saving.
+    expect(page.locator("#gpu-form")).not_to_contain_text("saved:")
+    expect(page.locator("#gpu-form")).not_to_contain_text("Nothing was saved")
+
+    # Save is what says it.
+    with page.expect_response(lambda r: "/gpu/save/" in r.url) as saved:
+        page.get_by_role("button", name="Save", exact=True).click()
+    assert saved.value.status == 400
+    expect(page.locator("#gpu-form .notice.error")).to_contain_text("Nothing was saved")
+    expect(gpu).to_have_value("0")
+    expect(budget).to_have_value("0")
+    assert ConfigVersion.objects.count() == 1
+    assert page.js_errors == []
