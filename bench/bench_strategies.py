@@ -43,6 +43,9 @@ SEED = 20261127
 MIN_GPU_MB, MAX_GPU_MB = 4_000, 80_000
 MIN_SERVICE_MB, MAX_SERVICE_MB = 200, 40_000
 PIN_SHARE = 0.2
+# No service here takes a budget, so the reserve the validator keeps beside an adjusted
+# budget plays no part in these plans.
+NO_BUDGETS_RESERVE_MB = 0
 
 # The issue's targets.
 OPTIMAL_SHARE_TARGET = 0.99  # proven optimum, up to 5 GPUs x 15 services
@@ -160,12 +163,12 @@ def run(instance: Instance, fit_exists: bool) -> Outcome:
     """Balanced on the instance, timed; vram_based too when a fit exists."""
     gpus, requests = instance.gpus(), instance.requests()
     start = time.perf_counter()
-    result = plan(StrategyName.BALANCED, gpus, requests)
+    result = plan(StrategyName.BALANCED, gpus, requests, reserve_mb=NO_BUDGETS_RESERVE_MB)
     seconds = time.perf_counter() - start
     bad = 0
     if fit_exists:
         bad += overloads(instance, result) or bool(result.over_capacity)
-        rule = plan(StrategyName.VRAM_BASED, gpus, requests)
+        rule = plan(StrategyName.VRAM_BASED, gpus, requests, reserve_mb=NO_BUDGETS_RESERVE_MB)
         bad += overloads(instance, rule) or bool(rule.over_capacity)
     proven = result.optimality is not None and result.optimality.proven
     return Outcome(harm_of(instance, result), seconds, proven, bad)
@@ -338,7 +341,12 @@ def overflow_check(rng: random.Random) -> tuple[str, bool]:
     most_overloaded = 0
     for _ in range(5):
         instance = make_instance(rng, 16, 256, 1.10)
-        result = plan(StrategyName.BALANCED, instance.gpus(), instance.requests())
+        result = plan(
+            StrategyName.BALANCED,
+            instance.gpus(),
+            instance.requests(),
+            reserve_mb=NO_BUDGETS_RESERVE_MB,
+        )
         excess = sum(instance.demands) - sum(instance.caps)
         # A lower bound on the fewest: the largest services needed to cover the excess.
         fewest, covered = 0, 0

@@ -61,6 +61,9 @@ class Draft:
     evaluation: Evaluation | None
     warnings: tuple[PlanWarning, ...]
     configuration: Configuration  # every registry service, enabled or not
+    # The System setting vram_reserve_mb the draft was planned and evaluated with: whatever
+    # else judges a fit beside it (the Recommended mark) takes this one.
+    reserve_mb: int
     error: str = ""  # the strategy could not run (manual with a service unassigned, no GPUs)
     saved_version: int = 0
     changes: list[ServiceChange] = field(default_factory=list)
@@ -208,6 +211,7 @@ def gpu_config_draft(
         evaluation=evaluation,
         warnings=_unique(warnings),
         configuration=configuration,
+        reserve_mb=config.vram_reserve_mb,
         error=error,
         saved_version=latest.number if latest else 0,
         changes=config_changes(saved, configuration),

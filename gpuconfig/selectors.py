@@ -114,30 +114,37 @@ RECOMMENDATION_ORDER = (
 )
 
 
-def recommended_strategy(gpus: Sequence[Gpu], requests: Sequence[ServiceRequest]) -> StrategyName:
+def recommended_strategy(
+    gpus: Sequence[Gpu], requests: Sequence[ServiceRequest], *, reserve_mb: int
+) -> StrategyName:
     """The automatic strategy whose own plan fits best on these GPUs.
 
     Each strategy plans from scratch (pins left out, as when the user switches to it); the
     fewest services over capacity wins, then the fewest MB over capacity, then the order of
     RECOMMENDATION_ORDER. Without a plan to compare (no GPU), the design's recommendation.
+    ``reserve_mb`` is the reserve in force (the draft's): the plans are scored on the numbers
+    the preview shows.
     """
     # Every form answer asks, and the live readings change every second: plans depend on the
-    # sizes only, so the answer is kept per hardware and service list.
+    # sizes only, so the answer is kept per hardware, service list and reserve.
     return _recommended(
         tuple(replace(g, vram_used_mb=None) for g in gpus),
         tuple(replace(r, pinned_gpu=None) for r in requests),
         settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS,
+        reserve_mb,
     )
 
 
 @functools.lru_cache(maxsize=32)
 def _recommended(
-    gpus: tuple[Gpu, ...], fresh: tuple[ServiceRequest, ...], time_budget_ms: int
+    gpus: tuple[Gpu, ...], fresh: tuple[ServiceRequest, ...], time_budget_ms: int, reserve_mb: int
 ) -> StrategyName:
     best: tuple[tuple[int, int, int], StrategyName] | None = None
     for preference, strategy in enumerate(RECOMMENDATION_ORDER):
         try:
-            result = plan(strategy, gpus, fresh, time_budget_ms=time_budget_ms)
+            result = plan(
+                strategy, gpus, fresh, reserve_mb=reserve_mb, time_budget_ms=time_budget_ms
+            )
         except StrategyError:
             continue
         score = (len(result.over_capacity), _overflow_mb(result, gpus, fresh), preference)

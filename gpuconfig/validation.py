@@ -49,7 +49,7 @@ def evaluate(
     requests: Sequence[ServiceRequest],
     assignments: Mapping[str, int],
     *,
-    reserve_mb: int = 512,
+    reserve_mb: int,
     applied: Mapping[str, int] | None = None,
     strategy: StrategyName | None = None,
     over_capacity: Collection[str] = (),
@@ -67,6 +67,8 @@ def evaluate(
       (`domain.least_budget_mb`). Below its minimum a service is not given an invented
       budget: a BUDGET_BELOW_MINIMUM warning says it will not fit there, it is planned
       at its minimum, and it counts as over capacity. An explicit override always wins.
+    * `reserve_mb` has no default: callers pass the one in force (the System setting
+      ``vram_reserve_mb``), the same the planner was given, so both judge a fit alike.
     * `applied` (service -> GPU of the configuration running now) lets the VRAM in use on
       a GPU be split into managed services (their estimates) and outside processes. None
       means unknown (nothing applied through GPU Config yet): no outside-use warning then.

@@ -102,7 +102,8 @@ def config_context(
         "no_gpus": no_gpus,
         "controls_disabled": no_gpus or not editable,
         "strategies": strategy_options(
-            draft.strategy, selectors.recommended_strategy(draft.gpus, draft.requests)
+            draft.strategy,
+            selectors.recommended_strategy(draft.gpus, draft.requests, reserve_mb=draft.reserve_mb),
         ),
         "strategy_label": STRATEGY_LABELS[draft.strategy],
         "rows": assignment_rows(draft, refused=refused),

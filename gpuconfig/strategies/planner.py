@@ -28,14 +28,16 @@ def plan(
     gpus: Sequence[Gpu],
     requests: Sequence[ServiceRequest],
     *,
+    reserve_mb: int,
     time_budget_ms: int = DEFAULT_TIME_BUDGET_MS,
-    reserve_mb: int = 0,
 ) -> Plan:
     """Assign every enabled service to a GPU with the given strategy.
 
     `reserve_mb` is the VRAM reserve the validator keeps free on a GPU where it sizes an
     adjustable budget (`validation.evaluate`); the planner counts it beside such services
-    when it asks whether they fit at their least (`need_of`).
+    when it asks whether they fit at their least (`need_of`). It has no default: every
+    caller passes the one in force (the System setting ``vram_reserve_mb``), so that the
+    planner and the validator never judge a fit on different numbers.
 
     Raises `StrategyError` for input no strategy can honour: duplicate service names or
     GPU indexes, a missing or negative demand, a present GPU without VRAM, an unpinned

@@ -87,7 +87,7 @@ def test_labels_descriptions_and_recommendation_cover_every_strategy() -> None:
 
 def test_manual_keeps_every_pin_even_over_capacity_or_on_missing_gpus() -> None:
     reqs = requests(LLM, CLIP, ENRICHMENT, ai_llm=1, ai_clip=7, ai_enrichment=1)
-    result = plan(StrategyName.MANUAL, REFERENCE_GPUS, reqs)
+    result = plan(StrategyName.MANUAL, REFERENCE_GPUS, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert result.assignments == {"ai-llm": 1, "ai-clip": 7, "ai-enrichment": 1}
     assert result.over_capacity == ()  # the user's call; the validator warns about it
 
@@ -95,12 +95,14 @@ def test_manual_keeps_every_pin_even_over_capacity_or_on_missing_gpus() -> None:
 def test_manual_rejects_an_unpinned_enabled_service_and_names_it() -> None:
     reqs = requests(LLM, CLIP, ai_llm=0)
     with pytest.raises(StrategyError, match="ai-clip"):
-        plan(StrategyName.MANUAL, REFERENCE_GPUS, reqs)
+        plan(StrategyName.MANUAL, REFERENCE_GPUS, reqs, reserve_mb=REFERENCE_RESERVE_MB)
 
 
 def test_manual_ignores_disabled_services_even_unpinned() -> None:
     reqs = [ServiceRequest(LLM, pinned_gpu=0), ServiceRequest(CLIP, enabled=False)]
-    assert plan("manual", REFERENCE_GPUS, reqs).assignments == {"ai-llm": 0}
+    assert plan("manual", REFERENCE_GPUS, reqs, reserve_mb=REFERENCE_RESERVE_MB).assignments == {
+        "ai-llm": 0
+    }
 
 
 # --- the automatic strategies on the reference hardware -------------------------------
@@ -138,7 +140,12 @@ def test_vram_based_on_reference_hardware() -> None:
 def test_vram_based_without_the_zoo_fits_and_evens_free_megabytes() -> None:
     # LLM -> A5500 (2864 MB free). Florence -> A400 (4094 > 2864 free). CLIP: 2864 free on
     # the A5500 vs 2594 on the A400 -> A5500 (1664 left). YOLO: 2594 > 1664 -> A400.
-    result = plan(StrategyName.VRAM_BASED, REFERENCE_GPUS, requests(LLM, YOLO, FLORENCE, CLIP))
+    result = plan(
+        StrategyName.VRAM_BASED,
+        REFERENCE_GPUS,
+        requests(LLM, YOLO, FLORENCE, CLIP),
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert result.assignments == {"ai-llm": 0, "ai-yolo26": 1, "ai-florence": 1, "ai-clip": 0}
     assert result.over_capacity == ()
 
@@ -190,7 +197,12 @@ def test_isolation_first_on_reference_hardware() -> None:
 
 
 def test_isolation_first_with_one_gpu_shares_it_and_says_so() -> None:
-    result = plan(StrategyName.ISOLATION_FIRST, [A5500], requests(LLM, YOLO, CLIP))
+    result = plan(
+        StrategyName.ISOLATION_FIRST,
+        [A5500],
+        requests(LLM, YOLO, CLIP),
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert result.assignments == {"ai-llm": 0, "ai-yolo26": 0, "ai-clip": 0}
     assert len(result.notes) == 1
     assert "Only one GPU" in result.notes[0]
@@ -199,7 +211,9 @@ def test_isolation_first_with_one_gpu_shares_it_and_says_so() -> None:
 def test_isolation_first_keeps_others_off_the_gpu_an_llm_is_pinned_to() -> None:
     big = Gpu(2, "NVIDIA H100", 81559, compute_capability="9.0")
     reqs = requests(LLM, CLIP, FLORENCE, ai_llm=1)
-    result = plan(StrategyName.ISOLATION_FIRST, [A5500, A400, big], reqs)
+    result = plan(
+        StrategyName.ISOLATION_FIRST, [A5500, A400, big], reqs, reserve_mb=REFERENCE_RESERVE_MB
+    )
     # No unpinned LLM, so the H100 is free for the others; only the A400 is the LLM's.
     assert result.assignments["ai-llm"] == 1
     assert result.assignments["ai-clip"] != 1
@@ -234,9 +248,11 @@ def test_balanced_evens_utilization_not_megabytes() -> None:
     # the big one (50% each); evening free MB would give 0 and 16 instead.
     gpus = [Gpu(0, "small", 8000), Gpu(1, "big", 24000)]
     reqs = [ServiceRequest(Service(f"s{i}", "m", 1000)) for i in range(16)]
-    loads = loads_of(plan(StrategyName.BALANCED, gpus, reqs), reqs)
+    loads = loads_of(plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB), reqs)
     assert loads == {0: 4000, 1: 12000}
-    loads = loads_of(plan(StrategyName.VRAM_BASED, gpus, reqs), reqs)
+    loads = loads_of(
+        plan(StrategyName.VRAM_BASED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB), reqs
+    )
     assert loads == {1: 16000}
 
 
@@ -248,7 +264,7 @@ def test_rule_strategies_rearrange_when_the_plain_rule_overloads_but_a_fit_exist
         ServiceRequest(Service(f"s{i}", "m", d))
         for i, d in enumerate([5000, 5000, 4000, 3000, 3000])
     ]
-    result = plan(StrategyName.VRAM_BASED, gpus, reqs)
+    result = plan(StrategyName.VRAM_BASED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert result.over_capacity == ()
     assert sorted(loads_of(result, reqs).values()) == [10000, 10000]
     assert result.notes and "rearranged" in result.notes[0]
@@ -258,7 +274,7 @@ def test_pinned_services_stay_put_and_count_as_load() -> None:
     gpus = [Gpu(0, "a", 24000), Gpu(1, "b", 24000)]
     reqs = requests(LLM, CLIP, FLORENCE, ai_llm=0)
     for strategy in AUTOMATIC:
-        result = plan(strategy, gpus, reqs)
+        result = plan(strategy, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
         assert result.assignments["ai-llm"] == 0
         if strategy in (StrategyName.VRAM_BASED, StrategyName.BALANCED):
             # The pinned LLM fills GPU 0, so the small services go to GPU 1.
@@ -269,7 +285,7 @@ def test_pin_to_a_missing_gpu_is_kept_and_does_not_load_present_ones() -> None:
     gpus = [A5500, Gpu(1, "gone", 24564, present=False)]
     reqs = requests(LLM, CLIP, ai_clip=1)
     for strategy in AUTOMATIC:
-        result = plan(strategy, gpus, reqs)
+        result = plan(strategy, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
         assert result.assignments == {"ai-llm": 0, "ai-clip": 1}
         assert result.over_capacity == ()
 
@@ -277,7 +293,7 @@ def test_pin_to_a_missing_gpu_is_kept_and_does_not_load_present_ones() -> None:
 def test_absent_gpus_are_never_candidates() -> None:
     gpus = [Gpu(0, "gone", 80000, present=False), A400]
     for strategy in AUTOMATIC:
-        result = plan(strategy, gpus, requests(CLIP, YOLO))
+        result = plan(strategy, gpus, requests(CLIP, YOLO), reserve_mb=REFERENCE_RESERVE_MB)
         assert set(result.assignments.values()) == {1}
 
 
@@ -285,9 +301,11 @@ def test_no_gpus_is_an_error_when_something_must_be_placed() -> None:
     gone = [Gpu(0, "gone", 8000, present=False)]
     for strategy in AUTOMATIC:
         with pytest.raises(StrategyError, match="No GPUs"):
-            plan(strategy, gone, requests(CLIP))
+            plan(strategy, gone, requests(CLIP), reserve_mb=REFERENCE_RESERVE_MB)
         # Nothing to place (only a pin): an empty inventory is no obstacle.
-        assert plan(strategy, [], requests(CLIP, ai_clip=0)).assignments == {"ai-clip": 0}
+        assert plan(
+            strategy, [], requests(CLIP, ai_clip=0), reserve_mb=REFERENCE_RESERVE_MB
+        ).assignments == {"ai-clip": 0}
 
 
 @pytest.mark.parametrize(
@@ -303,12 +321,12 @@ def test_invalid_input_raises_strategy_error(
     gpus: list[Gpu], reqs: list[ServiceRequest], message: str
 ) -> None:
     with pytest.raises(StrategyError, match=message):
-        plan(StrategyName.BALANCED, gpus, reqs)
+        plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
 
 
 def test_unknown_strategy_is_a_strategy_error() -> None:
     with pytest.raises(StrategyError, match="Unknown strategy"):
-        plan("fastest", REFERENCE_GPUS, requests(CLIP))
+        plan("fastest", REFERENCE_GPUS, requests(CLIP), reserve_mb=REFERENCE_RESERVE_MB)
 
 
 def test_fastest_gpu_compares_capability_numerically_then_size_then_index() -> None:
@@ -426,9 +444,9 @@ def test_every_enabled_service_is_placed_once_respecting_pins(
     inventory: tuple[list[Gpu], list[ServiceRequest]], strategy: StrategyName
 ) -> None:
     gpus, reqs = inventory
-    result = plan(strategy, gpus, reqs)
+    result = plan(strategy, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     check_plan_shape(strategy, gpus, reqs, result)
-    assert plan(strategy, gpus, reqs) == result  # deterministic
+    assert plan(strategy, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB) == result  # deterministic
 
 
 def brute_force(
@@ -464,7 +482,7 @@ def test_within_capacity_whenever_a_placement_within_capacity_exists(
     inventory: tuple[list[Gpu], list[ServiceRequest]], strategy: StrategyName
 ) -> None:
     gpus, reqs = inventory
-    result = plan(strategy, gpus, reqs)
+    result = plan(strategy, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     check_plan_shape(strategy, gpus, reqs, result)
     if brute_force(strategy, gpus, reqs) <= 1.0:
         assert highest_utilization(gpus, reqs, result) <= 1.0
@@ -518,7 +536,7 @@ def test_balanced_reaches_the_brute_force_least_harm_on_small_instances(
     # least MB of them, then the least highest utilization of the rest; the overflow on
     # one GPU (one the pins overload already, if any).
     gpus, reqs = inventory
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     check_plan_shape(StrategyName.BALANCED, gpus, reqs, result)
     reference = reference_harm(gpus, reqs, brute_force_least_harm)
     assert harm_of(gpus, reqs, result).key() == reference.key()
@@ -554,7 +572,7 @@ def test_balanced_against_cp_sat_on_mid_size_instances(
         ServiceRequest(Service(f"s{i}", "m", d), pinned_gpu=pin)
         for i, (d, pin) in enumerate(zip(demands, pins, strict=False))
     ]
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     check_plan_shape(StrategyName.BALANCED, gpus, reqs, result)
     reference = reference_harm(gpus, reqs, cpsat_least_harm)
     assert reference.proven, "CP-SAT ran out of time: the instance is too big for this test"
@@ -589,7 +607,7 @@ def test_balanced_fits_where_it_used_to_overload_a_gpu() -> None:
         [48000, 24000, 4000, 8000, 80000],
         [59000, 11500, 11500, 11000, 6000, 20500, 20500, 14500],
     )
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert result.over_capacity == ()
     assert overloaded_gpus(gpus, reqs, result) == 0
     # 79500 / 80000: the issue's fitting plan, proven the least possible maximum.
@@ -601,7 +619,7 @@ def test_balanced_keeps_searching_when_a_pin_alone_overloads_its_gpu() -> None:
     # The 6000 MB service pinned to the 4000 MB GPU 2 overloads it on its own; the others
     # still fit on GPUs 0 and 1: only the pinned GPU is over.
     gpus, reqs = plain([16000, 24000, 4000], [13500, 7000, 11000, 6000, 6000], s4=2)
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert loads_of(result, reqs) == {0: 13500, 1: 24000, 2: 6000}
     assert result.over_capacity == ()
     assert result.optimality is not None and result.optimality.proven
@@ -611,7 +629,7 @@ def test_balanced_finds_the_optimum_the_local_search_missed() -> None:
     gpus, reqs = plain(
         [24000, 8000, 8000, 80000], [2000, 5000, 1500, 54000, 1500, 4000, 8500, 12500, 14000]
     )
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert highest_utilization(gpus, reqs, result) == pytest.approx(0.875)
 
 
@@ -620,7 +638,7 @@ def test_balanced_flags_one_service_on_one_gpu_when_the_pair_is_25_percent_short
     # plus the 3.9 GB one would be two) cannot fit; it alone is flagged, one GPU is over.
     services = [21700, 650, 1500, 1200, 6800, 3900]
     gpus, reqs = plain([24564, 4094], services)
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     reference = reference_harm(gpus, reqs, brute_force_least_harm)
     assert reference.unfit == 1
     assert len(result.over_capacity) == 1
@@ -645,7 +663,7 @@ def test_balanced_flags_few_services_at_16_gpus_and_110_percent_demand() -> None
         covered += d
         fewest_possible += 1
     gpus, reqs = plain(caps, demands)
-    result = plan(StrategyName.BALANCED, gpus, reqs)
+    result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     # At most a few more than that count (packing 16 GPUs exactly full is rarely
     # possible), and all of them on one GPU.
     assert fewest_possible <= len(result.over_capacity) <= fewest_possible + 3
@@ -660,7 +678,7 @@ def test_vram_based_notes_say_the_truth_when_a_pin_overloads_a_gpu() -> None:
     # second 5 GB fits nowhere; rearranged, {5, 5} fill GPU 0 and 6 fills GPU 2. The note
     # must not claim that every GPU is within capacity: GPU 1 is not, by its pin.
     gpus, reqs = plain([10000, 8000, 6000], [9000, 6000, 5000, 5000], s0=1)
-    result = plan(StrategyName.VRAM_BASED, gpus, reqs)
+    result = plan(StrategyName.VRAM_BASED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert result.over_capacity == ()
     assert loads_of(result, reqs) == {0: 10000, 1: 9000, 2: 6000}
     assert result.notes == (
@@ -674,7 +692,12 @@ def test_a_service_without_a_vram_figure_is_a_strategy_error() -> None:
     unknown = Service("ai-new", "m", None)  # type: ignore[arg-type]  # as a bad row would say
     for strategy in StrategyName:
         with pytest.raises(StrategyError, match="ai-new has no VRAM figure"):
-            plan(strategy, REFERENCE_GPUS, requests(unknown, CLIP, ai_new=0, ai_clip=0))
+            plan(
+                strategy,
+                REFERENCE_GPUS,
+                requests(unknown, CLIP, ai_new=0, ai_clip=0),
+                reserve_mb=REFERENCE_RESERVE_MB,
+            )
 
 
 def test_a_small_time_budget_gives_the_best_plan_with_an_honest_bound() -> None:
@@ -685,7 +708,9 @@ def test_a_small_time_budget_gives_the_best_plan_with_an_honest_bound() -> None:
     raw = [rng.randint(200, 20000) for _ in range(30)]
     demands = [max(1, round(d * 0.97 * sum(caps) / sum(raw))) for d in raw]
     gpus, reqs = plain(caps, demands)
-    quick = plan(StrategyName.BALANCED, gpus, reqs, time_budget_ms=1)
+    quick = plan(
+        StrategyName.BALANCED, gpus, reqs, time_budget_ms=1, reserve_mb=REFERENCE_RESERVE_MB
+    )
     assert quick.optimality is not None
     assert not quick.optimality.proven
     assert quick.optimality.lower_bound <= quick.optimality.max_utilization
@@ -694,7 +719,10 @@ def test_a_small_time_budget_gives_the_best_plan_with_an_honest_bound() -> None:
     )
     assert quick.over_capacity == ()
     # Deterministic: the budget is counted in search steps, not read off the clock.
-    assert plan(StrategyName.BALANCED, gpus, reqs, time_budget_ms=1) == quick
+    assert (
+        plan(StrategyName.BALANCED, gpus, reqs, time_budget_ms=1, reserve_mb=REFERENCE_RESERVE_MB)
+        == quick
+    )
 
 
 # --- services whose budget shrinks (issue 11 item 4) ------------------------------------

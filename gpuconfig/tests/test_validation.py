@@ -31,6 +31,7 @@ from gpuconfig.tests.test_strategies import (
     FLORENCE,
     LLM,
     REFERENCE_GPUS,
+    REFERENCE_RESERVE_MB,
     REFERENCE_SERVICES,
     YOLO,
     requests,
@@ -97,7 +98,9 @@ def test_reference_zoo_alone_on_the_a400_is_adjusted_to_3_5_gb() -> None:
 
 
 def test_budget_left_alone_when_it_fits() -> None:
-    evaluation = evaluate(REFERENCE_GPUS, requests(ENRICHMENT), {"ai-enrichment": 0})
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(ENRICHMENT), {"ai-enrichment": 0}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     (zoo,) = evaluation.assignments
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (None, False)
     assert evaluation.warnings == ()
@@ -107,7 +110,10 @@ def test_budget_left_alone_when_it_fits() -> None:
 def test_budget_shrinks_to_what_the_other_services_leave() -> None:
     # 24564 - 21700 - 512 = 2352 MB left next to the LLM -> 2.3 GB.
     evaluation = evaluate(
-        REFERENCE_GPUS, requests(LLM, ENRICHMENT), {"ai-llm": 0, "ai-enrichment": 0}
+        REFERENCE_GPUS,
+        requests(LLM, ENRICHMENT),
+        {"ai-llm": 0, "ai-enrichment": 0},
+        reserve_mb=REFERENCE_RESERVE_MB,
     )
     zoo = evaluation.assignments[1]
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.3, True)
@@ -128,6 +134,7 @@ def test_below_its_minimum_the_zoo_will_not_fit_instead_of_getting_0_2_gb() -> N
         reqs,
         dict.fromkeys((s.service.name for s in reqs), 1),
         over_capacity=("ai-enrichment",),
+        reserve_mb=REFERENCE_RESERVE_MB,
     )
     zoo = evaluation.assignments[-1]
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.0, True)
@@ -150,7 +157,12 @@ def test_below_its_minimum_the_zoo_will_not_fit_instead_of_getting_0_2_gb() -> N
 def test_a_minimum_above_what_is_left_says_it_will_not_fit() -> None:
     # 24564 - 21700 - 512 = 2352 MB beside the LLM: enough for 2.0 GB, not for 2.5 GB.
     hungry = Service("ai-zoo", "zoo", 6800, budget_env="VRAM_BUDGET_GB", vram_min_mb=2500)
-    evaluation = evaluate(REFERENCE_GPUS, requests(LLM, hungry), {"ai-llm": 0, "ai-zoo": 0})
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        requests(LLM, hungry),
+        {"ai-llm": 0, "ai-zoo": 0},
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     zoo = evaluation.assignments[1]
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (2.5, True)
     warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
@@ -164,10 +176,20 @@ def test_without_a_minimum_the_floor_is_1_gb() -> None:
     # beside the three small models (232 MB left), the floor says it will not fit.
     plain = Service("ai-zoo", "zoo", 6800, budget_env="VRAM_BUDGET_GB")
     assert least_budget_mb(plain) == MIN_BUDGET_FLOOR_MB == 1000
-    evaluation = evaluate(REFERENCE_GPUS, requests(LLM, plain), {"ai-llm": 0, "ai-zoo": 0})
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        requests(LLM, plain),
+        {"ai-llm": 0, "ai-zoo": 0},
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert evaluation.assignments[1].vram_budget_gb == 2.3
     reqs = requests(FLORENCE, CLIP, YOLO, plain)
-    evaluation = evaluate(REFERENCE_GPUS, reqs, dict.fromkeys((s.service.name for s in reqs), 1))
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        reqs,
+        dict.fromkeys((s.service.name for s in reqs), 1),
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert evaluation.assignments[-1].vram_budget_gb == 1.0
     warning = only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM)
     assert "at least 1.0 GB (the least budget GPU Config gives a service)" in warning.message
@@ -179,14 +201,22 @@ def test_minimums_are_kept_when_two_adjustable_services_share_a_gpu() -> None:
     # MB left go in proportion to what each wants beyond it (whole tenths only: none).
     other = Service("ai-other", "other", 3400, budget_env="VRAM_BUDGET_GB", vram_min_mb=1500)
     evaluation = evaluate(
-        REFERENCE_GPUS, requests(ENRICHMENT, other), {"ai-enrichment": 1, "ai-other": 1}
+        REFERENCE_GPUS,
+        requests(ENRICHMENT, other),
+        {"ai-enrichment": 1, "ai-other": 1},
+        reserve_mb=REFERENCE_RESERVE_MB,
     )
     assert [a.vram_budget_gb for a in evaluation.assignments] == [2.0, 1.5]
     assert codes(evaluation.warnings) == [WarningCode.BUDGET_ADJUSTED] * 2
     # With a third that needs 1 GB more than is left, that one does not fit; the others do.
     third = Service("ai-third", "third", 3000, budget_env="VRAM_BUDGET_GB", vram_min_mb=2500)
     reqs = requests(ENRICHMENT, other, third)
-    evaluation = evaluate(REFERENCE_GPUS, reqs, dict.fromkeys((s.service.name for s in reqs), 1))
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        reqs,
+        dict.fromkeys((s.service.name for s in reqs), 1),
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert [a.vram_budget_gb for a in evaluation.assignments] == [2.0, 1.5, 2.5]
     assert only(evaluation.warnings, WarningCode.BUDGET_BELOW_MINIMUM).service == "ai-third"
 
@@ -194,7 +224,10 @@ def test_minimums_are_kept_when_two_adjustable_services_share_a_gpu() -> None:
 def test_two_adjustable_services_split_the_room_in_proportion() -> None:
     other = Service("ai-other", "other", 3400, budget_env="VRAM_BUDGET_GB")
     evaluation = evaluate(
-        REFERENCE_GPUS, requests(ENRICHMENT, other), {"ai-enrichment": 1, "ai-other": 1}
+        REFERENCE_GPUS,
+        requests(ENRICHMENT, other),
+        {"ai-enrichment": 1, "ai-other": 1},
+        reserve_mb=REFERENCE_RESERVE_MB,
     )
     # Room 3582 MB split 2:1 -> 2388 and 1194 MB -> 2.3 and 1.1 GB, 3.4 GB in total.
     budgets = [a.vram_budget_gb for a in evaluation.assignments]
@@ -204,7 +237,9 @@ def test_two_adjustable_services_split_the_room_in_proportion() -> None:
 
 def test_override_wins_over_auto_adjustment() -> None:
     reqs = [ServiceRequest(ENRICHMENT, budget_override_gb=3.0)]
-    evaluation = evaluate(REFERENCE_GPUS, reqs, {"ai-enrichment": 1})
+    evaluation = evaluate(
+        REFERENCE_GPUS, reqs, {"ai-enrichment": 1}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     (zoo,) = evaluation.assignments
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (3.0, False)
     assert evaluation.warnings == ()
@@ -213,7 +248,9 @@ def test_override_wins_over_auto_adjustment() -> None:
 
 def test_override_too_large_is_kept_and_warned_about() -> None:
     reqs = [ServiceRequest(ENRICHMENT, budget_override_gb=5.0)]
-    evaluation = evaluate(REFERENCE_GPUS, reqs, {"ai-enrichment": 1})
+    evaluation = evaluate(
+        REFERENCE_GPUS, reqs, {"ai-enrichment": 1}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     (zoo,) = evaluation.assignments
     assert (zoo.vram_budget_gb, zoo.budget_auto_adjusted) == (5.0, False)
     warning = only(evaluation.warnings, WarningCode.BUDGET_OVERRIDE_TOO_LARGE)
@@ -233,7 +270,9 @@ def test_demand_uses_the_override_when_set() -> None:
 
 
 def test_llm_on_small_gpu() -> None:
-    evaluation = evaluate(REFERENCE_GPUS, requests(LLM), {"ai-llm": 1})
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(LLM), {"ai-llm": 1}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     warning = only(evaluation.warnings, WarningCode.LLM_ON_SMALL_GPU)
     assert (
         warning.message == "Nemotron-3-Nano-30B (Q4_K_M) requires ~21.7 GB, GPU 1 only has 4.1 GB"
@@ -243,7 +282,9 @@ def test_llm_on_small_gpu() -> None:
 
 def test_service_exceeds_gpu() -> None:
     big = Service("ai-big", "Big", 5000)
-    evaluation = evaluate(REFERENCE_GPUS, requests(big), {"ai-big": 1})
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(big), {"ai-big": 1}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     warning = only(evaluation.warnings, WarningCode.SERVICE_EXCEEDS_GPU)
     assert warning.message == "ai-big needs ~5.0 GB, exceeds GPU 1 (4.1 GB)"
     assert (warning.service, warning.gpu_index) == ("ai-big", 1)
@@ -251,7 +292,12 @@ def test_service_exceeds_gpu() -> None:
 
 def test_combined_exceeds_gpu() -> None:
     extra = Service("ai-extra", "Extra", 1300)
-    evaluation = evaluate(REFERENCE_GPUS, requests(LLM, extra), {"ai-llm": 1, "ai-extra": 1})
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        requests(LLM, extra),
+        {"ai-llm": 1, "ai-extra": 1},
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     warning = only(evaluation.warnings, WarningCode.COMBINED_EXCEEDS_GPU)
     assert warning.message == "Combined VRAM (~23.0 GB) exceeds GPU 1 capacity (4.1 GB)"
     assert (warning.service, warning.gpu_index) == (None, 1)
@@ -262,7 +308,9 @@ def test_combined_exceeds_gpu() -> None:
 
 
 def test_single_service_over_capacity_is_not_also_a_combined_warning() -> None:
-    evaluation = evaluate(REFERENCE_GPUS, requests(LLM), {"ai-llm": 1})
+    evaluation = evaluate(
+        REFERENCE_GPUS, requests(LLM), {"ai-llm": 1}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     assert codes(evaluation.warnings) == [WarningCode.LLM_ON_SMALL_GPU]
 
 
@@ -270,7 +318,7 @@ def test_single_service_over_capacity_is_not_also_a_combined_warning() -> None:
     "gpus", [REFERENCE_GPUS, [A5500, A400, Gpu(2, "gone", 8192, present=False)]]
 )
 def test_gpu_missing(gpus: list[Gpu]) -> None:
-    evaluation = evaluate(gpus, requests(CLIP), {"ai-clip": 2})
+    evaluation = evaluate(gpus, requests(CLIP), {"ai-clip": 2}, reserve_mb=REFERENCE_RESERVE_MB)
     warning = only(evaluation.warnings, WarningCode.GPU_MISSING)
     assert warning.message == "ai-clip is assigned to GPU 2, which is not detected"
     assert (warning.service, warning.gpu_index) == ("ai-clip", 2)
@@ -280,7 +328,13 @@ def test_gpu_missing(gpus: list[Gpu]) -> None:
 
 def test_external_vram_use() -> None:
     busy = Gpu(0, "NVIDIA RTX A5500", 24564, vram_used_mb=23800, compute_capability="8.6")
-    evaluation = evaluate([busy, A400], requests(LLM), {"ai-llm": 0}, applied={"ai-llm": 0})
+    evaluation = evaluate(
+        [busy, A400],
+        requests(LLM),
+        {"ai-llm": 0},
+        applied={"ai-llm": 0},
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     warning = only(evaluation.warnings, WarningCode.EXTERNAL_VRAM_USE)
     # 23800 used - 21700 for the running LLM = 2100 MB outside; 24564 - 2100 = 22464 free.
     assert warning.message == (
@@ -292,25 +346,31 @@ def test_external_vram_use() -> None:
 
 def test_external_use_within_the_reserve_is_not_reported() -> None:
     busy = Gpu(0, "A5500", 24564, vram_used_mb=22200)
-    evaluation = evaluate([busy], requests(LLM), {"ai-llm": 0}, applied={"ai-llm": 0})
+    evaluation = evaluate(
+        [busy], requests(LLM), {"ai-llm": 0}, applied={"ai-llm": 0}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     assert evaluation.warnings == ()  # 500 MB outside <= 512 MB reserve
 
 
 def test_without_a_record_of_what_runs_used_vram_is_not_blamed_on_others() -> None:
     # Nothing applied through GPU Config yet: the 19 GB in use may be our own LLM.
     busy = Gpu(0, "A5500", 24564, vram_used_mb=19000)
-    evaluation = evaluate([busy], requests(CLIP), {"ai-clip": 0}, applied=None)
+    evaluation = evaluate(
+        [busy], requests(CLIP), {"ai-clip": 0}, applied=None, reserve_mb=REFERENCE_RESERVE_MB
+    )
     assert codes(evaluation.warnings) == []
 
 
 def test_with_nothing_managed_running_all_used_vram_is_external() -> None:
     busy = Gpu(0, "A5500", 24564, vram_used_mb=1000)
-    evaluation = evaluate([busy], requests(CLIP), {"ai-clip": 0}, applied={})
+    evaluation = evaluate(
+        [busy], requests(CLIP), {"ai-clip": 0}, applied={}, reserve_mb=REFERENCE_RESERVE_MB
+    )
     assert codes(evaluation.warnings) == [WarningCode.EXTERNAL_VRAM_USE]
 
 
 def test_no_gpus() -> None:
-    evaluation = evaluate([], requests(CLIP), {"ai-clip": 0})
+    evaluation = evaluate([], requests(CLIP), {"ai-clip": 0}, reserve_mb=REFERENCE_RESERVE_MB)
     assert codes(evaluation.warnings) == [WarningCode.NO_GPUS, WarningCode.GPU_MISSING]
     assert evaluation.warnings[0].service is None
     assert evaluation.warnings[0].gpu_index is None
@@ -319,13 +379,25 @@ def test_no_gpus() -> None:
 
 def test_single_gpu_isolation() -> None:
     reqs = requests(LLM, CLIP)
-    result = plan(StrategyName.ISOLATION_FIRST, [A5500], reqs)
-    evaluation = evaluate([A5500], reqs, result.assignments, strategy=StrategyName.ISOLATION_FIRST)
+    result = plan(StrategyName.ISOLATION_FIRST, [A5500], reqs, reserve_mb=REFERENCE_RESERVE_MB)
+    evaluation = evaluate(
+        [A5500],
+        reqs,
+        result.assignments,
+        strategy=StrategyName.ISOLATION_FIRST,
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     warning = only(evaluation.warnings, WarningCode.SINGLE_GPU_ISOLATION)
     assert (warning.service, warning.gpu_index) == (None, 0)
     assert "only GPU 0" in warning.message
     # Only for isolation-first.
-    other = evaluate([A5500], reqs, result.assignments, strategy=StrategyName.BALANCED)
+    other = evaluate(
+        [A5500],
+        reqs,
+        result.assignments,
+        strategy=StrategyName.BALANCED,
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert other.warnings == ()
 
 
@@ -335,7 +407,11 @@ def test_not_placed_within_capacity_except_when_a_budget_makes_it_fit() -> None:
     reqs = requests(*REFERENCE_SERVICES)
     design = {"ai-llm": 0, "ai-yolo26": 0, "ai-florence": 0, "ai-clip": 0, "ai-enrichment": 1}
     evaluation = evaluate(
-        REFERENCE_GPUS, reqs, design, over_capacity=("ai-yolo26", "ai-enrichment")
+        REFERENCE_GPUS,
+        reqs,
+        design,
+        over_capacity=("ai-yolo26", "ai-enrichment"),
+        reserve_mb=REFERENCE_RESERVE_MB,
     )
     # The zoo's shrunk budget fits, so only YOLO is reported as not placed within capacity.
     warning = only(evaluation.warnings, WarningCode.NOT_PLACED_WITHIN_CAPACITY)
@@ -355,7 +431,12 @@ def test_not_placed_within_capacity_except_when_a_budget_makes_it_fit() -> None:
 
 def test_disabled_and_unassigned_services_are_ignored() -> None:
     reqs = [ServiceRequest(LLM, enabled=False), ServiceRequest(CLIP), ServiceRequest(YOLO)]
-    evaluation = evaluate(REFERENCE_GPUS, reqs, {"ai-llm": 1, "ai-clip": 1, "ghost": 3})
+    evaluation = evaluate(
+        REFERENCE_GPUS,
+        reqs,
+        {"ai-llm": 1, "ai-clip": 1, "ghost": 3},
+        reserve_mb=REFERENCE_RESERVE_MB,
+    )
     assert [a.service for a in evaluation.assignments] == ["ai-clip"]
     assert evaluation.warnings == ()
 

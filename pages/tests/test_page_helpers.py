@@ -94,6 +94,10 @@ A400 = Gpu(1, "NVIDIA RTX A400", 4094, compute_capability="8.6")
 AUTOMATIC = [s for s in StrategyName if s is not StrategyName.MANUAL]
 
 
+# The System setting vram_reserve_mb's default, the reserve in force on a fresh install.
+RESERVE_MB = 512
+
+
 def _reference_requests() -> list[ServiceRequest]:
     registry = load_registry(Path(__file__).resolve().parents[2] / "docker-compose.prod.yml")
     return [ServiceRequest(service) for service in registry.services]
@@ -101,8 +105,11 @@ def _reference_requests() -> list[ServiceRequest]:
 
 def test_the_recommended_strategy_fits_at_least_as_well_as_any_other_on_the_reference_gpus():
     requests = _reference_requests()
-    over = {s: len(plan(s, (A5500, A400), requests).over_capacity) for s in AUTOMATIC}
-    chosen = selectors.recommended_strategy((A5500, A400), requests)
+    over = {
+        s: len(plan(s, (A5500, A400), requests, reserve_mb=RESERVE_MB).over_capacity)
+        for s in AUTOMATIC
+    }
+    chosen = selectors.recommended_strategy((A5500, A400), requests, reserve_mb=RESERVE_MB)
     assert chosen is not StrategyName.MANUAL
     assert over[chosen] == min(over.values()), over
 
@@ -119,22 +126,31 @@ def test_the_mark_goes_to_the_plan_with_fewest_services_over_capacity(monkeypatc
     requests = [ServiceRequest(Service("a", "m", 1000)), ServiceRequest(Service("b", "m", 1000))]
     over = {s: ("a",) for s in AUTOMATIC} | {StrategyName.BALANCED: ()}
     _plans(monkeypatch, over, {"a": 0, "b": 0})
-    assert selectors.recommended_strategy((A5500,), requests) is StrategyName.BALANCED
+    assert (
+        selectors.recommended_strategy((A5500,), requests, reserve_mb=RESERVE_MB)
+        is StrategyName.BALANCED
+    )
 
 
 def test_between_plans_that_fit_equally_the_designs_recommendation_wins(monkeypatch):
     requests = [ServiceRequest(Service("a", "m", 1000))]
     _plans(monkeypatch, {s: () for s in AUTOMATIC}, {"a": 0})
-    assert selectors.recommended_strategy((A5500,), requests) is RECOMMENDED_STRATEGY
+    assert (
+        selectors.recommended_strategy((A5500,), requests, reserve_mb=RESERVE_MB)
+        is RECOMMENDED_STRATEGY
+    )
 
 
 def test_the_answer_is_kept_while_only_live_readings_change():
     requests = _reference_requests()
-    first = selectors.recommended_strategy((A5500, A400), requests)
+    first = selectors.recommended_strategy((A5500, A400), requests, reserve_mb=RESERVE_MB)
     busy = replace(A5500, vram_used_mb=23000)
-    assert selectors.recommended_strategy((busy, A400), requests) is first
+    assert selectors.recommended_strategy((busy, A400), requests, reserve_mb=RESERVE_MB) is first
     assert selectors._recommended.cache_info().hits >= 1
 
 
 def test_without_gpus_the_designs_recommendation_stays():
-    assert selectors.recommended_strategy((), _reference_requests()) is RECOMMENDED_STRATEGY
+    assert (
+        selectors.recommended_strategy((), _reference_requests(), reserve_mb=RESERVE_MB)
+        is RECOMMENDED_STRATEGY
+    )
