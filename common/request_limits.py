@@ -55,7 +55,8 @@ class RequestBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limit, upload = body_limit(request.path_info)
+        # request.path, not path_info: reverse() includes the script prefix too.
+        limit, upload = body_limit(request.path)
         declared = request.META.get("CONTENT_LENGTH") or ""
         if declared:
             try:

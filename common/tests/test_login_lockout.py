@@ -8,7 +8,11 @@ spraying one password over 60 usernames was not limited at all.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from axes.models import AccessAttempt
@@ -155,3 +159,22 @@ def test_the_client_address(settings, remote, forwarded, client):
     request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
 
     assert client_ip_address(request) == client
+
+
+def test_a_trusted_proxy_that_is_not_an_address_stops_the_app_at_start():
+    env = {**os.environ, "GPUCONFIG_TRUSTED_PROXIES": "10.89.0.0/24, proxy.example"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert (
+        "GPUCONFIG_TRUSTED_PROXIES: 'proxy.example' is not an address or a CIDR network"
+    ) in result.stderr
