@@ -31,7 +31,8 @@ class GpuSource(Protocol):
     def __call__(self, *, with_processes: bool) -> Detection: ...
 
 
-# In the order they are tried. A new source is a module beside these and a line here.
+# In the order they are tried. A new source is a module beside these and a line here (plus
+# the DetectionSource member its answers carry).
 SOURCES: Final[tuple[GpuSource, ...]] = (
     detect_nvml,  # the driver's own library: fast and precise
     detect_nvidia_smi,  # for hosts where libnvidia-ml.so.1 cannot be loaded

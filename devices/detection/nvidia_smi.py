@@ -31,10 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 class NvidiaSmiUnavailable(SourceUnavailable):
-    """``nvidia-smi`` cannot be used on this host (not on PATH, or no driver behind it).
-
-    ``reason`` is a short phrase, like :attr:`NvmlUnavailable.reason`.
-    """
+    """``nvidia-smi`` cannot be used on this host (not on PATH, or no driver behind it)."""
 
     source_name = "nvidia-smi"
 

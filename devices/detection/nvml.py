@@ -29,11 +29,7 @@ MIB: Final = 1024**2
 
 
 class NvmlUnavailable(SourceUnavailable):
-    """NVML cannot be used on this host at all (library missing, driver not loaded).
-
-    ``reason`` is a short phrase for composing messages such as the one the chain
-    returns when no source is available.
-    """
+    """NVML cannot be used on this host at all (library missing, driver not loaded)."""
 
     source_name = "NVML"
 
@@ -49,7 +45,7 @@ class NvmlScan:
 
 
 # Errors that mean "this host has no usable NVML", as opposed to "NVML is there but
-# something went wrong". Only these let detect() fall back to nvidia-smi.
+# something went wrong". Only these let the chain fall back to the next source.
 _NVML_UNAVAILABLE_REASONS: Final[dict[type[Exception], str]] = {
     pynvml.NVMLError_LibraryNotFound: "NVML library not found",
     pynvml.NVMLError_DriverNotLoaded: "NVIDIA driver not loaded",
