@@ -100,6 +100,16 @@ class ConfigVersion(models.Model):
     warnings = models.JSONField(default=list)
     # Set once an apply of this version has succeeded; rollback targets the previous one.
     applied_at = models.DateTimeField(null=True, blank=True)
+    # A rollback saves a copy of an older version as the newest: the version it copies. The
+    # "restored" warning says the same for people to read; nothing parses it.
+    restored_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The version this one is a copy of, when a rollback saved it.",
+    )
 
     class Meta:
         db_table = "gpu_config_versions"

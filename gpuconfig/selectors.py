@@ -211,12 +211,11 @@ def _stored_entry(entry: ResolvedAssignment) -> dict[str, Any]:
 
 def restored_from(version_number: int) -> int | None:
     """For a version a rollback saved (a copy of an older one), the number it copies."""
-    version = ConfigVersion.objects.filter(number=version_number).only("warnings").first()
-    for warning in version.warnings if version else []:
-        if isinstance(warning, dict) and warning.get("code") == "restored":
-            digits = str(warning.get("message", "")).rpartition(" ")[2]
-            return int(digits) if digits.isascii() and digits.isdigit() else None
-    return None
+    return (
+        ConfigVersion.objects.filter(number=version_number)
+        .values_list("restored_from__number", flat=True)
+        .first()
+    )
 
 
 def version_configuration(version: ConfigVersion) -> Configuration:

@@ -179,6 +179,7 @@ def _store_version(
     strategy: StrategyName,
     configuration: Configuration,
     warnings: list[dict[str, Any]],
+    restored_from: ConfigVersion | None = None,
 ) -> ConfigVersion:
     _store_rows(strategy, configuration)
     SystemSetting.objects.update_or_create(
@@ -190,6 +191,7 @@ def _store_version(
         strategy=strategy.value,
         assignments=configuration.to_json(),
         warnings=warnings,
+        restored_from=restored_from,
     )
 
 
@@ -273,7 +275,11 @@ def _saving_with_file() -> Iterator[Callable[[ConfigVersion, Configuration], Non
 def gpu_config_restore(
     *, version: ConfigVersion, user: AbstractBaseUser | AnonymousUser | None
 ) -> ConfigVersion:
-    """Save a copy of an older version as the newest one (used by the manual rollback)."""
+    """Save a copy of an older version as the newest one (used by the manual rollback).
+
+    The copy records the version it copies in ``restored_from``; its "restored" warning says
+    the same for people to read (a copy of a copy keeps only its own).
+    """
     configuration = selectors.version_configuration(version)
     with _saving_with_file() as write_file:
         latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
@@ -283,17 +289,26 @@ def gpu_config_restore(
             strategy=StrategyName(version.strategy),
             configuration=configuration,
             warnings=[
-                *version.warnings,
+                *(w for w in version.warnings if not _is_restored_note(w)),
                 {
-                    "code": "restored",
+                    "code": RESTORED_WARNING_CODE,
                     "message": f"Restored from version {version.number}",
                     "service": None,
                     "gpu_index": None,
                 },
             ],
+            restored_from=version,
         )
         write_file(restored, configuration)
     return restored
+
+
+# The code of the warning a rollback's copy carries: display only (see restored_from).
+RESTORED_WARNING_CODE = "restored"
+
+
+def _is_restored_note(warning: Any) -> bool:
+    return isinstance(warning, dict) and warning.get("code") == RESTORED_WARNING_CODE
 
 
 def saving_user(user: AbstractBaseUser | AnonymousUser | None) -> User | None:
