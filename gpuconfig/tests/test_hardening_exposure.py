@@ -248,7 +248,10 @@ def test_health_answers_head_like_get():
     client = Client()
     get, head = client.get("/health"), client.head("/health")
     assert (get.status_code, head.status_code) == (200, 200)
-    assert get.json() == {"status": "ok"}
+    body = get.json()
+    assert (body["status"], body["database"]) == ("ok", "ok")
+    # Each dependency is reported apart; the HTTP status follows the database alone.
+    assert set(body) == {"status", "database", "broker", "worker", "podman"}
     assert head.content == b""
 
 

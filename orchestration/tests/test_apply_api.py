@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -209,3 +210,25 @@ def test_only_one_active_run_can_exist_in_the_database():
     with pytest.raises(IntegrityError), transaction.atomic():
         ApplyRun.objects.create(version=version, status=RunStatus.QUEUED)
     ApplyRun.objects.create(version=version, status=RunStatus.SUCCEEDED)
+
+
+def test_health_reports_a_dead_broker_apart_and_stays_200(client):
+    from config.celery import app as celery_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    previous = celery_app.conf.broker_url
+    celery_app.conf.broker_url = f"redis://127.0.0.1:{closed}/0"
+    celery_app.close()
+    try:
+        response = client.get("/health")
+    finally:
+        celery_app.conf.broker_url = previous
+        celery_app.close()
+
+    assert response.status_code == 200, "containers are not restarted for a broker outage"
+    body = response.json()
+    assert (body["status"], body["database"]) == ("ok", "ok")
+    assert body["broker"].startswith("unavailable: ")
+    assert body["worker"] == "unknown (no broker)"
