@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import shutil
+import socket
 from datetime import timedelta
 from pathlib import Path
 
