@@ -168,10 +168,15 @@ def rollback_target() -> ConfigVersion | None:
     None when fewer than two versions were ever applied (nothing to go back to).
     """
     current = latest_applied_version()
-    if current is None:
-        return None
+    return None if current is None else applied_before(current)
+
+
+def applied_before(version: ConfigVersion) -> ConfigVersion | None:
+    """The version applied last before ``version`` was (by when, not by number: a rollback
+    applies a copy of an older one), or None. The manual rollback's target, and what the
+    page offers it for."""
     return (
-        ConfigVersion.objects.filter(applied_at__isnull=False, applied_at__lt=current.applied_at)
+        ConfigVersion.objects.filter(applied_at__isnull=False, applied_at__lt=version.applied_at)
         .order_by("-applied_at")
         .first()
     )

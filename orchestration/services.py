@@ -185,9 +185,7 @@ def _start_run(
             )
     except IntegrityError:
         # The partial unique index allows one active run: the database settles the race.
-        raise ApplyRefused(
-            "Another apply is already running; wait for it to finish.", 409
-        ) from None
+        raise _already_running() from None
     if enqueue:
         _hand_to_worker(run)
     return run
@@ -373,9 +371,14 @@ def apply_run_start(
         )
 
 
+def _already_running() -> ApplyRefused:
+    """The one refusal of a second run, whether the check or the database's index finds it."""
+    return ApplyRefused("Another apply is already running; wait for it to finish.", 409)
+
+
 def _refuse_if_active() -> None:
     if ApplyRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists():
-        raise ApplyRefused("Another apply is already running; wait for it to finish.", 409)
+        raise _already_running()
 
 
 def gpu_config_save_and_apply(
@@ -433,11 +436,7 @@ def _rollback_run_start(
     current = config_selectors.latest_applied_version()
     if current is None:
         raise ApplyRefused("Nothing has been applied yet, so there is nothing to roll back.", 400)
-    older = (
-        ConfigVersion.objects.filter(applied_at__isnull=False, applied_at__lt=current.applied_at)
-        .order_by("-applied_at")
-        .first()
-    )
+    older = config_selectors.applied_before(current)
     if older is None:
         raise ApplyRefused(
             f"Version {current.number} is the only one ever applied; there is no earlier one.",
