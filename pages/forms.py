@@ -8,6 +8,7 @@ same services the API uses, so the page and the API cannot disagree about what a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -42,7 +43,47 @@ from gpuconfig.system_settings import (
 
 ACTIONS = ("revalidate", "preview", "save", "apply", "rollback")
 OFF = "off"  # the GPU choice that disables a service (no GPU reservation)
+MIN_BUDGET_GB = 0.1
 MAX_BUDGET_GB = 2000.0  # the API's bound: no GPU holds 2 TB
+# A budget as people type it: digits with at most one decimal point, ASCII only. No sign,
+# exponent, grouping or decimal comma: "3,5" (35 once a browser drops the comma as a
+# thousands separator) and "1e3" (1000) are refused with a message, never misread.
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_COMMA_DECIMAL = re.compile(r"[0-9]*,[0-9]+")
+
+
+def budget_gb(raw: str) -> float | None:
+    """The budget typed in a budget field, in GB (None: empty, automatic), or a
+    ValidationError saying how to write it."""
+    text = raw.strip()
+    if not text:
+        return None
+    if _COMMA_DECIMAL.fullmatch(text):
+        fixed = text.replace(",", ".")
+        raise forms.ValidationError(
+            f"Use a decimal point: {fixed if fixed[0] != '.' else '0' + fixed}."
+        )
+    if not _PLAIN_DECIMAL.fullmatch(text):
+        shown = text if len(text) <= 12 else text[:12] + "…"
+        raise forms.ValidationError(
+            f"Type a plain number of GB with a decimal point, such as 3.5 (not {shown!r})."
+        )
+    value = float(text)
+    if not MIN_BUDGET_GB <= value <= MAX_BUDGET_GB:
+        raise forms.ValidationError(
+            f"Must be between {MIN_BUDGET_GB:g} and {MAX_BUDGET_GB:g} GB, got {value:g}."
+        )
+    return value
+
+
+class BudgetField(forms.CharField):
+    """A VRAM budget in GB, typed as a plain decimal with a point (``budget_gb``)."""
+
+    def __init__(self) -> None:
+        super().__init__(required=False, max_length=32, strip=True)
+
+    def clean(self, value: Any) -> float | None:
+        return budget_gb(super().clean(value))
 
 
 def gpu_field(service: str) -> str:
@@ -76,9 +117,7 @@ class GpuConfigForm(forms.Form):
         for service in self.services:
             self.fields[gpu_field(service.name)] = forms.CharField(required=False, max_length=8)
             if service.budget_env is not None:
-                self.fields[budget_field(service.name)] = forms.FloatField(
-                    required=False, min_value=0.1, max_value=MAX_BUDGET_GB
-                )
+                self.fields[budget_field(service.name)] = BudgetField()
                 self.fields[budget_auto_field(service.name)] = forms.CharField(
                     required=False, max_length=16
                 )

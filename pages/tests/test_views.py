@@ -340,7 +340,7 @@ def test_a_malformed_post_is_a_400_with_messages_not_an_error_page(staff):
     assert response.status_code == 400
     html = _text(response)
     assert "Choose one of the five strategies." in html
-    assert "VRAM budget: Enter a number." in html
+    assert "VRAM budget: Type a plain number of GB with a decimal point, such as 3.5" in html
     assert ConfigVersion.objects.count() == 0
 
 

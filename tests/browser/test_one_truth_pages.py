@@ -182,3 +182,65 @@ def test_a_refused_budget_keeps_the_rows_choices_and_marks_the_field(new_page, s
     expect(budget).to_have_value("0")
     assert ConfigVersion.objects.count() == 1
     assert page.js_errors == []
+
+
+# --- numbers people type (issue 17) ------------------------------------------------------------
+
+
+def _type_budget(page: Any, text: str) -> Any:
+    """Type into the zoo's budget as a person does (key by key), then leave the field."""
+    budget = page.locator("#budget-ai-enrichment")
+    budget.click()
+    budget.press("Control+a")
+    budget.press("Delete")
+    with page.expect_response(lambda r: "/gpu/validate/" in r.url) as answer:
+        page.keyboard.type(text)
+        budget.press("Tab")
+    return answer.value
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("3,5", "Use a decimal point: 3.5"),
+        ("1e3", "Type a plain number of GB with a decimal point, such as 3.5"),
+    ],
+)
+def test_a_budget_typed_with_a_comma_or_an_exponent_is_refused_not_misread(
+    new_page, staff_user, typed, message
+):
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    budget = page.locator("#budget-ai-enrichment")
+    # The field says which numbers it takes.
+    expect(page.locator("#budget-ai-enrichment-hint")).to_contain_text("decimal point")
+    expect(budget).to_have_attribute("placeholder", "e.g. 3.5")
+
+    answer = _type_budget(page, typed)
+    assert answer.status == 400
+    expect(budget).to_have_value(typed)
+    expect(page.locator("#budget-ai-enrichment-error")).to_contain_text(message)
+    expect(page.locator("#gpu-form")).not_to_contain_text("35 GB")
+    expect(page.locator("#gpu-form")).not_to_contain_text("1000 GB")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#gpu-form .notice.error")).to_contain_text("Nothing was saved")
+    assert ConfigVersion.objects.count() == 1
+    row = ConfigVersion.objects.get().assignments["ai-enrichment"]
+    assert row["vram_budget_override"] is None
+    assert page.js_errors == []
+
+
+def test_a_budget_typed_with_a_decimal_point_is_taken(new_page, staff_user):
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    answer = _type_budget(page, "3.5")
+    assert answer.status == 200
+    expect(page.locator("#budget-ai-enrichment")).to_have_value("3.5")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#gpu-form .notice.success")).to_contain_text("Saved as version 2")
+    saved = ConfigVersion.objects.order_by("-number").first()
+    assert saved is not None
+    assert saved.assignments["ai-enrichment"]["vram_budget_override"] == 3.5
+    assert page.js_errors == []
