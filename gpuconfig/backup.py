@@ -31,6 +31,7 @@ from common.documents import (
     excerpt,
     quoted,
 )
+from common.json_rules import DuplicateKeyError, json_type_name, no_duplicate_keys
 from gpuconfig.domain import Configuration, Gpu, StrategyName, format_gpu_capacity
 from gpuconfig.system_settings import SettingError, validate_setting
 
@@ -295,12 +296,12 @@ def _too_many_digits(exc: ValueError) -> str | None:
 
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        return json.loads(text, object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise BackupError(
             [("", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")]
         ) from None
-    except _DuplicateKey as exc:
+    except DuplicateKeyError as exc:
         raise BackupError([("", f"not valid JSON: key {quoted(exc.key)} appears twice")]) from None
     except RecursionError:
         raise BackupError([("", f"not valid JSON: {_TOO_DEEP}")]) from None
@@ -399,21 +400,6 @@ def _unusable_value(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
 def parse_backup(data: bytes | str) -> Backup:
     """A validated ``Backup``, or ``BackupError`` listing every problem with its field path."""
     return backup_from_document(load_document(data))
@@ -422,8 +408,9 @@ def parse_backup(data: bytes | str) -> Backup:
 def backup_from_document(doc: Any) -> Backup:
     """Validate plain data (already loaded) as a backup document."""
     if not isinstance(doc, dict):
+        got = json_type_name(doc)
         raise BackupError(
-            [("", f"expected a mapping with format: {FORMAT}, got {_kind(doc)}; not a backup")]
+            [("", f"expected a mapping with format: {FORMAT}, got {got}; not a backup")]
         )
     # Identity first: a compose file or a newer backup would otherwise drown in field errors.
     fmt = doc.get("format")
@@ -459,7 +446,7 @@ def backup_from_document(doc: Any) -> Backup:
 
     generated_at = doc.get("generated_at", "")
     if "generated_at" in doc and not isinstance(generated_at, str):
-        errors.append(("generated_at", f"must be text, got {_kind(generated_at)}"))
+        errors.append(("generated_at", f"must be text, got {json_type_name(generated_at)}"))
     configuration_version = doc.get("configuration_version")
     if configuration_version is not None and (
         not _is_int(configuration_version) or configuration_version < 0
@@ -499,19 +486,6 @@ def backup_from_document(doc: Any) -> Backup:
     )
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "text",
-        list: "a list",
-        dict: "a mapping",
-    }.get(type(value), type(value).__name__)
-
-
 def _is_int(value: Any) -> bool:
     # bool is an int in Python, but `true` is never an index or a count.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -545,7 +519,7 @@ def _strategy(value: Any, where: str, errors: list[tuple[str, str]]) -> Strategy
 
 def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
     if not isinstance(raw, list):
-        errors.append(("gpus", f"must be a list, got {_kind(raw)}"))
+        errors.append(("gpus", f"must be a list, got {json_type_name(raw)}"))
         return ()
     out: list[BackupGpu] = []
     seen_index: dict[int, int] = {}
@@ -553,7 +527,7 @@ def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
     for i, item in enumerate(raw):
         where = f"gpus[{i}]"
         if not isinstance(item, dict):
-            errors.append((where, f"must be a mapping, got {_kind(item)}"))
+            errors.append((where, f"must be a mapping, got {json_type_name(item)}"))
             continue
         _unknown_keys(item, GPU_KEYS, where, errors)
         before = len(errors)
@@ -566,12 +540,12 @@ def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
             errors.append((f"{where}.index", f"GPU {index} is already gpus[{seen_index[index]}]"))
         uuid = item.get("uuid", "")
         if not isinstance(uuid, str):
-            errors.append((f"{where}.uuid", f"must be text, got {_kind(uuid)}"))
+            errors.append((f"{where}.uuid", f"must be text, got {json_type_name(uuid)}"))
         elif uuid and uuid in seen_uuid:
             errors.append((f"{where}.uuid", f"{excerpt(uuid)} is already gpus[{seen_uuid[uuid]}]"))
         name = item.get("name", "")
         if not isinstance(name, str):
-            errors.append((f"{where}.name", f"must be text, got {_kind(name)}"))
+            errors.append((f"{where}.name", f"must be text, got {json_type_name(name)}"))
         vram = item.get("vram_total_mb")
         if vram is not None and (not _is_int(vram) or vram <= 0):
             errors.append(
@@ -605,14 +579,14 @@ def _assignments(
     raw: Any, known_gpus: set[int], errors: list[tuple[str, str]]
 ) -> tuple[BackupAssignment, ...]:
     if not isinstance(raw, list):
-        errors.append(("assignments", f"must be a list, got {_kind(raw)}"))
+        errors.append(("assignments", f"must be a list, got {json_type_name(raw)}"))
         return ()
     out: list[BackupAssignment] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         where = f"assignments[{i}]"
         if not isinstance(item, dict):
-            errors.append((where, f"must be a mapping, got {_kind(item)}"))
+            errors.append((where, f"must be a mapping, got {json_type_name(item)}"))
             continue
         _unknown_keys(item, ASSIGNMENT_KEYS, where, errors)
         before = len(errors)
@@ -668,7 +642,7 @@ def _assignments(
 
 def _settings(raw: Any, errors: list[tuple[str, str]]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        errors.append(("system_settings", f"must be a mapping, got {_kind(raw)}"))
+        errors.append(("system_settings", f"must be a mapping, got {json_type_name(raw)}"))
         return {}
     out: dict[str, Any] = {}
     for key, value in raw.items():
@@ -682,13 +656,13 @@ def _settings(raw: Any, errors: list[tuple[str, str]]) -> dict[str, Any]:
 
 def _versions(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupVersion, ...]:
     if not isinstance(raw, list):
-        errors.append(("versions", f"must be a list, got {_kind(raw)}"))
+        errors.append(("versions", f"must be a list, got {json_type_name(raw)}"))
         return ()
     out: list[BackupVersion] = []
     for i, item in enumerate(raw):
         where = f"versions[{i}]"
         if not isinstance(item, dict):
-            errors.append((where, f"must be a mapping, got {_kind(item)}"))
+            errors.append((where, f"must be a mapping, got {json_type_name(item)}"))
             continue
         _unknown_keys(item, VERSION_KEYS, where, errors)
         before = len(errors)
@@ -698,16 +672,25 @@ def _versions(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupVersion, .
         strategy = _strategy(item.get("strategy"), f"{where}.strategy", errors)
         for key in ("created_at",):
             if not isinstance(item.get(key), str):
-                errors.append((f"{where}.{key}", f"must be text, got {_kind(item.get(key))}"))
+                errors.append(
+                    (f"{where}.{key}", f"must be text, got {json_type_name(item.get(key))}")
+                )
         for key in ("created_by", "applied_at"):
             if item.get(key) is not None and not isinstance(item.get(key), str):
-                errors.append((f"{where}.{key}", f"must be text or null, got {_kind(item[key])}"))
+                errors.append(
+                    (f"{where}.{key}", f"must be text or null, got {json_type_name(item[key])}")
+                )
         if not isinstance(item.get("assignments"), dict):
             errors.append(
-                (f"{where}.assignments", f"must be a mapping, got {_kind(item.get('assignments'))}")
+                (
+                    f"{where}.assignments",
+                    f"must be a mapping, got {json_type_name(item.get('assignments'))}",
+                )
             )
         if not isinstance(item.get("warnings", []), list):
-            errors.append((f"{where}.warnings", f"must be a list, got {_kind(item['warnings'])}"))
+            errors.append(
+                (f"{where}.warnings", f"must be a list, got {json_type_name(item['warnings'])}")
+            )
         if len(errors) > before or strategy is None:
             continue
         out.append(
