@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from common.json_rules import (
+    DuplicateKeyError,
+    NonStandardConstantError,
+    json_type_name,
+    no_constants,
+    no_duplicate_keys,
+)
 from devices.detection.types import (
     COMPUTE_CAPABILITY_RE,
     Detection,
@@ -95,16 +102,14 @@ def _read_text(where: str, path: Path) -> str:
 
 def _parse_json(where: str, text: str) -> object:
     try:
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
-        )
+        return json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=no_constants)
     except json.JSONDecodeError as error:
         raise DetectionError(
             f"{where} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
         ) from None
-    except _DuplicateKeyError as error:
+    except DuplicateKeyError as error:
         raise DetectionError(f"{where}: key {error.key!r} appears twice in one object.") from None
-    except _NonStandardConstantError as error:
+    except NonStandardConstantError as error:
         raise DetectionError(
             f"{where} is not valid JSON: {error.name} is not a JSON number."
         ) from None
@@ -115,7 +120,7 @@ def _gpu_entries(where: str, document: object) -> list[object]:
     if not isinstance(document, dict):
         raise DetectionError(
             f'{where}: the top level must be an object like {{"gpus": [...]}}, '
-            f"not {_json_type(document)}."
+            f"not {json_type_name(document)}."
         )
     unknown = sorted(set(document) - set(_ALLOWED_TOP_LEVEL_KEYS))
     if unknown:
@@ -127,7 +132,7 @@ def _gpu_entries(where: str, document: object) -> list[object]:
         raise DetectionError(f'{where}: the top-level "gpus" list is missing.')
     entries = document["gpus"]
     if not isinstance(entries, list):
-        raise DetectionError(f'{where}: "gpus" must be a list, not {_json_type(entries)}.')
+        raise DetectionError(f'{where}: "gpus" must be a list, not {json_type_name(entries)}.')
     return entries
 
 
@@ -150,55 +155,9 @@ def _check_unique(where: str, readings: list[GpuReading]) -> None:
         seen_uuids[reading.uuid] = position
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json`` object hook: a repeated key is an error, not "last one wins".
-
-    With "last one wins" a hand-edited file can silently show a different value than the
-    one the person is looking at.
-    """
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(key)
-        result[key] = value
-    return result
-
-
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _reject_constant(name: str) -> Any:
-    """``json`` hook: Python accepts NaN and Infinity, JSON (and the API's clients) do not."""
-    raise _NonStandardConstantError(name)
-
-
-class _NonStandardConstantError(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 def _is_int(value: object) -> bool:
     # bool is a subclass of int in Python, but `true` is never a valid GPU index.
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_type(value: object) -> str:
-    """Name a parsed JSON value's type the way the file's author would."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 def _parse_entry(at: str, entry: object) -> GpuReading:
@@ -208,7 +167,7 @@ def _parse_entry(at: str, entry: object) -> GpuReading:
     checked in a fixed order, so a file with several problems always names the same one.
     """
     if not isinstance(entry, dict):
-        raise DetectionError(f"{at} must be an object, not {_json_type(entry)}.")
+        raise DetectionError(f"{at} must be an object, not {json_type_name(entry)}.")
     unknown = sorted(set(entry) - set(_REQUIRED_GPU_KEYS) - set(_OPTIONAL_GPU_KEYS))
     if unknown:
         allowed = ", ".join(_REQUIRED_GPU_KEYS + _OPTIONAL_GPU_KEYS)
