@@ -7,7 +7,7 @@ hooks, the walk for lone surrogates) and timed as a ratio to a plain ``json.load
 honest body of the same size (a configuration's assignments, repeated), side by side in one
 run, best of several rounds each. Every pass over a body must be linear: a pass that is not
 shows as a ratio that grows with the size (about 4x per 4x size for a quadratic one), so each
-body is measured at two sizes. gpuconfig/tests/test_parsers_linear.py asserts on the same
+body is measured at two sizes. common/tests/test_parsers_linear.py asserts on the same
 figures.
 """
 
@@ -80,7 +80,7 @@ def _parse(parser: Any, body: bytes) -> object:
 
 def parse_ratios(size: int, rounds: int = ROUNDS) -> dict[str, float]:
     """Each hostile body's parse time over ``json.loads`` of an honest body of that size."""
-    from gpuconfig.parsers import StrictJSONParser
+    from common.parsers import StrictJSONParser
 
     parser = StrictJSONParser()
     honest = honest_body(size)

@@ -15,8 +15,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from common.files import private_dir, private_file_create
 from config.env import envbool, envchoice, envfloat, envint, envlist, envstr
-from config.private_files import private_dir, private_file_create
 from config.production import refuse_embedded_defaults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def _secret_key() -> str:
         return key
     # Embedded default: one random key per installation, kept beside the SQLite database,
     # so sessions survive restarts without anyone having to invent a secret.
-    # Private from the first byte (0600 in a 0700 folder): config/private_files.py.
+    # Private from the first byte (0600 in a 0700 folder): common/files.py.
     path = DATA_DIR / "secret-key"
     private_dir(DATA_DIR)
     private_file_create(path, secrets.token_urlsafe(50))
@@ -345,9 +345,9 @@ from django.utils.csp import CSP  # noqa: E402  (this block stays self-contained
 
 # The API takes JSON only, parsed strictly (depth, duplicate keys, lone surrogates): a
 # form-encoded or multipart PUT is a 415, not a save that silently dropped `assignments`.
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["gpuconfig.parsers.StrictJSONParser"]
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["common.parsers.StrictJSONParser"]
 # Throttling per user or token (anonymous callers are refused before it); "" switches it off.
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["gpuconfig.throttles.ApiUserThrottle"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["common.throttles.ApiUserThrottle"]
 GPUCONFIG_API_RATE_USER = envstr("GPUCONFIG_API_RATE_USER", "1200/minute")
 # The schema and Swagger UI are for logged-in users (session or token), like the API.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]

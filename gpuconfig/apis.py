@@ -5,15 +5,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import BoundedBodyApi, StrictSerializer
+from common.parsers import (
+    MAX_VERSION,
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    version_number,
+)
 from gpuconfig import selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import (
@@ -21,14 +29,6 @@ from gpuconfig.domain import (
     STRATEGY_DESCRIPTIONS,
     STRATEGY_LABELS,
     StrategyName,
-)
-from gpuconfig.parsers import (
-    MAX_VERSION,
-    StrictBooleanField,
-    StrictCharField,
-    StrictFloatField,
-    StrictIntegerField,
-    version_number,
 )
 from gpuconfig.services import (
     AssignmentChange,
@@ -42,48 +42,8 @@ STRATEGY_CHOICES = [s.value for s in StrategyName]
 MAX_BUDGET_GB = 2000.0  # no GPU holds 2 TB; a larger budget is a typo
 
 
-class BodyTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "Request body too large."
-
-
-class BoundedBodyApi(APIView):
-    """Refuse oversized bodies before parsing: DRF reads the request as a stream, which
-    bypasses Django's DATA_UPLOAD_MAX_MEMORY_SIZE check."""
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is not None and length > limit:
-            raise BodyTooLarge(
-                f"Request body is {length} bytes; the limit is {limit} bytes. "
-                "A configuration is a few kilobytes."
-            )
-
-
-class StrictSerializer(serializers.Serializer):
-    """Unknown keys are errors, not silently ignored: a typo ("gpu" for "gpu_index") must
-    not save a configuration that quietly differs from what the user meant."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise ValidationError(
-                    {
-                        key: [f"Unknown field; expected one of: {', '.join(self.fields)}."]
-                        for key in unknown
-                    }
-                )
-        return super().to_internal_value(data)
-
-
 class AssignmentInputSerializer(StrictSerializer):
-    # Strict fields (gpuconfig/parsers.py): true is not 1 GB, "1" and 1.0 are not GPU 1.
+    # Strict fields (common/parsers.py): true is not 1 GB, "1" and 1.0 are not GPU 1.
     service = StrictCharField(min_length=1, max_length=64)
     gpu_index = StrictIntegerField(
         min_value=0, max_value=1023, allow_null=True, required=False, default=None

@@ -14,13 +14,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import BoundedBodyApi
 from common.documents import quoted
-from gpuconfig.apis import (
-    BoundedBodyApi,
-)
+from common.parsers import version_number
 from gpuconfig.backup import BackupError, OutputFormat, parse_backup, render_backup
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
-from gpuconfig.parsers import version_number
 
 STAFF_ONLY = "Only staff users may export or import backups."
 _TRUE = {"1", "true", "yes", "on"}

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common.documents import quoted
 from common.errors import Refusal
+from common.parsers import version_number
 from gpuconfig.backup import (
     MAX_BYTES,
     BackupError,
@@ -29,7 +30,6 @@ from gpuconfig.backup import (
     render_backup,
 )
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
-from gpuconfig.parsers import version_number
 from gpuconfig.services import ConfigConflict
 from pages import regions
 

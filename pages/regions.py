@@ -13,13 +13,13 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
+from common.parsers import version_number
 from devices.presenters import measured_by_service
 from devices.selectors import gpu_inventory_view
 from gpuconfig import selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import STRATEGY_LABELS, StrategyName
 from gpuconfig.models import ConfigVersion
-from gpuconfig.parsers import version_number
 from gpuconfig.registry import RegistryError
 from gpuconfig.services import Draft, gpu_config_draft
 from orchestration import selectors as run_selectors

@@ -1,6 +1,6 @@
-"""GPU detection: what NVIDIA GPUs does this host have, and what are they doing?
+"""GPU detection: what NVIDIA and AMD GPUs does this host have, and what are they doing?
 
-Three sources, tried in this order by :func:`detect` (``chain.py``):
+The sources, consulted by :func:`detect` (``chain.py``):
 
 1. A *simulated* inventory file, when one is configured (``simulated.py``): demo and test
    machines have no GPU, and the product still has to show the design's reference hardware.
@@ -8,6 +8,9 @@ Three sources, tried in this order by :func:`detect` (``chain.py``):
 3. ``nvidia-smi`` as a subprocess (``nvidia_smi.py``): present on hosts where the Python
    process cannot load ``libnvidia-ml.so.1`` (e.g. the app runs in a container without the
    driver libraries mounted, but the binary is reachable).
+4. ROCm for AMD GPUs (``rocm.py``): the ``amdsmi`` bindings, else ``rocm-smi --json``, else
+   the kernel's sysfs. NVIDIA's and AMD's sources are both consulted: one host can hold
+   both, and one vendor's failure never hides the other's GPUs.
 
 What they all report, and how they fail, is in ``types.py``. "Unavailable" (no library, no
 binary) and "broken" (garbage output, a GPU that fell off the bus) are different failures on
@@ -19,7 +22,7 @@ This package knows nothing about Django (an import-linter contract holds it to t
 callers import them from ``devices.detection``.
 """
 
-from devices.detection.chain import SOURCES, GpuSource, detect
+from devices.detection.chain import SOURCES, GpuSource, VendorSources, detect
 from devices.detection.nvidia_smi import (
     SMI_PROCESS_FIELDS,
     SMI_QUERY_FIELDS,
@@ -28,6 +31,7 @@ from devices.detection.nvidia_smi import (
     read_nvidia_smi_processes,
 )
 from devices.detection.nvml import MIB, NvmlScan, NvmlUnavailable, read_nvml, read_nvml_scan
+from devices.detection.rocm import RocmUnavailable, parse_rocm_smi, read_sysfs
 from devices.detection.simulated import read_simulated, simulated_uuid
 from devices.detection.types import (
     Detection,
@@ -35,6 +39,7 @@ from devices.detection.types import (
     DetectionSource,
     GpuProcess,
     GpuReading,
+    GpuVendor,
     SourceUnavailable,
 )
 
@@ -49,15 +54,20 @@ __all__ = [
     "GpuProcess",
     "GpuReading",
     "GpuSource",
+    "GpuVendor",
     "NvidiaSmiUnavailable",
     "NvmlScan",
     "NvmlUnavailable",
+    "RocmUnavailable",
     "SourceUnavailable",
+    "VendorSources",
     "detect",
+    "parse_rocm_smi",
     "read_nvidia_smi",
     "read_nvidia_smi_processes",
     "read_nvml",
     "read_nvml_scan",
     "read_simulated",
+    "read_sysfs",
     "simulated_uuid",
 ]

@@ -22,10 +22,12 @@ from common.json_rules import (
 )
 from devices.detection.types import (
     COMPUTE_CAPABILITY_RE,
+    GFX_TARGET_RE,
     Detection,
     DetectionError,
     DetectionSource,
     GpuReading,
+    GpuVendor,
 )
 
 # Real UUIDs are "GPU-" + 8-4-4-4-12 hex digits; assignments and the runtime helper match
@@ -45,6 +47,11 @@ _OPTIONAL_GPU_KEYS: Final = (
     "temperature_c",
     "power_w",
     "vram_reserved_mb",
+    "vendor",
+    "device_index",
+    "render_node",
+    "pci_bus",
+    "integrated",
 )
 _ALLOWED_TOP_LEVEL_KEYS: Final = ("gpus",)
 
@@ -74,7 +81,10 @@ def read_simulated(path: Path) -> tuple[GpuReading, ...]:
     Each entry needs ``index``, ``name``, ``vram_total_mb``, ``vram_used_mb`` and
     ``compute_capability`` (the last three may be ``null``, as the API reports them for
     GPUs that cannot provide them) and may have ``uuid``, ``utilization_percent``,
-    ``temperature_c`` and ``power_w``. Anything else is rejected: a typo such as
+    ``temperature_c`` and ``power_w``, and ``vendor`` (``"nvidia"``, the default, or
+    ``"amd"``, whose ``compute_capability`` is its gfx target such as ``"gfx1101"``),
+    ``device_index`` (the vendor's own number, default ``index``), ``render_node``,
+    ``pci_bus`` and ``integrated``. Anything else is rejected: a typo such as
     ``vram_totl_mb`` should fail loudly instead of being ignored.
 
     Returns the GPUs sorted by index. Raises :class:`DetectionError` naming the file, the
@@ -182,7 +192,8 @@ def _parse_entry(at: str, entry: object) -> GpuReading:
     index = fields.index()
     name = fields.name()
     vram_total_mb, vram_used_mb, vram_reserved_mb = fields.memory()
-    compute_capability = fields.compute_capability()
+    vendor = fields.vendor()
+    compute_capability = fields.compute_capability(vendor)
     uuid = fields.uuid(index)
     utilization_percent = fields.optional_int("utilization_percent", maximum=100)
     temperature_c = fields.optional_int("temperature_c")
@@ -198,6 +209,11 @@ def _parse_entry(at: str, entry: object) -> GpuReading:
         temperature_c=temperature_c,
         power_w=power_w,
         vram_reserved_mb=vram_reserved_mb,
+        vendor=vendor,
+        device_index=fields.optional_int("device_index"),
+        render_node=fields.optional_text("render_node"),
+        pci_bus=fields.optional_text("pci_bus"),
+        integrated=fields.flag("integrated"),
     )
 
 
@@ -248,13 +264,39 @@ class _EntryFields:
             )
         return total, used, reserved
 
-    def compute_capability(self) -> str | None:
+    def compute_capability(self, vendor: GpuVendor) -> str | None:
         capability = self.entry["compute_capability"]
         if capability is None:
             return None
+        if vendor is GpuVendor.AMD:
+            if not isinstance(capability, str) or not GFX_TARGET_RE.fullmatch(capability):
+                raise self.fail(
+                    "compute_capability", 'must be an AMD gfx target like "gfx1101", or null'
+                )
+            return capability
         if not isinstance(capability, str) or not COMPUTE_CAPABILITY_RE.fullmatch(capability):
             raise self.fail("compute_capability", 'must be a string like "8.6", or null')
         return capability
+
+    def vendor(self) -> GpuVendor:
+        vendor = self.entry.get("vendor", GpuVendor.NVIDIA.value)
+        if vendor not in {v.value for v in GpuVendor}:
+            raise self.fail("vendor", 'must be "nvidia" or "amd"')
+        return GpuVendor(vendor)
+
+    def optional_text(self, field: str) -> str | None:
+        value = self.entry.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(field, "must be a non-empty string, or null")
+        return value.strip()
+
+    def flag(self, field: str) -> bool:
+        value = self.entry.get(field, False)
+        if not isinstance(value, bool):
+            raise self.fail(field, "must be true or false")
+        return value
 
     def uuid(self, index: int) -> str:
         uuid = self.entry.get("uuid", simulated_uuid(index))

@@ -13,16 +13,37 @@ from typing import Any, ClassVar, Final
 
 # "8.6", "9.0", "10.0": how every source writes a CUDA compute capability.
 COMPUTE_CAPABILITY_RE: Final = re.compile(r"[1-9][0-9]*\.[0-9]+")
+# "gfx1101", "gfx90a", "gfx942": an AMD GPU's LLVM target, its counterpart on ROCm.
+GFX_TARGET_RE: Final = re.compile(r"gfx[0-9a-f]{3,6}")
+
+
+class GpuVendor(StrEnum):
+    """Who made a GPU: it decides its container device name and which services it can run."""
+
+    NVIDIA = "nvidia"
+    AMD = "amd"
+
+
+# The CDI kind each vendor's container toolkit generates (nvidia-ctk, amd-ctk).
+CDI_KINDS: Final[dict[GpuVendor, str]] = {
+    GpuVendor.NVIDIA: "nvidia.com/gpu",
+    GpuVendor.AMD: "amd.com/gpu",
+}
 
 
 @dataclass(frozen=True)
 class GpuReading:
     """One GPU as seen at one moment.
 
-    ``index`` is the host's NVML/nvidia-smi index (PCI bus order); ``uuid`` is the stable
-    identity that survives reboots and re-cabling, so assignments should key on it.
+    ``index`` is GPU Config's number for the GPU, unique on the host; ``uuid`` is the
+    stable identity that survives reboots and re-cabling, so assignments should key on it.
     Readings a GPU or driver cannot provide (power on some boards, memory on some
     virtualised GPUs) are ``None`` rather than a made-up zero.
+
+    ``device_index`` is the vendor's own number, the one its container device name uses
+    (``nvidia.com/gpu=N``: NVML's index; ``amd.com/gpu=N``: amd-ctk's, cards in PCI bus
+    order, partitions under their card). On a host with one vendor it equals ``index``; on
+    a host with both, NVIDIA GPUs come first and AMD ones follow (see ``chain.detect``).
     """
 
     index: int
@@ -38,6 +59,33 @@ class GpuReading:
     # "used" by anyone nor free to allocate; None where the source cannot tell (NVML v1,
     # nvidia-smi, a simulated file without it).
     vram_reserved_mb: int | None = None
+    vendor: GpuVendor = GpuVendor.NVIDIA
+    device_index: int | None = None  # None: the same as ``index``
+    # The card's DRM nodes, read from sysfs by PCI address ("/dev/dri/renderD128"); AMD
+    # services without a CDI spec get the render node (never assumed from the index).
+    render_node: str | None = None
+    pci_bus: str | None = None  # "0000:04:00.0"
+    # An integrated GPU (an APU) whose VRAM is a small BIOS carve-out: listed, marked, and
+    # left out of planning unless the operator includes it.
+    integrated: bool = False
+
+    def __post_init__(self) -> None:
+        # One form for one GPU: a device index equal to the index is "the same as index",
+        # so a reading compares equal after a round trip through the API's shape.
+        if self.device_index == self.index:
+            object.__setattr__(self, "device_index", None)
+        if not isinstance(self.vendor, GpuVendor):
+            object.__setattr__(self, "vendor", GpuVendor(self.vendor))
+
+    @property
+    def vendor_index(self) -> int:
+        """The index the vendor's container device name uses."""
+        return self.index if self.device_index is None else self.device_index
+
+    @property
+    def container_device(self) -> str:
+        """The CDI device name that gives a container this GPU: ``amd.com/gpu=0``."""
+        return f"{CDI_KINDS[self.vendor]}={self.vendor_index}"
 
     @property
     def vram_free_mb(self) -> int | None:
@@ -63,6 +111,11 @@ class GpuReading:
             "temperature_c": self.temperature_c,
             "power_w": self.power_w,
             "vram_reserved_mb": self.vram_reserved_mb,
+            "vendor": self.vendor.value,
+            "device_index": self.vendor_index,
+            "render_node": self.render_node,
+            "pci_bus": self.pci_bus,
+            "integrated": self.integrated,
         }
 
 
@@ -85,6 +138,9 @@ class DetectionSource(StrEnum):
 
     NVML = "nvml"
     NVIDIA_SMI = "nvidia-smi"
+    ROCM_AMDSMI = "amdsmi"
+    ROCM_SMI = "rocm-smi"
+    KFD_SYSFS = "sysfs"
     SIMULATED = "simulated"
     NONE = "none"
 
@@ -102,6 +158,10 @@ class Detection:
     process_note: str = ""
     # GPUs whose processes could not be read, by UUID (their memory is not attributed).
     unmeasured_uuids: tuple[str, ...] = ()
+    # Vendors whose source was present but failed while another vendor's answered: their
+    # GPUs are missing from ``gpus`` for this reading only (the caller keeps them as last
+    # seen). ``message`` says why.
+    failed_vendors: tuple[GpuVendor, ...] = ()
 
 
 class DetectionError(Exception):

@@ -216,6 +216,19 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     return fake
 
 
+@pytest.fixture(autouse=True)
+def no_amd_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the ROCm source's sysfs at an empty folder: no test depends on this machine's
+    /sys (an AMD host running the tests would otherwise see its own cards). Tests that
+    replay a KFD capture copy it under the returned root."""
+    from devices.detection import rocm
+
+    root = tmp_path / "sys"
+    root.mkdir()
+    monkeypatch.setattr(rocm, "SYSFS_ROOT", root)
+    return root
+
+
 @pytest.fixture
 def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory that is the whole of PATH, so a real nvidia-smi can never be found.

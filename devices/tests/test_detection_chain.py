@@ -15,6 +15,7 @@ from devices.detection import (
     Detection,
     DetectionError,
     DetectionSource,
+    GpuVendor,
     SourceUnavailable,
     chain,
     detect,
@@ -25,6 +26,9 @@ from devices.tests.detection_support import (
     install_smi,
     real_nvml_library_loads,
 )
+
+# Why this machine (and every test machine: see the no_amd_sysfs fixture) has no AMD GPU.
+NO_ROCM = "amdsmi library not found, rocm-smi not on PATH, no KFD topology in sysfs"
 
 if TYPE_CHECKING:
     from devices.tests.conftest import FakeNvml
@@ -96,8 +100,9 @@ def test_detect_nothing_available(fake_nvml: FakeNvml, bin_dir: Path) -> None:
         DetectionSource.NONE,
         (),
         message=(
-            "No GPUs detected: NVIDIA driver not loaded and "
-            "nvidia-smi cannot communicate with the NVIDIA driver"
+            "No GPUs detected: NVIDIA driver not loaded, "
+            "nvidia-smi cannot communicate with the NVIDIA driver and no AMD GPU found "
+            f"({NO_ROCM})"
         ),
     )
 
@@ -110,14 +115,17 @@ def test_detect_on_this_machine_without_gpu_tools(bin_dir: Path) -> None:
     assert detect() == Detection(
         DetectionSource.NONE,
         (),
-        message="No GPUs detected: NVML library not found and nvidia-smi not on PATH",
+        message=(
+            "No GPUs detected: NVML library not found, nvidia-smi not on PATH and "
+            f"no AMD GPU found ({NO_ROCM})"
+        ),
     )
 
 
 def test_a_further_source_is_tried_after_the_others(
     fake_nvml: FakeNvml, bin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A later source (AMD's rocm-smi, say) is a module of its own and one line in SOURCES;
+    # A further source is a module of its own and one line in SOURCES;
     # when every source is unavailable, the message names each reason in order.
     class RocmSmiUnavailable(SourceUnavailable):
         source_name = "rocm-smi"
@@ -125,7 +133,11 @@ def test_a_further_source_is_tried_after_the_others(
     def detect_rocm_smi(*, with_processes: bool) -> Detection:
         raise RocmSmiUnavailable("rocm-smi not on PATH")
 
-    monkeypatch.setattr(chain, "SOURCES", (*chain.SOURCES, detect_rocm_smi))
+    monkeypatch.setattr(
+        chain,
+        "SOURCES",
+        (chain.SOURCES[0], chain.VendorSources(GpuVendor.AMD, (detect_rocm_smi,))),
+    )
     fake_nvml.init_error = pynvml.NVMLError_LibraryNotFound()
     install_smi(bin_dir, "driver-not-loaded.txt", exit_code=9)
 

@@ -21,6 +21,11 @@ def test_as_api_dict_has_exactly_the_api_keys() -> None:
         "temperature_c": 38,
         "power_w": 8.93,
         "vram_reserved_mb": None,
+        "vendor": "nvidia",
+        "device_index": 1,
+        "render_node": None,
+        "pci_bus": None,
+        "integrated": False,
     }
 
 

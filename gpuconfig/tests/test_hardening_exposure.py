@@ -22,7 +22,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from config.private_files import private_file_create
+from common.files import private_file_create
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
-from config.private_files import private_dir, private_file_create
+from common.files import private_dir, private_file_create
 
 
 class Command(BaseCommand):

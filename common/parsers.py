@@ -18,6 +18,14 @@ from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from common.json_rules import (
+    DuplicateKeyError,
+    NonStandardConstantError,
+    json_type_name,
+    no_constants,
+    no_duplicate_keys,
+)
+
 # A configuration body is three levels deep ({"assignments": [{...}]}); 32 leaves room for
 # any honest client and keeps every later walk of the data (serializers, renderers) shallow.
 MAX_JSON_DEPTH = 32
@@ -59,10 +67,15 @@ class StrictJSONParser(JSONParser):
             )
         try:
             data = json.loads(
-                text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+                text, object_pairs_hook=no_duplicate_keys, parse_constant=no_constants
             )
-        except _Refused as exc:
-            raise ParseError(f"JSON parse error: {exc}") from None
+        except DuplicateKeyError as exc:
+            shown = exc.key if _encodable(exc.key) and len(exc.key) <= 64 else "(unprintable)"
+            raise ParseError(
+                f"JSON parse error: the key {shown!r} appears twice in one object."
+            ) from None
+        except NonStandardConstantError as exc:
+            raise ParseError(f"JSON parse error: {exc.name} is not a JSON number.") from None
         except ValueError as exc:
             # json's own messages give a position, never the text: safe to pass on.
             raise ParseError(f"JSON parse error: {exc}") from None
@@ -77,36 +90,12 @@ class StrictJSONParser(JSONParser):
         return data
 
 
-class _Refused(ValueError):
-    pass
-
-
 def json_depth(text: str) -> int:
     """How deeply the arrays and objects in ``text`` nest (strings ignored), without parsing."""
     brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
     # The running depth after each bracket, in C (map and accumulate), not a Python loop per
     # bracket: a body of 250,000 brackets costs what json.loads of it would.
     return max(0, max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0))
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Called once per object: dict() in C, and the Python loop only when a key repeats.
-    if not pairs:  # a body of 20,000 "{}" costs a third less
-        return {}
-    out = dict(pairs)
-    if len(out) == len(pairs):
-        return out
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            shown = key if _encodable(key) and len(key) <= 64 else "(unprintable)"
-            raise _Refused(f"the key {shown!r} appears twice in one object.")
-        seen.add(key)
-    raise AssertionError("unreachable: dict() dropped a key only when one repeats")
-
-
-def _no_constants(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number.")
 
 
 def _encodable(text: str) -> bool:
@@ -183,7 +172,7 @@ class StrictIntegerField(serializers.IntegerField):
 
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("type", kind=_json_kind(data))
+            self.fail("type", kind=json_type_name(data))
         return super().to_internal_value(data)
 
 
@@ -194,7 +183,7 @@ class StrictFloatField(serializers.FloatField):
 
     def to_internal_value(self, data: Any) -> float:
         if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("type", kind=_json_kind(data))
+            self.fail("type", kind=json_type_name(data))
         try:
             return float(data)
         except OverflowError:  # an integer too large for a float; DRF would answer 500
@@ -209,7 +198,7 @@ class StrictBooleanField(serializers.BooleanField):
 
     def to_internal_value(self, data: Any) -> bool:
         if not isinstance(data, bool):
-            self.fail("type", kind=_json_kind(data))
+            self.fail("type", kind=json_type_name(data))
         return data
 
 
@@ -220,22 +209,5 @@ class StrictCharField(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
-            self.fail("type", kind=_json_kind(data))
+            self.fail("type", kind=json_type_name(data))
         return super().to_internal_value(data)
-
-
-def _json_kind(data: Any) -> str:
-    """The JSON type of a value, for messages that must not echo the value itself."""
-    if data is None:
-        return "null"
-    if isinstance(data, bool):
-        return "a boolean"
-    if isinstance(data, int | float):
-        return "a decimal number" if isinstance(data, float) else "a number"
-    if isinstance(data, str):
-        return "a string"
-    if isinstance(data, list):
-        return "an array"
-    if isinstance(data, dict):
-        return "an object"
-    return type(data).__name__

@@ -20,8 +20,8 @@ import pytest
 from rest_framework.exceptions import ParseError
 
 from bench.bench_parser import best_seconds, honest_body, hostile_bodies, parse_ratios
+from common.parsers import StrictJSONParser, json_depth
 from devices.services import gpu_inventory_rescan
-from gpuconfig.parsers import StrictJSONParser, json_depth
 
 SMALL, LARGE = 16 * 1024, 64 * 1024
 # The worst seen here was 36x (20,000 empty objects at 64 KB: one duplicate-key hook call
