@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import BoundedBodyApi, StrictSerializer
+from common.apis import BoundedBodyApi, StrictSerializer
 from common.parsers import (
     MAX_VERSION,
     StrictBooleanField,

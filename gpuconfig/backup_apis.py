@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import BoundedBodyApi
+from common.apis import BoundedBodyApi
 from common.documents import quoted
 from common.parsers import version_number
 from gpuconfig.backup import BackupError, OutputFormat, parse_backup, render_backup

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import BoundedBodyApi
+from common.apis import BoundedBodyApi
 from devices import apis as device_apis
 from devices.selectors import gpu_inventory_view
 from gpuconfig.apis import (
