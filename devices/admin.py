@@ -7,7 +7,10 @@ from devices.models import GpuDevice, ServiceVramPeak
 class GpuDeviceAdmin(admin.ModelAdmin):
     list_display = (
         "gpu_index",
+        "vendor",
         "name",
+        "planned",
+        "integrated",
         "vram_total_mb",
         "vram_available_mb",
         "vram_reserved_mb",
@@ -15,7 +18,9 @@ class GpuDeviceAdmin(admin.ModelAdmin):
         "present",
         "last_seen_at",
     )
-    list_filter = ("present", "compute_capability", "name")
+    list_filter = ("present", "vendor", "integrated", "planned", "compute_capability", "name")
+    # The operator's one choice per GPU here: include an integrated GPU in planning.
+    list_editable = ("planned",)
     search_fields = ("name", "uuid")
     readonly_fields = ("id", "created_at", "updated_at", "last_seen_at")
     ordering = ("gpu_index",)

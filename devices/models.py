@@ -9,12 +9,39 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class GpuVendorChoice(models.TextChoices):
+    # Same values as devices.detection.GpuVendor.
+    NVIDIA = "nvidia", "NVIDIA"
+    AMD = "amd", "AMD"
+
+
 class GpuDevice(models.Model):
     """A GPU as last detected. Rows are never deleted by a re-scan: a GPU that disappears is
     marked ``present=False`` so that assignments pointing at it can be flagged."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     gpu_index = models.IntegerField(unique=True)
+    vendor = models.CharField(
+        max_length=16, choices=GpuVendorChoice.choices, default=GpuVendorChoice.NVIDIA
+    )
+    device_index = models.IntegerField(
+        null=True,
+        blank=True,
+        help_text="The vendor's own number, used in the container device name "
+        "(amd.com/gpu=N); empty: the same as the index.",
+    )
+    render_node = models.CharField(
+        max_length=64, blank=True, help_text="DRM render node read from sysfs (AMD)."
+    )
+    integrated = models.BooleanField(
+        default=False,
+        help_text="An integrated GPU whose VRAM is a small BIOS carve-out (detected).",
+    )
+    planned = models.BooleanField(
+        default=True,
+        help_text="Whether strategies may place services on this GPU. Detection leaves "
+        "integrated GPUs out when it first sees them; tick to include one.",
+    )
     uuid = models.CharField("UUID", max_length=96, blank=True)
     name = models.CharField(max_length=128)
     vram_total_mb = models.IntegerField(null=True, blank=True)
@@ -52,10 +79,23 @@ class GpuDevice(models.Model):
                 condition=Q(vram_reserved_mb__isnull=True) | Q(vram_reserved_mb__gte=0),
                 name="gpu_devices_vram_reserved_non_negative",
             ),
+            models.CheckConstraint(
+                condition=Q(vendor__in=[choice.value for choice in GpuVendorChoice]),
+                name="gpu_devices_vendor_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(device_index__isnull=True) | Q(device_index__gte=0),
+                name="gpu_devices_device_index_non_negative",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"GPU {self.gpu_index}: {self.name}"
+
+    @property
+    def vendor_index(self) -> int:
+        """The index the vendor's container device name uses."""
+        return self.gpu_index if self.device_index is None else self.device_index
 
 
 class ServiceVramPeak(models.Model):
