@@ -51,6 +51,20 @@ SERVICE_LABEL = "io.podman.compose.service"
 
 INSTALL_COMPOSE_HINT = "pip install 'podman-compose>=1.4'"
 INSTALL_PODMAN_HINT = "apt-get install -y podman runc"
+# Inside the production stack podman is the host's, reached through its API socket: installing
+# anything in the container would not help (docs/development/multi-gpu.md, the podman socket).
+SOCKET_PODMAN_HINT = (
+    "mount the host's podman socket folder into the web and worker containers and set "
+    "CONTAINER_HOST to the socket in it (see the guide's podman socket section)"
+)
+
+
+def podman_hint(env: Mapping[str, str]) -> str:
+    """What to do about a missing or unusable podman, where the app runs: in the stack (its
+    image sets CONTAINER_HOST) the socket, else install it. Not /run/.containerenv: bin/run
+    inside a development container does want podman installed there."""
+    return SOCKET_PODMAN_HINT if env.get("CONTAINER_HOST") else INSTALL_PODMAN_HINT
+
 
 # podman-compose and compose project names: what podman accepts in container names and labels.
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -130,7 +144,7 @@ def probe_compose(
     executable = shutil.which(command[0], path=search_path)
     if executable is None:
         if Path(command[0]).name == "podman":
-            raise ComposeUnavailable(f"podman not found: {INSTALL_PODMAN_HINT}")
+            raise ComposeUnavailable(f"podman not found: {podman_hint(run_env)}")
         raise ComposeUnavailable(
             f"{command[0]} not found: {INSTALL_COMPOSE_HINT} "
             "(distribution packages such as Debian's 1.0.3 ignore GPU reservations)"
@@ -138,7 +152,7 @@ def probe_compose(
     # podman-compose drives the podman found on PATH, so check that one, not ours.
     podman_path = shutil.which("podman", path=search_path)
     if podman_path is None:
-        raise ComposeUnavailable(f"podman not found on PATH: {INSTALL_PODMAN_HINT}")
+        raise ComposeUnavailable(f"podman not found on PATH: {podman_hint(run_env)}")
 
     argv = (executable, *command[1:])
     shown = " ".join(command)
@@ -171,8 +185,13 @@ def probe_compose(
     )
     if not info.ok:
         raise ComposeUnavailable(
-            f"podman is installed but `podman info` failed: {_last_line(info.output)}; check "
-            "its storage and runtime (CONTAINERS_CONF, runc) or start podman's service"
+            f"podman is installed but `podman info` failed: {_last_line(info.output)}; "
+            + (
+                SOCKET_PODMAN_HINT
+                if run_env.get("CONTAINER_HOST")
+                else "check its storage and runtime (CONTAINERS_CONF, runc) or start podman's "
+                "service"
+            )
         )
     return ComposeTool(argv=argv, version=version, podman=podman_path)
 

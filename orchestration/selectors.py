@@ -330,3 +330,14 @@ def _podman_health() -> str:
     except podman.ComposeUnavailable as exc:
         return f"unavailable: {str(exc)[:200]}"
     return "ok"
+
+
+def apply_readiness() -> tuple[bool, str]:
+    """Whether Apply & Restart can work here now, and if not, why and what to do (the
+    compose probe's sentence, in the words of where the app runs). Cached with the probe,
+    so the page may ask on every render; the service still checks again when pressed."""
+    try:
+        compose_tool()
+    except podman.ComposeUnavailable as exc:
+        return False, str(exc)
+    return True, ""

@@ -125,7 +125,15 @@ def config_context(
         # Apply is shown disabled while a run is active (the server refuses it anyway).
         "run_active": run_selectors.run_is_active(),
         "failed_apply": run_selectors.failed_current_version(),
+        **apply_readiness_context(),
     }
+
+
+def apply_readiness_context() -> dict[str, Any]:
+    """Whether Apply & Restart can work here, shown before it is pressed: disabled with the
+    reason, to everyone (read-only users too), rather than a dialog promising restarts."""
+    ready, reason = run_selectors.apply_readiness()
+    return {"apply_ready": ready, "apply_unready_reason": reason}
 
 
 def status_context(request: HttpRequest, *, was_active: bool = False) -> dict[str, Any]:

@@ -120,6 +120,7 @@ def gpu_settings(request: HtmxHttpRequest) -> HttpResponse:
         # The run just ended: the history's "Applied" column changed with it, and the
         # form's Apply button is enabled again.
         context.update(regions.history_context(request))
+        context.update(regions.apply_readiness_context())
         oob.extend(["history", "form-actions"])
     return fragments(request, SETTINGS_TEMPLATE, part, context, oob=oob)
 

@@ -18,6 +18,7 @@ from devices.services import gpu_inventory_rescan
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion
 from gpuconfig.services import AssignmentChange, gpu_config_restore, gpu_config_save
+from orchestration import selectors as run_selectors
 from orchestration.models import ApplyRun, RunKind, RunStatus, ServiceStep, StepStatus
 from orchestration.services import forget_probe
 
@@ -30,6 +31,13 @@ SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
 def _inventory(transactional_db: Any) -> None:
     gpu_inventory_rescan()
     forget_probe()
+
+
+def _refused_when_pressed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page draws Apply enabled, and the server then refuses it (503, no podman-compose
+    here): as when podman goes away after the page was drawn. These tests are about what
+    happens around a press, which a missing podman no longer allows (issue 16)."""
+    monkeypatch.setattr(run_selectors, "apply_readiness", lambda: (True, ""))
 
 
 def _save(user: Any, strategy: StrategyName = StrategyName.MANUAL, **pins: int) -> ConfigVersion:
@@ -266,9 +274,10 @@ def test_7_no_rollback_is_offered_when_nothing_was_applied_before(new_page, staf
 
 
 def test_10_focus_stays_on_the_pressed_button_and_results_are_announced(
-    new_page, staff_user, settings
+    new_page, staff_user, settings, monkeypatch
 ):
     settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
+    _refused_when_pressed(monkeypatch)
     page = new_page(user=staff_user)
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto("/settings/gpu/")
@@ -307,8 +316,9 @@ def test_10_focus_stays_on_the_pressed_button_and_results_are_announced(
 # --- 11. guards on Apply and Rollback, and what the run says --------------------------------
 
 
-def test_11_apply_asks_for_confirmation_first(new_page, staff_user, settings):
+def test_11_apply_asks_for_confirmation_first(new_page, staff_user, settings, monkeypatch):
     settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
+    _refused_when_pressed(monkeypatch)
     _all_on_gpu0(staff_user)
     page = new_page(user=staff_user)
     page.goto("/settings/gpu/")
@@ -352,9 +362,10 @@ def test_11_rollback_asks_for_confirmation_first(new_page, staff_user):
 
 
 def test_11_without_javascript_apply_and_rollback_ask_on_the_page_first(
-    new_page, staff_user, settings
+    new_page, staff_user, settings, monkeypatch
 ):
     settings.GPUCONFIG_COMPOSE_COMMAND = ["/nonexistent/podman-compose"]
+    _refused_when_pressed(monkeypatch)
     first = _applied(_all_on_gpu0(staff_user), minutes_ago=10)
     second = _applied(_all_on_gpu0(staff_user, ai_clip=1), minutes_ago=5)
     _run(second, RunStatus.SUCCEEDED, previous=first)

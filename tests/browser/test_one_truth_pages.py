@@ -244,3 +244,60 @@ def test_a_budget_typed_with_a_decimal_point_is_taken(new_page, staff_user):
     assert saved is not None
     assert saved.assignments["ai-enrichment"]["vram_budget_override"] == 3.5
     assert page.js_errors == []
+
+
+# --- Apply shows whether it can work before it is pressed ------------------------------------
+
+
+@pytest.fixture
+def podman_missing(settings, monkeypatch, tmp_path: Path) -> None:
+    """podman is not on PATH (the app's own podman-compose is, by its absolute path): as on a
+    host where podman was never installed. The probe runs for real and finds no podman."""
+    compose = Path(settings.GPUCONFIG_COMPOSE_COMMAND[0])
+    if not compose.is_absolute():
+        pytest.skip(f"the compose command {compose} is not an absolute path")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    forget_probe()
+
+
+def test_without_podman_apply_is_disabled_with_the_reason_for_everyone(
+    new_page, staff_user, member_user, podman_missing
+):
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    dialogs: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    for user in (staff_user, member_user):
+        page = new_page(user=user)
+        page.on("dialog", answer)
+        page.goto("/settings/gpu/")
+        apply = page.get_by_role("button", name="Apply & Restart Services")
+        expect(apply).to_be_disabled()
+        note = page.locator("#apply-unready-note")
+        expect(note).to_contain_text("Apply & Restart cannot work here: podman not found on PATH")
+        expect(note).to_contain_text("apt-get install -y podman runc")  # on a host: install it
+        expect(apply).to_have_attribute("aria-describedby", "apply-unready-note")
+        apply.click(force=True)  # a disabled button does nothing, even when clicked
+        page.wait_for_timeout(300)
+        assert dialogs == [], "no dialog promises restarts"
+        assert page.js_errors == []
+    assert ConfigVersion.objects.count() == 1
+
+
+def test_inside_the_stack_the_advice_is_the_podman_socket(
+    new_page, staff_user, podman_missing, monkeypatch
+):
+    monkeypatch.setenv("CONTAINER_HOST", "unix:///run/podman/podman.sock")
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+    note = page.locator("#apply-unready-note")
+    expect(note).to_contain_text("mount the host's podman socket folder")
+    expect(note).to_contain_text("CONTAINER_HOST")
+    expect(note).not_to_contain_text("apt-get")
+    expect(page.get_by_role("button", name="Apply & Restart Services")).to_be_disabled()
