@@ -269,8 +269,12 @@ def system_answer(
     form: SystemSettingsForm,
     notice: tuple[str, str] | None = None,
     status: int = 200,
+    *,
+    loaded: str | None = None,
 ) -> HttpResponse:
-    context = regions.system_context(request, form, [notice] if notice else [])
+    """``loaded``: the stored state a refused form was drawn from, kept (see
+    ``regions.system_stored_state``)."""
+    context = regions.system_context(request, form, [notice] if notice else [], loaded)
     if request.htmx:
         return fragments(request, SYSTEM_TEMPLATE, "system-form", context, status=status)
     return page(request, SYSTEM_TEMPLATE, context, status=status)

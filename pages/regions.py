@@ -8,6 +8,7 @@ only its own (plus the regions it changed, sent out of band).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.conf import settings
@@ -214,16 +215,32 @@ def history_context(request: HttpRequest) -> dict[str, Any]:
 
 
 def system_context(
-    request: HttpRequest, form: SystemSettingsForm, notices: list[tuple[str, str]]
+    request: HttpRequest,
+    form: SystemSettingsForm,
+    notices: list[tuple[str, str]],
+    loaded: str | None = None,
 ) -> dict[str, Any]:
+    """``loaded``: the stored state the form was drawn from (``system_stored_state``); a
+    fresh form carries the state now."""
     return {
         "tab": "system",
         "form": form,
+        "loaded": loaded or system_stored_state(),
         "notices": notices,
         "can_edit": can_edit(request),
         "environment": _environment(),
         "strategy_in_force": _strategy_in_force(),
     }
+
+
+def system_stored_state() -> str:
+    """A short fingerprint of what the System form shows from the database (the settings, and
+    whether a version exists, which decides whether the default strategy is editable). The
+    form carries it, so a save from a page drawn before an import or another user's save is
+    refused instead of writing the old values back over theirs."""
+    latest = selectors.latest_version()
+    shown = f"{selectors.system_config()!r}|{latest is not None}"
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 def system_form(data: Any = None) -> SystemSettingsForm:

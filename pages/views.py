@@ -258,6 +258,10 @@ ACTIONS: dict[str, View] = {
 
 SYSTEM_READ_ONLY = "Only staff users may change system settings."
 SYSTEM_NOT_SAVED = "Nothing was saved: fix the marked settings."
+SYSTEM_STALE = (
+    "The settings changed since this page was loaded (a backup import, or another user's "
+    "save). Nothing was saved: the form now shows what is stored; change it again and save."
+)
 
 
 @require_http_methods(["GET", "POST"])
@@ -270,9 +274,13 @@ def system_settings(request: HtmxHttpRequest) -> HttpResponse:
         if request.htmx:
             return alert(request, SYSTEM_READ_ONLY, status=403)
         return system_answer(request, regions.system_form(), ("error", SYSTEM_READ_ONLY), 403)
+    loaded = request.POST.get("loaded", "")
+    if loaded and loaded != regions.system_stored_state():
+        # Drawn before what is stored now: saving it would write the old values back.
+        return system_answer(request, regions.system_form(), ("error", SYSTEM_STALE), 409)
     form = regions.system_form(request.POST)
     if not form.is_valid():
-        return system_answer(request, form, ("error", SYSTEM_NOT_SAVED), 400)
+        return system_answer(request, form, ("error", SYSTEM_NOT_SAVED), 400, loaded=loaded)
     changed = system_settings_update(values=form.setting_values())
     message = "Saved: " + ", ".join(changed) + "." if changed else "Nothing changed."
     if not request.htmx:

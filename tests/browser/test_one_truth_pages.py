@@ -66,6 +66,35 @@ def test_an_import_redraws_the_settings_form_and_save_settings_keeps_the_import(
     assert page.js_errors == []
 
 
+def test_save_settings_from_a_page_loaded_before_an_import_is_refused_not_applied(
+    new_page, staff_user
+):
+    # Another tab (or another user) imports a backup after this page was drawn.
+    page = new_page(user=staff_user)
+    page.goto("/settings/system/")
+    polling = page.get_by_label("Apply status polling (seconds)")
+    expect(polling).to_have_value("1")
+    system_settings_update(values={STATUS_POLL_KEY: 9, RESERVE_KEY: 2048})
+
+    page.get_by_label("GPU card refresh (seconds)").fill("7")
+    page.get_by_role("button", name="Save settings").click()
+    notice = page.locator("#system-form .notice.error")
+    expect(notice).to_contain_text("changed since this page was loaded")
+    expect(notice).to_contain_text("Nothing was saved")
+    # The form now shows what is stored; nothing of the old page was written over it.
+    expect(polling).to_have_value("9")
+    expect(page.get_by_label("VRAM reserve (MB)")).to_have_value("2048")
+    config = system_config()
+    assert (config.status_poll_seconds, config.vram_reserve_mb) == (9, 2048)
+    assert config.gpu_poll_seconds != 7
+    # Saved again from the fresh form, it is taken.
+    page.get_by_label("GPU card refresh (seconds)").fill("7")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#system-form .notice.success")).to_contain_text("Saved")
+    assert system_config().gpu_poll_seconds == 7
+    assert page.js_errors == []
+
+
 # --- "Unsaved changes" compares like with like -----------------------------------------------
 
 
