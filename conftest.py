@@ -8,9 +8,11 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from common.data_dir import needs_of, prepare
 from devices.services import reset_sampler
 from orchestration.selectors import reset_container_health_cache, reset_dependency_health_cache
 
@@ -24,6 +26,16 @@ REFERENCE_COMPOSE = ROOT / "docker-compose.prod.yml"
 # Tests that exercise a real component CI must have. Under GPUCONFIG_REQUIRE_REAL=1 (set by
 # .ci/run) a skip of one of these is turned into a failure, so CI cannot pass by skipping.
 REAL_COMPONENT_MARKERS = ("containers", "browser", "stack")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The data folder as bin/run's ``manage.py prepare_data_dir`` leaves it: the settings
+    only read it (the secret key, the SQLite file of bin/test's second pass, the broker's
+    folders), and the manage.py and worker processes that tests start read it too."""
+    prepare(needs_of(django_settings))
+    if django_settings.GPUCONFIG_SECRET_KEY_FILE is not None:
+        # Read when the settings loaded, before the file existed on a fresh clone.
+        django_settings.SECRET_KEY = django_settings.GPUCONFIG_SECRET_KEY_FILE.read_text().strip()
 
 
 @pytest.hookimpl(wrapper=True)

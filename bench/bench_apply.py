@@ -53,6 +53,7 @@ def main() -> int:
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DJANGO_ALLOWED_HOSTS": "testserver",
+            "DJANGO_SECRET_KEY": "bench-only-" + "x" * 50,  # nothing here outlives the run
             "GPUCONFIG_DATA_DIR": str(data),
             "DATABASE_URL": _bench_database(data),
             "CELERY_BROKER_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),

@@ -40,6 +40,7 @@ atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
 os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'bench.sqlite3'}"
 os.environ["GPUCONFIG_DATA_DIR"] = str(_TMP / "data")
+os.environ["DJANGO_SECRET_KEY"] = "bench-only-" + "x" * 50  # nothing here outlives the run
 os.environ.pop("GPUCONFIG_SIMULATED_GPUS", None)
 os.environ.setdefault("GPUCONFIG_LOG_LEVEL", "WARNING")
 
@@ -47,8 +48,13 @@ import django  # noqa: E402  (settings come from the environment set just above)
 
 django.setup()
 
-import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the tests)
 from django.conf import settings  # noqa: E402
+
+from common.data_dir import needs_of, prepare  # noqa: E402
+
+prepare(needs_of(settings))  # as bin/run's `manage.py prepare_data_dir`: SQLite, the broker
+
+import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the tests)
 from django.core.management import call_command  # noqa: E402
 
 from bench.inputs import compose_with  # noqa: E402

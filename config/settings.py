@@ -2,48 +2,48 @@
 
 Embedded defaults need no server: SQLite and a filesystem Celery broker under ``.data/``.
 Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
+
+Loading these settings only reads: it writes no file and creates no folder. What the
+embedded defaults keep under ``.data/`` (the secret key, the SQLite file, the broker's
+folders) is created by ``manage.py prepare_data_dir``, which ``bin/run`` and the image's
+entrypoint run first; the system checks name whatever is missing (common/data_dir.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import sys
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
-from common.files import private_dir, private_file_create
+from common.files import read_or_none
+from common.sqlite import ExistingDatabaseConnection
 from config.env import envbool, envchoice, envfloat, envint, envlist, envstr
 from config.production import refuse_embedded_defaults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("GPUCONFIG_DATA_DIR", str(BASE_DIR / ".data")))
 
-# Production mode (the stack sets it): refuse the embedded defaults before anything below
-# writes a secret-key file or creates SQLite and broker folders (config/production.py).
+# Production mode (the stack sets it): refuse the embedded defaults, so that a forgotten
+# variable stops the app instead of falling back to files inside a container
+# (config/production.py).
 GPUCONFIG_PRODUCTION = envbool("GPUCONFIG_PRODUCTION", False)
 DEBUG = envbool("DJANGO_DEBUG", False)
 if GPUCONFIG_PRODUCTION:
     refuse_embedded_defaults(os.environ, debug=DEBUG)
 
-
-def _secret_key() -> str:
-    key = envstr("DJANGO_SECRET_KEY", "")
-    if key:
-        return key
-    # Embedded default: one random key per installation, kept beside the SQLite database,
-    # so sessions survive restarts without anyone having to invent a secret.
-    # Private from the first byte (0600 in a 0700 folder): common/files.py.
-    path = DATA_DIR / "secret-key"
-    private_dir(DATA_DIR)
-    private_file_create(path, secrets.token_urlsafe(50))
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
+# Embedded default: one random key per installation, kept in the data folder beside the
+# SQLite database, so sessions survive restarts without anyone having to invent a secret.
+# `manage.py prepare_data_dir` writes it on first start (0600 in a 0700 folder); until then
+# the key is empty and the system checks say so.
+_secret_key = envstr("DJANGO_SECRET_KEY", "")
+_secret_key_file = DATA_DIR / "secret-key"
+GPUCONFIG_SECRET_KEY_FILE: Path | None = None if _secret_key else _secret_key_file
+SECRET_KEY = _secret_key or (read_or_none(_secret_key_file) or "").strip()
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -84,6 +84,20 @@ X_FRAME_OPTIONS = envchoice("DJANGO_X_FRAME_OPTIONS", "DENY", ["DENY", "SAMEORIG
 SILENCED_SYSTEM_CHECKS = (
     [] if GPUCONFIG_HTTPS else ["security.W004", "security.W008", "security.W012", "security.W016"]
 )
+# Content-Security-Policy (Django's own): scripts only from this origin or with the
+# per-response nonce (django-htmx's {% htmx_script %} uses it); no plugins, no framing.
+# style-src-attr allows the width of the usage bars (style="width: N%" in the templates).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
 
 INSTALLED_APPS = [
     # Before staticfiles: runserver then serves static files through whitenoise too, as
@@ -100,14 +114,20 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served here instead of from a CDN
     "django_htmx",
+    "common",  # the checks and `manage.py prepare_data_dir` for the data folder
     "devices",
     "gpuconfig",
     "orchestration",
     "pages",  # the Settings pages, above gpuconfig and orchestration
+    "axes",  # the login lockout (see "Logging in" below)
 ]
 
 MIDDLEWARE = [
+    # First of all: every body over its limit is refused before anything reads it
+    # (common/request_limits.py; the limits under "Request bodies" below).
+    "common.request_limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",  # SECURE_CSP above
     # Static files are served by the app itself (no proxy in the stack); right after the
     # security middleware so they skip sessions and the login requirement.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -121,6 +141,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -137,7 +158,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                # csp_nonce for <script> tags (see the hardening block at the end).
+                # csp_nonce for <script> tags (SECURE_CSP above).
                 "django.template.context_processors.csp",
             ],
         },
@@ -171,13 +192,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not Django
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The database holds sessions and API tokens: 0600 in a 0700 folder before SQLite opens
-    # it (an empty file is an empty database; SQLite gives its journals the same mode).
-    private_dir(DATA_DIR)
-    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
-        private_file_create(Path(DATABASES["default"]["NAME"]))
+    # The database holds sessions and API tokens: `manage.py prepare_data_dir` creates the
+    # file 0600 in a 0700 folder before SQLite first opens it (an empty file is an empty
+    # database; SQLite gives its journals the same mode).
     # The web server and the Celery worker share the file: wait for locks instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        # A missing file is refused, never created with the umask's mode (common/sqlite.py).
+        "factory": ExistingDatabaseConnection,
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -190,6 +214,7 @@ CACHES = {
     )
 }
 
+# --- Logging in -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -198,6 +223,42 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "pages:settings"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login lockout (django-axes): after GPUCONFIG_LOGIN_FAILURE_LIMIT wrong passwords for one
+# username from one address, that pair is refused for GPUCONFIG_LOGIN_COOLOFF_MINUTES, on
+# the login page and the admin alike. Locking the pair, not the address, keeps one
+# mistyping colleague behind a shared NAT from locking everyone else out; the address
+# alone is locked only after GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT failures over all
+# usernames (password spraying). common/login_lockout.py gives each its own limit.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = envbool("GPUCONFIG_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = envint("GPUCONFIG_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = envfloat("GPUCONFIG_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT = max(
+    envint("GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1), AXES_FAILURE_LIMIT
+)
+AXES_HANDLER = "common.login_lockout.AddressThrottlingAxesHandler"
+# A failure while locked is not recorded: else each one restarts the cool-off, and an
+# attacker who keeps trying keeps the admin locked out for good.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# The client's address: REMOTE_ADDR, or X-Forwarded-For when the request comes from one of
+# GPUCONFIG_TRUSTED_PROXIES (addresses or CIDRs; empty: trust nobody). Behind the stack's
+# proxy every request comes from the proxy, so without it all clients share one address.
+GPUCONFIG_TRUSTED_PROXIES = envlist("GPUCONFIG_TRUSTED_PROXIES", [])
+for _proxy in GPUCONFIG_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GPUCONFIG_TRUSTED_PROXIES: {_proxy!r} is not an address or a CIDR network"
+        ) from None
+AXES_CLIENT_IP_CALLABLE = "common.client_address.client_ip_address"
+AXES_VERBOSE = False  # no start-up banner
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -225,6 +286,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = not GPUCONFIG_STATIC_MANIFEST
 WHITENOISE_AUTOREFRESH = not GPUCONFIG_STATIC_MANIFEST
 
+# --- Request bodies ----------------------------------------------------------------------
 # Bodies larger than this are refused before any parsing (a configuration is a few KB).
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("GPUCONFIG_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
 # That limit leaves files out: every body, files included, is refused over it before it is
@@ -232,7 +294,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("GPUCONFIG_MAX_BODY_BYTES", 256 * 1024, min
 # takes a file, the backup import page: the backup's 2 MiB (gpuconfig.backup.MAX_BYTES) plus
 # the form around it, as the stack's proxy allows. Files stay in memory, never more than
 # that of them, never in the temporary folder.
-MIDDLEWARE.insert(0, "common.request_limits.RequestBodyLimitMiddleware")
 GPUCONFIG_MAX_UPLOAD_FILE_BYTES = 2 * 1024 * 1024
 GPUCONFIG_UPLOAD_BODY_LIMITS = {"pages:backup-import": GPUCONFIG_MAX_UPLOAD_FILE_BYTES + 52 * 1024}
 FILE_UPLOAD_HANDLERS = ["common.request_limits.BoundedMemoryUploadHandler"]
@@ -248,14 +309,29 @@ REST_FRAMEWORK = {
         # The browsable API, its raw-data forms pre-filled with docs/api.md's examples.
         "config.browsable_api.ExampleBodyBrowsableAPIRenderer",
     ],
+    # The API takes JSON only, parsed strictly (depth, duplicate keys, lone surrogates): a
+    # form-encoded or multipart PUT is a 415, not a save that silently dropped `assignments`.
+    "DEFAULT_PARSER_CLASSES": ["common.parsers.StrictJSONParser"],
+    # Per user or token (anonymous callers are refused before it); the rate is read when a
+    # request arrives, from GPUCONFIG_API_RATE_USER below ("" switches it off).
+    "DEFAULT_THROTTLE_CLASSES": ["common.throttles.ApiUserThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api_errors.exception_handler",
 }
+GPUCONFIG_API_RATE_USER = envstr("GPUCONFIG_API_RATE_USER", "1200/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU Config API",
     "DESCRIPTION": "Detect GPUs, assign AI services to them, and apply the change safely.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and Swagger UI are for logged-in users (session or token), like the API.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Every operation documents the answers DRF gives before its view runs (401/403/429, and
+    # 400/413/415 for bodies), so the schema lists every status a client can get.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.api_errors.document_common_errors",
+    ],
     # Swagger UI from drf-spectacular-sidecar's static files: /api/docs works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -265,12 +341,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: Redis in production; the embedded default is kombu's filesystem transport,
-# which needs no server (the run command starts a worker that reads the same folder).
+# which needs no server (the run command starts a worker that reads the same folder, and
+# `manage.py prepare_data_dir` creates its folders first).
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = private_dir(DATA_DIR) / "celery-broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    _broker_dir = DATA_DIR / "celery-broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -337,82 +412,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("GPUCONFIG_LOG_LEVEL", "INFO")},
-}
-
-# --- Hardening (issue 12): input, login lockout, throttling, CSP -------------------------
-# Kept in one block so the production settings above can change without touching it.
-from django.utils.csp import CSP  # noqa: E402  (this block stays self-contained)
-
-# The API takes JSON only, parsed strictly (depth, duplicate keys, lone surrogates): a
-# form-encoded or multipart PUT is a 415, not a save that silently dropped `assignments`.
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["common.parsers.StrictJSONParser"]
-# Throttling per user or token (anonymous callers are refused before it); "" switches it off.
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["common.throttles.ApiUserThrottle"]
-GPUCONFIG_API_RATE_USER = envstr("GPUCONFIG_API_RATE_USER", "1200/minute")
-# The schema and Swagger UI are for logged-in users (session or token), like the API.
-SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
-# Every operation documents the answers DRF gives before its view runs (401/403/429, and
-# 400/413/415 for bodies), so the schema lists every status a client can get.
-SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
-    "drf_spectacular.hooks.postprocess_schema_enums",
-    "common.api_errors.document_common_errors",
-]
-
-# Login lockout (django-axes): after GPUCONFIG_LOGIN_FAILURE_LIMIT wrong passwords for one
-# username from one address, that pair is refused for GPUCONFIG_LOGIN_COOLOFF_MINUTES, on
-# the login page and the admin alike. Locking the pair, not the address, keeps one
-# mistyping colleague behind a shared NAT from locking everyone else out; the address
-# alone is locked only after GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT failures over all
-# usernames (password spraying). common/login_lockout.py gives each its own limit.
-INSTALLED_APPS.append("axes")
-MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes requires
-AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins
-    "django.contrib.auth.backends.ModelBackend",
-]
-AXES_ENABLED = envbool("GPUCONFIG_LOGIN_LOCKOUT", True)
-AXES_FAILURE_LIMIT = envint("GPUCONFIG_LOGIN_FAILURE_LIMIT", 5, minimum=1)
-AXES_COOLOFF_TIME = envfloat("GPUCONFIG_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
-GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT = max(
-    envint("GPUCONFIG_LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1), AXES_FAILURE_LIMIT
-)
-AXES_HANDLER = "common.login_lockout.AddressThrottlingAxesHandler"
-# A failure while locked is not recorded: else each one restarts the cool-off, and an
-# attacker who keeps trying keeps the admin locked out for good.
-AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-AXES_RESET_ON_SUCCESS = True
-# The client's address: REMOTE_ADDR, or X-Forwarded-For when the request comes from one of
-# GPUCONFIG_TRUSTED_PROXIES (addresses or CIDRs; empty: trust nobody). Behind the stack's
-# proxy every request comes from the proxy, so without it all clients share one address.
-GPUCONFIG_TRUSTED_PROXIES = envlist("GPUCONFIG_TRUSTED_PROXIES", [])
-for _proxy in GPUCONFIG_TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_proxy, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"GPUCONFIG_TRUSTED_PROXIES: {_proxy!r} is not an address or a CIDR network"
-        ) from None
-AXES_CLIENT_IP_CALLABLE = "common.client_address.client_ip_address"
-AXES_VERBOSE = False  # no start-up banner
-# Lockouts are logged as warnings; axes' INFO line for every login would bury them.
-LOGGING.setdefault("loggers", {})["axes"] = {"level": "WARNING"}  # type: ignore[index]
-
-# Content-Security-Policy (Django's own): scripts only from this origin or with the
-# per-response nonce (django-htmx's {% htmx_script %} uses it); no plugins, no framing.
-# style-src-attr allows the width of the usage bars (style="width: N%" in the templates).
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
-)
-SECURE_CSP = {
-    "default-src": [CSP.SELF],
-    "script-src": [CSP.SELF, CSP.NONCE],
-    "style-src": [CSP.SELF, CSP.NONCE],
-    "style-src-attr": [CSP.UNSAFE_INLINE],
-    "img-src": [CSP.SELF, "data:"],
-    "object-src": [CSP.NONE],
-    "base-uri": [CSP.NONE],
-    "frame-ancestors": [CSP.NONE],
-    "form-action": [CSP.SELF],
+    # Lockouts are logged as warnings; axes' INFO line for every login would bury them.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

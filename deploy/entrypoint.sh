@@ -27,6 +27,9 @@ ensure_override() {
 case "${1:-web}" in
   web)
     ensure_override
+    # What the embedded defaults keep in GPUCONFIG_DATA_DIR; nothing in production mode
+    # (PostgreSQL, Redis and DJANGO_SECRET_KEY are required there).
+    python manage.py prepare_data_dir
     python manage.py wait_for_db --timeout "${GPUCONFIG_DB_WAIT_SECONDS:-120}"
     python manage.py migrate --noinput
     python manage.py detect_gpus
@@ -38,6 +41,7 @@ case "${1:-web}" in
     exec gunicorn --config /app/deploy/gunicorn.conf.py config.wsgi:application
     ;;
   worker)
+    python manage.py prepare_data_dir
     python manage.py wait_for_db --migrated --timeout "${GPUCONFIG_DB_WAIT_SECONDS:-120}"
     # -B: the periodic tasks (stale apply runs) run inside the one worker; run a separate
     # `celery beat` instead if you ever start more than one worker.

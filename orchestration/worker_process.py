@@ -41,7 +41,21 @@ class CeleryWorker:
 def start_worker(
     env: Mapping[str, str], log: Path, *, queue: str = "celery", timeout_s: float = 60
 ) -> CeleryWorker:
-    """Start ``celery -A config worker`` on ``queue`` with ``env``; wait until it is ready."""
+    """Start ``celery -A config worker`` on ``queue`` with ``env``; wait until it is ready.
+
+    First ``manage.py prepare_data_dir`` with the same ``env``, as bin/run does: the data
+    folder it names may be new, and the settings only read it."""
+    prepared = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "prepare_data_dir"],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if prepared.returncode != 0:
+        raise RuntimeError(f"manage.py prepare_data_dir failed:\n{prepared.stderr[-3000:]}")
     celery = Path(sys.executable).parent / "celery"
     handle = log.open("wb")
     process = subprocess.Popen(

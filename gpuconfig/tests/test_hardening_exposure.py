@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import stat
-import subprocess
-import sys
 from io import StringIO
 from pathlib import Path
 
@@ -22,8 +19,6 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from common.files import private_file_create
-
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,56 +27,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-# --- private files -------------------------------------------------------------------------
-
-
-def test_the_embedded_defaults_create_a_private_data_folder_from_the_first_byte(tmp_path):
-    data = tmp_path / "data"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "DJANGO_SECRET_KEY", "CELERY_BROKER_URL")
-    }
-    env |= {"GPUCONFIG_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "config.settings"}
-    # umask 022, as on a default system: without care, files would be 0644 in a 0755 folder.
-    script = "import os; os.umask(0o022); import django; django.setup()"
-
-    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)
-
-    assert _mode(data) == 0o700
-    assert _mode(data / "secret-key") == 0o600
-    assert _mode(data / "gpuconfig.sqlite3") == 0o600
-    assert len((data / "secret-key").read_text().strip()) > 40
-
-
-def test_a_private_file_is_0600_whatever_the_umask(tmp_path):
-    tmp_path = tmp_path / "private"
-    tmp_path.mkdir()
-    old = os.umask(0)
-    try:
-        assert private_file_create(tmp_path / "secret", "s3cret") is True
-        assert private_file_create(tmp_path / "secret", "other") is False, "never overwritten"
-    finally:
-        os.umask(old)
-    assert _mode(tmp_path / "secret") == 0o600
-    assert (tmp_path / "secret").read_text() == "s3cret"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret"], "no temporary file left"
-
-
-def test_an_existing_data_folder_is_tightened(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir(mode=0o755)
-    data.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY")}
-    env |= {"GPUCONFIG_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "config.settings"}
-    subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=60,
-    )
-    assert _mode(data) == 0o700
+# The data folder and its private files: common/tests/test_data_dir.py.
 
 
 # --- the admin password ----------------------------------------------------------------------

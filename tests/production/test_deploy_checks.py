@@ -52,6 +52,7 @@ def test_openapi_schema_validates_without_a_single_warning(tmp_path: Path) -> No
     schema = tmp_path / "schema.yml"
     # Schema generation needs no database: the embedded defaults, in a folder of its own.
     env = {**clean_env(), "GPUCONFIG_DATA_DIR": str(tmp_path)}
+    assert manage("prepare_data_dir", env=env).returncode == 0
 
     result = manage("spectacular", "--validate", "--fail-on-warn", "--file", str(schema), env=env)
 

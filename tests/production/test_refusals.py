@@ -95,7 +95,10 @@ def test_without_production_mode_the_embedded_defaults_still_work(tmp_path: Path
     env = production_env(tmp_path, DJANGO_SECRET_KEY="", DJANGO_DEBUG="1")
     del env["GPUCONFIG_PRODUCTION"], env["DATABASE_URL"], env["CELERY_BROKER_URL"]
 
+    # As bin/run starts: the data folder first (the settings only read it), then the rest.
+    prepared = manage("prepare_data_dir", env=env)
     result = manage("check", env=env)
 
+    assert prepared.returncode == 0, prepared.stderr
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "secret-key").is_file()
