@@ -50,9 +50,11 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from common.data_dir import needs_of, prepare  # noqa: E402
+from common.data_dir import needs_of  # noqa: E402
+from common.data_dir import prepare as prepare_data_dir  # noqa: E402
 
-prepare(needs_of(settings))  # as bin/run's `manage.py prepare_data_dir`: SQLite, the broker
+# As bin/run's `manage.py prepare_data_dir`: the SQLite file and the broker's folders.
+prepare_data_dir(needs_of(settings))
 
 import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the tests)
 from django.core.management import call_command  # noqa: E402
