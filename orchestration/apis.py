@@ -13,14 +13,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.apis import BoundedBodyApi
-from devices import apis as device_apis
-from devices.selectors import gpu_inventory_view
+from gpuconfig import gpu_apis as device_apis  # the GPU devices' APIs, with measured VRAM
 from gpuconfig.apis import (
     STRATEGY_CHOICES,
     GpuConfigInputSerializer,
     changes_of,
 )
 from gpuconfig.domain import StrategyName
+from gpuconfig.measured import gpu_inventory_view
 from orchestration.selectors import apply_status, running_services_view
 from orchestration.services import (
     apply_run_start,
@@ -64,11 +64,11 @@ class ApplyApi(BoundedBodyApi):
         responses={202: _started, 400: _error, 409: _error, 500: _error, 503: _error},
     )
     def post(self, request: Request) -> Response:
-        serializer = ApplyInputSerializer(data=request.data or {})
+        if not request.data:  # no body: apply the newest saved version as it stands
+            return _accepted(apply_run_start(user=request.user).id)
+        serializer = ApplyInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if not data:
-            return _accepted(apply_run_start(user=request.user).id)
         if "strategy" not in data:
             raise ValidationError({"strategy": ["Required when a body is sent."]})
         result = gpu_config_save_and_apply(

@@ -15,17 +15,17 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from common.parsers import version_number
-from devices.presenters import measured_by_service
-from devices.selectors import gpu_inventory_view
 from gpuconfig import selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import STRATEGY_LABELS, StrategyName
+from gpuconfig.measured import gpu_inventory_view
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError
 from gpuconfig.services import Draft, gpu_config_draft
 from orchestration import selectors as run_selectors
 from orchestration.models import RunKind, RunStatus, StepStatus
 from pages.forms import RefusedFields, SystemSettingsForm
+from pages.measured_vram import measured_text_by_service
 from pages.presenters import (
     assignment_rows,
     described,
@@ -108,7 +108,7 @@ def config_context(
         ),
         "strategy_label": STRATEGY_LABELS[draft.strategy],
         "rows": assignment_rows(draft, refused=refused),
-        "measured": measured_by_service(),  # the table's "Measured" column
+        "measured": measured_text_by_service(),  # the table's "Measured" column
         # The table's "Running on" column: what podman says each container really got
         # (the shared read the Services region uses), beside the GPU planned.
         "running": running["containers"],
@@ -165,6 +165,8 @@ def status_context(request: HttpRequest, *, was_active: bool = False) -> dict[st
         "can_edit": can_edit(request),
         "rollback_target": target,
         "rollback_offered": target is not None,
+        # Rollback restarts containers as Apply does: offered only where that can work.
+        **apply_readiness_context(),
         # The form's buttons are refreshed when a run ends: they say when it rolled back.
         "failed_apply": None if active else run_selectors.failed_current_version(),
     }

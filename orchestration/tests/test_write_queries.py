@@ -85,6 +85,7 @@ def _startable(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
 def _history(count: int) -> int:
     """Two saved versions, both applied (so a rollback has one to go back to)."""
     ApplyRun.objects.all().delete()
+    ConfigVersion.objects.update(restored_from=None)  # a rollback's copy protects its origin
     ConfigVersion.objects.all().delete()
     GpuConfiguration.objects.all().delete()
     Path(django_settings.GPUCONFIG_COMPOSE_FILE).write_text(compose_with(count))
