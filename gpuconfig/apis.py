@@ -68,6 +68,11 @@ class GpuConfigInputSerializer(StrictSerializer):
         required=False,
         help_text="The version you read (from GET). If someone saved since, the save gets 409.",
     )
+    from_scratch = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="true: the full re-plan, not the plan that keeps running services in place.",
+    )
 
     def validate_version(self, value: int) -> int:
         # A version nobody has saved yet was never read: a typo or a client bug, not a
@@ -166,7 +171,39 @@ _preview_example = inline_serializer(
     fields={
         **_draft_fields(),
         "changes": serializers.ListField(child=serializers.DictField()),
-        "moves": serializers.ListField(child=serializers.CharField()),
+        "moves": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Running services that go to another GPU (not those placed first).",
+        ),
+        "placed": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Services that get a GPU for the first time (new, or switched on).",
+        ),
+        "restarts": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Running services whose container Apply recreates.",
+        ),
+        "from_scratch": serializers.BooleanField(),
+        "disruption": inline_serializer(
+            "PlanDisruption",
+            fields={
+                "moved": serializers.ListField(child=serializers.DictField()),
+                "scratch_moved": serializers.ListField(child=serializers.CharField()),
+                "max_utilization": serializers.FloatField(allow_null=True),
+                "scratch_max_utilization": serializers.FloatField(allow_null=True),
+                "tolerance": serializers.FloatField(),
+                "from_scratch": serializers.BooleanField(),
+                "proven": serializers.BooleanField(),
+                "label": serializers.CharField(),
+            },
+            allow_null=True,
+            help_text=(
+                "Automatic strategies (null for manual and before anything is saved): the "
+                "running services this plan moves, each with its reason, beside those the "
+                "re-plan from scratch moves, and both highest utilizations; label reads "
+                '"1 move instead of 5".'
+            ),
+        ),
         "optimality": inline_serializer(
             "PlanOptimality",
             fields={
@@ -231,6 +268,7 @@ class GpuConfigApi(BoundedBodyApi):
             changes=changes_of(data),
             expected_version=data.get("version"),
             only_if_changed=True,
+            from_scratch=data["from_scratch"],
         )
         warnings = result.draft.warnings
         return Response(
@@ -248,7 +286,16 @@ class GpuConfigPreviewApi(BoundedBodyApi):
     """What a strategy would assign, its warnings and which services would move; writes nothing."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("strategy", str, enum=STRATEGY_CHOICES, required=True)],
+        parameters=[
+            OpenApiParameter("strategy", str, enum=STRATEGY_CHOICES, required=True),
+            OpenApiParameter(
+                "from_scratch",
+                str,
+                enum=["true", "false"],
+                required=False,
+                description="true: the full re-plan instead of keeping running services.",
+            ),
+        ],
         responses={200: _preview_example, 400: _error},
     )
     def get(self, request: Request) -> Response:
@@ -257,7 +304,10 @@ class GpuConfigPreviewApi(BoundedBodyApi):
             raise ValidationError(
                 {"strategy": [f"{name!r} is not a strategy; one of: {', '.join(STRATEGY_CHOICES)}"]}
             )
-        draft = gpu_config_draft(strategy=StrategyName(name))
+        scratch = request.query_params.get("from_scratch", "false")
+        if scratch not in {"true", "false"}:
+            raise ValidationError({"from_scratch": [f"{scratch!r} is not true or false"]})
+        draft = gpu_config_draft(strategy=StrategyName(name), from_scratch=scratch == "true")
         return Response(_preview_body(draft))
 
     @extend_schema(request=GpuConfigInputSerializer, responses={200: _preview_example, 400: _error})
@@ -269,7 +319,11 @@ class GpuConfigPreviewApi(BoundedBodyApi):
         serializer = GpuConfigInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        draft = gpu_config_draft(strategy=StrategyName(data["strategy"]), changes=changes_of(data))
+        draft = gpu_config_draft(
+            strategy=StrategyName(data["strategy"]),
+            changes=changes_of(data),
+            from_scratch=data["from_scratch"],
+        )
         validate_changes(changes_of(data), draft.registry, draft.gpus)
         return Response(_preview_body(draft))
 
@@ -282,6 +336,12 @@ def _preview_body(draft: Draft) -> dict[str, Any]:
         **draft_body(draft),
         "changes": [c.as_dict() for c in draft.changes],
         "moves": [c.service for c in draft.changes if c.moves],
+        "placed": [c.service for c in draft.changes if c.placed_first],
+        "restarts": [c.service for c in draft.changes if c.restarts],
+        "from_scratch": draft.from_scratch,
+        "disruption": (
+            draft.plan.disruption.as_dict() if draft.plan and draft.plan.disruption else None
+        ),
         "optimality": (
             draft.plan.optimality.as_dict() if draft.plan and draft.plan.optimality else None
         ),

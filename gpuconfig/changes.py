@@ -16,19 +16,34 @@ class ServiceChange:
     service: str
     before: ResolvedAssignment
     after: ResolvedAssignment
+    new: bool = False  # the earlier configuration does not know the service
 
     @property
     def moves(self) -> bool:
-        return self.before.change_key()[0] != self.after.change_key()[0]
+        """A service that ran on a GPU goes to another one (its container restarts there)."""
+        before, after = self.before.change_key()[0], self.after.change_key()[0]
+        return before is not None and after is not None and before != after
+
+    @property
+    def placed_first(self) -> bool:
+        """A service that ran on no GPU (new, or switched on) gets one: nothing restarts."""
+        return self.before.change_key()[0] is None and self.after.change_key()[0] is not None
+
+    @property
+    def restarts(self) -> bool:
+        """A running service whose container is recreated (moved, budget changed, stopped)."""
+        return self.before.container_gpu is not None
 
     def describe(self) -> str:
         """One line a user reads, e.g. "ai-enrichment: GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
         (from_gpu, from_budget, from_enabled) = self.before.change_key()
         (to_gpu, to_budget, to_enabled) = self.after.change_key()
         parts: list[str] = []
-        if from_enabled != to_enabled:
+        if from_enabled != to_enabled and not (self.new and self.placed_first):
             parts.append("enabled" if to_enabled else "disabled (no GPU reservation)")
-        if self.moves and to_enabled:
+        if self.placed_first and (self.new or from_enabled == to_enabled):
+            parts.append(f"placed on {_gpu(to_gpu)} for the first time")
+        elif from_gpu != to_gpu and to_enabled:
             parts.append(f"{_gpu(from_gpu)} → {_gpu(to_gpu)}")
         if from_budget != to_budget and to_enabled:
             parts.append(f"budget {_budget(from_budget)} → {_budget(to_budget)}")
@@ -46,6 +61,9 @@ class ServiceChange:
             "to_budget": to_budget,
             "from_enabled": from_enabled,
             "to_enabled": to_enabled,
+            "moved": self.moves,
+            "placed_first": self.placed_first,
+            "restarts": self.restarts,
             "description": self.describe(),
         }
 
@@ -74,5 +92,5 @@ def config_changes(before: Configuration | None, after: Configuration) -> list[S
         old = base.get(service) or _absent(service)
         new = after.get(service) or _absent(service)
         if before is None or old.change_key() != new.change_key():
-            changes.append(ServiceChange(service, old, new))
+            changes.append(ServiceChange(service, old, new, new=base.get(service) is None))
     return changes

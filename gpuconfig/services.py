@@ -94,6 +94,7 @@ def gpu_config_save(
     expected_version: int | None = None,
     draft: Draft | None = None,
     only_if_changed: bool = False,
+    from_scratch: bool = False,
 ) -> SaveResult:
     """Save rows, a new version and ``gpu-assignments.yml`` as one step, or nothing at all.
 
@@ -104,9 +105,11 @@ def gpu_config_save(
 
     ``draft``: the caller's ``gpu_config_draft(strategy=strategy, changes=changes)``, so that
     a request plans once; it is used only while no one has saved since it was made.
+    ``from_scratch``: save the full re-plan, not the one that keeps running services in
+    place (as the preview showed it).
     """
-    if draft is None or draft.strategy != strategy:
-        draft = gpu_config_draft(strategy=strategy, changes=changes)
+    if draft is None or draft.strategy != strategy or draft.from_scratch != from_scratch:
+        draft = gpu_config_draft(strategy=strategy, changes=changes, from_scratch=from_scratch)
     validate_changes(changes, draft.registry, draft.gpus)
     try:
         with _saving_with_file() as write_file:
@@ -121,7 +124,9 @@ def gpu_config_save(
                 )
             if draft.saved_version != current:
                 # Someone saved between the draft and the lock: plan on what is saved now.
-                draft = gpu_config_draft(strategy=strategy, changes=changes)
+                draft = gpu_config_draft(
+                    strategy=strategy, changes=changes, from_scratch=from_scratch
+                )
             if draft.error:
                 raise ConfigInputError({"strategy": draft.error})
             if (

@@ -20,6 +20,7 @@ STRATEGY_KEY = "gpu_assignment_strategy"
 RESERVE_KEY = "vram_reserve_mb"
 STATUS_POLL_KEY = "status_poll_seconds"
 GPU_POLL_KEY = "gpu_poll_seconds"
+TOLERANCE_KEY = "disruption_tolerance_percent"
 
 
 class SettingError(ValueError):
@@ -90,6 +91,14 @@ SPECS: dict[str, SettingSpec] = {
             3,
             _int_in(1, 300, "seconds"),
         ),
+        SettingSpec(
+            TOLERANCE_KEY,
+            "Balanced tolerance for fewer restarts (%)",
+            "Balanced keeps running services where they are when the highest GPU "
+            "utilization stays within this share of the optimum (0: always the optimum).",
+            2,
+            _int_in(0, 50, "percent"),
+        ),
     )
 }
 
@@ -111,6 +120,7 @@ class SystemConfig:
     vram_reserve_mb: int
     status_poll_seconds: int
     gpu_poll_seconds: int
+    disruption_tolerance_percent: int = 2
 
 
 def system_config_from_rows(rows: dict[str, Any]) -> SystemConfig:
@@ -129,4 +139,5 @@ def system_config_from_rows(rows: dict[str, Any]) -> SystemConfig:
         vram_reserve_mb=values[RESERVE_KEY],
         status_poll_seconds=values[STATUS_POLL_KEY],
         gpu_poll_seconds=values[GPU_POLL_KEY],
+        disruption_tolerance_percent=values[TOLERANCE_KEY],
     )
