@@ -53,6 +53,23 @@ class GpuDevice(models.Model):
         "empty where the source cannot tell.",
     )
     compute_capability = models.CharField(max_length=16, blank=True)
+    # Maintenance (cordon): the GPU takes no new services in any plan; those already on it
+    # stay until drained. Set by staff, or by GPU Config on a critical health event. Kept
+    # on this row so it survives restarts and re-scans (a re-scan never writes these).
+    maintenance = models.BooleanField(
+        default=False, help_text="In maintenance: no new services are planned onto it."
+    )
+    maintenance_reason = models.TextField(blank=True)
+    maintenance_by = models.CharField(
+        max_length=150, blank=True, help_text="Who put it in maintenance (a user, or GPU Config)."
+    )
+    maintenance_since = models.DateTimeField(null=True, blank=True)
+    maintenance_automatic = models.BooleanField(
+        default=False, help_text="Put in maintenance by GPU Config on a critical health event."
+    )
+    # The critical health reasons standing when staff last took the GPU out of maintenance:
+    # the same reasons do not cordon it again, a new one does.
+    health_acknowledged = models.TextField(blank=True)
     present = models.BooleanField(
         default=True, help_text="False when the last re-scan no longer saw this GPU."
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from devices.detection.health import NO_HEALTH
+from devices.maintenance import gpu_maintenance_states
 from devices.models import GpuDevice
 from devices.runtime import same_gpu
-from devices.services import gpu_sample
+from devices.services import Sample, gpu_sample
 from devices.vram import GpuMemoryUse, gpu_memory_uses, margin_percent, over_estimate_warnings
 
 
@@ -31,7 +33,9 @@ def gpu_inventory_view() -> dict[str, Any]:
         }
         for r in sample.readings
     ]
-    for device in GpuDevice.objects.filter(present=False).exclude(gpu_index__in=live):
+    # One query for both: the absent GPUs and every GPU's maintenance state.
+    devices = list(GpuDevice.objects.all())
+    for device in (d for d in devices if not d.present and d.gpu_index not in live):
         gpus.append(
             {
                 "index": device.gpu_index,
@@ -52,6 +56,7 @@ def gpu_inventory_view() -> dict[str, Any]:
             }
         )
     gpus.sort(key=lambda g: g["index"])
+    _add_health_and_maintenance(gpus, sample, devices)
     return {
         "gpus": gpus,
         "source": sample.source,
@@ -63,6 +68,22 @@ def gpu_inventory_view() -> dict[str, Any]:
             w.as_dict() for w in over_estimate_warnings(uses, sample.readings, margin_percent())
         ],
     }
+
+
+def _add_health_and_maintenance(
+    gpus: list[dict[str, Any]], sample: Sample, devices: list[GpuDevice]
+) -> None:
+    """Each GPU's health verdict (from the sample) and maintenance state (its row)."""
+    states = gpu_maintenance_states(devices)
+    for gpu in gpus:
+        health = sample.health.get(gpu["uuid"]) if gpu["present"] else None
+        gpu["health"] = (health or NO_HEALTH).as_api_dict()
+        state = states.get(gpu["index"])
+        gpu["maintenance"] = (
+            state.as_api_dict()
+            if state is not None
+            else {"active": False, "reason": "", "by": "", "since": None, "automatic": False}
+        )
 
 
 def gpu_identity_problem(gpu_index: int, gpu_uuid: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from django.utils import timezone
 from devices import detection
 from devices.attribution import AttributedProcess, Owner, ProcessAttributor
 from devices.detection import Detection, DetectionError, GpuReading
+from devices.detection.health import GpuHealth
+from devices.gpu_health import cordon_critical, health_by_uuid
 from devices.models import GpuDevice, ServiceVramPeak
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class Sample:
     processes: tuple[AttributedProcess, ...] | None = None
     process_note: str = ""
     unmeasured_uuids: tuple[str, ...] = ()
+    # Each GPU's health verdict by UUID (devices.gpu_health): readings and Xid events judged.
+    health: Mapping[str, GpuHealth] = field(default_factory=dict)
 
     def age_seconds(self) -> float:
         return round(max(0.0, time.monotonic() - self.taken_monotonic), 3)
@@ -85,7 +90,8 @@ def _take_sample(previous: Sample | None) -> Sample:
         logger.warning("GPU detection failed, keeping the last good readings: %s", exc)
         last_good = previous.readings if previous is not None else _readings_from_inventory()
         source = previous.source if previous is not None else "inventory"
-        return Sample(last_good, source, now, mono, error=str(exc))
+        health = previous.health if previous is not None else {}
+        return Sample(last_good, source, now, mono, error=str(exc), health=health)
     attributed = None if found.processes is None else _sampler.attributor.attribute(found.processes)
     sample = Sample(
         found.gpus,
@@ -96,7 +102,9 @@ def _take_sample(previous: Sample | None) -> Sample:
         processes=attributed,
         process_note=found.process_note,
         unmeasured_uuids=found.unmeasured_uuids,
+        health=health_by_uuid(found.gpus, found.source.value),
     )
+    cordon_critical(sample.health)
     if attributed:
         try:
             _record_peaks(attributed)
@@ -235,4 +243,6 @@ def gpu_inventory_rescan() -> RescanResult:
             )
     for index in disappeared:
         logger.warning("GPU %s is no longer detected; marked as disappeared", index)
+    # A GPU first stored just now is judged now, not at the next sample.
+    cordon_critical(sample.health)
     return RescanResult(sample, sorted(added), sorted(updated), disappeared)

@@ -231,6 +231,19 @@ def warning_note(warning: PlanWarning) -> str:
     return "Some models may not load." if warning.code == WarningCode.BUDGET_ADJUSTED else ""
 
 
+def maintenance_text(maintenance: dict[str, Any] | None) -> str:
+    """'In maintenance since 2026-12-03 08:40 UTC, set by admin: new fan. It takes no new
+    services; those on it keep running until it is drained.' ('' when not in maintenance)."""
+    if not maintenance or not maintenance.get("active"):
+        return ""
+    since = maintenance.get("since")
+    when = f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""
+    return (
+        f"In maintenance{when}, set by {maintenance['by']}: {maintenance['reason']} "
+        "It takes no new services; those on it keep running until it is drained."
+    )
+
+
 def gpu_cards(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The GPU cards from the shared sample's readings (never NVML per request)."""
     cards = []
@@ -246,6 +259,7 @@ def gpu_cards(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "percent": min(100, round(100 * used / total)) if known else 0,
                 "known": known,
                 "memory": gpu_card_memory(gpu),  # measured use per service, outside use
+                "maintenance_text": maintenance_text(gpu.get("maintenance")),
             }
         )
     return cards

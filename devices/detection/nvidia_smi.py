@@ -14,9 +14,10 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
+from devices.detection.nvidia_smi_health import read_nvidia_smi_health
 from devices.detection.types import (
     COMPUTE_CAPABILITY_RE,
     Detection,
@@ -43,6 +44,9 @@ def detect_nvidia_smi(*, with_processes: bool) -> Detection:
     measured) and ``process_note`` says why.
     """
     gpus = read_nvidia_smi()
+    # The health counters are a second query whose failure only leaves health unknown.
+    health = read_nvidia_smi_health("nvidia-smi")
+    gpus = tuple(replace(gpu, health=health.get(gpu.uuid)) for gpu in gpus)
     processes: tuple[GpuProcess, ...] | None = None
     process_note = ""
     if with_processes:

@@ -14,6 +14,7 @@ from typing import Final
 
 import pynvml
 
+from devices.detection.nvml_health import read_nvml_health
 from devices.detection.types import (
     Detection,
     DetectionError,
@@ -201,6 +202,8 @@ def _read_nvml_device(index: int) -> tuple[object, GpuReading]:
         raise DetectionError(
             f"NVML failed while reading GPU {index}: {_sentence(error)}"
         ) from error
+    # Never raises: a counter the card cannot give is None (health.assess says "unknown").
+    health = read_nvml_health(handle)
 
     return handle, GpuReading(
         index=index,
@@ -217,6 +220,7 @@ def _read_nvml_device(index: int) -> tuple[object, GpuReading]:
         vram_reserved_mb=(
             None if memory is None or memory.reserved is None else _mib(memory.reserved)
         ),
+        health=health,
     )
 
 

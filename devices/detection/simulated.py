@@ -20,6 +20,7 @@ from common.json_rules import (
     no_constants,
     no_duplicate_keys,
 )
+from devices.detection.health import CLOCK_EVENT_BITS, HealthReadings
 from devices.detection.types import (
     COMPUTE_CAPABILITY_RE,
     GFX_TARGET_RE,
@@ -52,6 +53,7 @@ _OPTIONAL_GPU_KEYS: Final = (
     "render_node",
     "pci_bus",
     "integrated",
+    "health",
 )
 _ALLOWED_TOP_LEVEL_KEYS: Final = ("gpus",)
 
@@ -214,6 +216,7 @@ def _parse_entry(at: str, entry: object) -> GpuReading:
         render_node=fields.optional_text("render_node"),
         pci_bus=fields.optional_text("pci_bus"),
         integrated=fields.flag("integrated"),
+        health=_health(f"{at}.health", entry.get("health")),
     )
 
 
@@ -313,3 +316,72 @@ class _EntryFields:
         if not isinstance(power_w, int | float) or isinstance(power_w, bool) or power_w < 0:
             raise self.fail("power_w", "must be a number >= 0, or null")
         return float(power_w)
+
+
+_HEALTH_COUNTS: Final = (
+    "ecc_corrected_volatile",
+    "ecc_uncorrected_volatile",
+    "ecc_corrected_aggregate",
+    "ecc_uncorrected_aggregate",
+    "retired_pages",
+    "slowdown_temperature_c",
+)
+_HEALTH_FLAGS: Final = ("retired_pages_pending", "remapped_rows_pending", "remapped_rows_failed")
+
+
+def _health(at: str, value: object) -> HealthReadings | None:
+    """A simulated GPU's ``health`` object: the counters NVML would report (``null`` or
+    absent: not reported), ``clock_events`` as names and ``xids`` as numbers, so a demo
+    can show a warning or a critical card."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DetectionError(f"{at} must be an object, not {json_type_name(value)}.")
+    known = (*_HEALTH_COUNTS, *_HEALTH_FLAGS, "clock_events", "power_limit_w", "xids")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise DetectionError(
+            f"{at}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys are "
+            f"{', '.join(known)}."
+        )
+    counts: dict[str, int | None] = {}
+    for key in _HEALTH_COUNTS:
+        number = value.get(key)
+        if number is not None and (not _is_int(number) or number < 0):
+            raise DetectionError(f"{at}.{key}: must be a whole number >= 0, or null.")
+        counts[key] = number
+    flags: dict[str, bool | None] = {}
+    for key in _HEALTH_FLAGS:
+        flag = value.get(key)
+        if flag is not None and not isinstance(flag, bool):
+            raise DetectionError(f"{at}.{key}: must be true, false or null.")
+        flags[key] = flag
+    events = value.get("clock_events")
+    if events is not None and (
+        not isinstance(events, list) or any(e not in CLOCK_EVENT_BITS for e in events)
+    ):
+        raise DetectionError(
+            f"{at}.clock_events: must be a list of {', '.join(CLOCK_EVENT_BITS)}, or null."
+        )
+    xids = value.get("xids", [])
+    if not isinstance(xids, list) or not all(_is_int(x) and x > 0 for x in xids):
+        raise DetectionError(f"{at}.xids: must be a list of Xid numbers.")
+    limit = value.get("power_limit_w")
+    if limit is not None and (
+        not isinstance(limit, int | float) or isinstance(limit, bool) or limit <= 0
+    ):
+        raise DetectionError(f"{at}.power_limit_w: must be a number > 0, or null.")
+    return HealthReadings(
+        ecc_corrected_volatile=counts["ecc_corrected_volatile"],
+        ecc_uncorrected_volatile=counts["ecc_uncorrected_volatile"],
+        ecc_corrected_aggregate=counts["ecc_corrected_aggregate"],
+        ecc_uncorrected_aggregate=counts["ecc_uncorrected_aggregate"],
+        retired_pages=counts["retired_pages"],
+        retired_pages_pending=flags["retired_pages_pending"],
+        remapped_rows_pending=flags["remapped_rows_pending"],
+        remapped_rows_failed=flags["remapped_rows_failed"],
+        clock_events=None if events is None else tuple(events),
+        slowdown_temperature_c=counts["slowdown_temperature_c"],
+        power_limit_w=None if limit is None else float(limit),
+        xids=tuple(int(x) for x in xids),
+    )

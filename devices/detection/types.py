@@ -7,9 +7,11 @@ The sources (``simulated``, ``nvml``, ``nvidia_smi``) produce these types and th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Final
+
+from devices.detection.health import HealthReadings
 
 # "8.6", "9.0", "10.0": how every source writes a CUDA compute capability.
 COMPUTE_CAPABILITY_RE: Final = re.compile(r"[1-9][0-9]*\.[0-9]+")
@@ -68,6 +70,10 @@ class GpuReading:
     # An integrated GPU (an APU) whose VRAM is a small BIOS carve-out: listed, marked, and
     # left out of planning unless the operator includes it.
     integrated: bool = False
+    # What the card says about its own health (ECC, row remapping, clock events; see
+    # health.py); None: the source cannot ask. Not part of the GPU's identity or of its
+    # equality: two readings of the same GPU compare equal whatever its counters say.
+    health: HealthReadings | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # One form for one GPU: a device index equal to the index is "the same as index",
