@@ -21,6 +21,24 @@ Usage in a service::
 
     from runtime import get_target_gpu
     device = f"cuda:{get_target_gpu()}"
+
+AMD GPUs (ROCm). The override also sets ``GPUCONFIG_GPU_VENDOR=amd`` for a service placed on
+an AMD GPU, and :func:`get_target_gpu` then finds the assigned GPU among those the
+container's KFD shows (by unique id, read from sysfs: no ROCm library needed), sets
+``HIP_VISIBLE_DEVICES`` to its HIP index and returns 0 (PyTorch's ROCm build also says
+``cuda:0``). Numbering differs between the layers, which is why nothing here trusts a host
+index:
+
+* rocm-smi, amd-smi and amd-ctk's CDI spec (``amd.com/gpu=N``): cards in PCI bus order,
+  partitions under their card. GPU Config's index follows this one.
+* ROCr (``ROCR_VISIBLE_DEVICES``) and HIP (``HIP_VISIBLE_DEVICES``): KFD topology order,
+  CPU nodes left out, which need not be bus order (8 x MI210: HIP 0 was rocm-smi's 3).
+  HIP renumbers from 0 what ROCr left visible.
+* DRM ``cardN``/``renderD<M>``: neither (an RX 7800 XT at index 0 is card1 + renderD128).
+
+Only ``HIP_VISIBLE_DEVICES`` is set: setting ``ROCR_VISIBLE_DEVICES`` to the same non-zero
+index as well leaves no GPU at all (ROCr keeps GPU N, then HIP looks for an N-th among one:
+gpustack#4033). A variable the service's own environment already sets is left alone.
 """
 
 from __future__ import annotations
@@ -33,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 UUID_ENV = "GPUCONFIG_GPU_UUID"
 INDEX_ENV = "GPUCONFIG_GPU_INDEX"
+VENDOR_ENV = "GPUCONFIG_GPU_VENDOR"  # "amd" for an AMD GPU; absent: NVIDIA
+HIP_ENV = "HIP_VISIBLE_DEVICES"
+# Where the kernel lists the GPUs this container may use (KFD hides others' properties).
+KFD_NODES = "/sys/class/kfd/kfd/topology/nodes"
 
 
 def same_gpu(uuid_a: str, uuid_b: str) -> bool:
@@ -77,6 +99,8 @@ def get_target_gpu() -> int:
     """
     assigned_uuid = os.environ.get(UUID_ENV, "").strip()
     host_index = os.environ.get(INDEX_ENV, "").strip() or "unknown"
+    if os.environ.get(VENDOR_ENV, "").strip().lower() == "amd":
+        return _amd_target(assigned_uuid, host_index)
 
     devices = _cuda_visible(_nvml_devices())
     if not devices:
@@ -115,6 +139,77 @@ def get_target_gpu() -> int:
             return local_index
     problems = "; ".join(f"GPU {i}: {device.problem}" for i, device in enumerate(devices))
     raise NoGpuAvailableError(_no_gpu_message("", host_index, f"no GPU is usable ({problems})"))
+
+
+def _amd_target(assigned_uuid: str, host_index: str) -> int:
+    """Point HIP at the assigned AMD GPU (``HIP_VISIBLE_DEVICES``) and return 0.
+
+    Without the assigned GPU among the visible ones: a warning, and HIP's first GPU.
+    """
+    uuids = amd_visible_uuids()
+    if not uuids:
+        raise NoGpuAvailableError(
+            _no_gpu_message(assigned_uuid, host_index, f"KFD lists no GPU in {KFD_NODES}")
+        )
+    hip_index = next((i for i, uuid in enumerate(uuids) if same_gpu(uuid, assigned_uuid)), None)
+    if hip_index is None:
+        logger.warning(
+            "Assigned AMD GPU %s (host index %s) is not among the %d visible (%s); using HIP "
+            "device 0",
+            assigned_uuid or "(none)",
+            host_index,
+            len(uuids),
+            ", ".join(uuids),
+        )
+        hip_index = 0
+    if HIP_ENV in os.environ:
+        if os.environ[HIP_ENV].strip() != str(hip_index):
+            logger.warning(
+                "%s=%s is set by the service's environment; GPU Config would set %d",
+                HIP_ENV,
+                os.environ[HIP_ENV],
+                hip_index,
+            )
+        return 0
+    os.environ[HIP_ENV] = str(hip_index)
+    return 0
+
+
+def amd_visible_uuids() -> list[str]:
+    """The UUIDs (``GPU-`` + unique id in hex) of the AMD GPUs KFD lets this process use, in
+    KFD node order (HIP's order). A partitioned card's partitions share its unique id and
+    get ``-0``, ``-1``, ... in PCI function order, as GPU Config names them."""
+    nodes = []
+    try:
+        names = sorted((n for n in os.listdir(KFD_NODES) if n.isdigit()), key=int)
+    except OSError:
+        return []
+    for name in names:
+        try:
+            with open(os.path.join(KFD_NODES, name, "properties"), encoding="ascii") as file:
+                text = file.read()
+        except OSError:
+            continue  # outside this container's device cgroup: not visible to it
+        properties = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                properties[key] = int(value)
+        if properties.get("simd_count", 0) > 0:
+            nodes.append(properties)
+    shared: dict[int, list[dict[str, int]]] = {}
+    for properties in nodes:
+        shared.setdefault(properties.get("unique_id", 0), []).append(properties)
+    uuids = []
+    for properties in nodes:
+        unique_id = properties.get("unique_id", 0)
+        uuid = f"GPU-{unique_id:x}"
+        siblings = shared[unique_id]
+        if unique_id and len(siblings) > 1:
+            order = sorted(siblings, key=lambda p: p.get("location_id", 0))
+            uuid += f"-{next(i for i, p in enumerate(order) if p is properties)}"
+        uuids.append(uuid)
+    return uuids
 
 
 def _no_gpu_message(assigned_uuid: str, host_index: str, reason: str) -> str:

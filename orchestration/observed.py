@@ -18,6 +18,9 @@ from gpuconfig.domain import Configuration, ResolvedAssignment
 from orchestration.podman import ContainerState
 
 GPU_DEVICE_PREFIX = "nvidia.com/gpu="
+AMD_DEVICE_PREFIX = "amd.com/gpu="
+# An AMD GPU given without a CDI spec: /dev/kfd plus the card's render node.
+RENDER_NODE_PREFIX = "/dev/dri/renderD"
 
 
 class Mismatch(StrEnum):
@@ -40,14 +43,39 @@ class Difference:
 
 
 def gpu_devices(state: ContainerState) -> list[str]:
-    return [d for d in state.cdi_devices if d.startswith(GPU_DEVICE_PREFIX)]
+    """The GPU devices a container was given: CDI names of either vendor, render nodes."""
+    cdi = [d for d in state.cdi_devices if d.startswith((GPU_DEVICE_PREFIX, AMD_DEVICE_PREFIX))]
+    return cdi + [d for d in state.device_nodes if d.startswith(RENDER_NODE_PREFIX)]
 
 
-def running_gpu(state: ContainerState | None) -> int | None:
-    """The host index of the GPU a container really got through CDI, or None."""
+def expected_devices(want: ResolvedAssignment) -> tuple[str, ...]:
+    """The device names that give a container ``want``'s GPU (any one of them will do): the
+    vendor's CDI name, and for AMD also its render node (a host without amd.com/gpu spec)."""
+    if want.gpu_vendor == "amd":
+        index = want.gpu_device_index if want.gpu_device_index is not None else want.gpu_index
+        node = (want.gpu_render_node,) if want.gpu_render_node else ()
+        return (f"{AMD_DEVICE_PREFIX}{index}", *node)
+    return (f"{GPU_DEVICE_PREFIX}{want.gpu_index}",)
+
+
+def running_gpu(state: ContainerState | None, want: ResolvedAssignment | None = None) -> int | None:
+    """The host index of the GPU a container really got, or None.
+
+    An NVIDIA CDI name carries GPU Config's index; an AMD device is recognised when it is the
+    one ``want`` (the configuration's entry) names, since AMD's own numbers follow the NVIDIA
+    GPUs on a host with both."""
     if state is None:
         return None
-    for device in gpu_devices(state):
+    devices = gpu_devices(state)
+    if (
+        want is not None
+        and want.gpu_index is not None
+        and any(device in devices for device in expected_devices(want))
+    ):
+        return want.gpu_index
+    for device in devices:
+        if not device.startswith(GPU_DEVICE_PREFIX):
+            continue
         index = device.removeprefix(GPU_DEVICE_PREFIX)
         if index.isascii() and index.isdigit():
             return int(index)
@@ -64,8 +92,9 @@ def gpu_difference(state: ContainerState, want: ResolvedAssignment) -> Differenc
                 Mismatch.UNEXPECTED_GPU, f"should have no GPU but has {', '.join(gpus)}"
             )
         return None
-    device = f"{GPU_DEVICE_PREFIX}{want.gpu_index}"
-    if device not in gpus:
+    expected = expected_devices(want)
+    device = " or ".join(expected)
+    if not any(name in gpus for name in expected):
         if not gpus:
             return Difference(
                 Mismatch.NO_DEVICE,
@@ -109,8 +138,8 @@ def observed_service(
     uuid_by_index: Mapping[int, str],
 ) -> dict[str, Any]:
     """One service as it runs, beside what the applied version says (the API's shape)."""
-    gpu = running_gpu(state)
     want = applied.get(name) if applied is not None else None
+    gpu = running_gpu(state, want)
     drift = difference(state, want) if want is not None else None
     return {
         "state": state.status if state is not None else "missing",

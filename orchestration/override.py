@@ -8,8 +8,33 @@ our GPU would be added to its devices instead of replacing them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+_CDI_KIND = re.compile(r"""["']?\bkind["']?\s*:\s*["']?([^"'\s,}]+)""")
+# Where podman reads CDI specs (4.3 has no option for another folder).
+CDI_DIRS: tuple[Path, ...] = (Path("/etc/cdi"), Path("/var/run/cdi"))
+
+
+def host_has_cdi_kind(kind: str, dirs: Sequence[Path] = CDI_DIRS) -> bool:
+    """Whether a CDI spec of ``kind`` (``amd.com/gpu``: ``amd-ctk cdi generate``) is
+    installed, so a container can be given a GPU by its CDI name."""
+    for directory in dirs:
+        try:
+            specs = [p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".json")]
+        except OSError:
+            continue
+        for spec in specs:
+            try:
+                text = spec.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            # "kind: amd.com/gpu" (YAML) or "kind": "amd.com/gpu" (JSON, amd-ctk's default).
+            if any(match == kind for match in _CDI_KIND.findall(text)):
+                return True
+    return False
 
 
 def services_with_own_devices(base: Mapping[str, Any], managed: Iterable[str]) -> list[str]:

@@ -14,7 +14,6 @@ import pytest
 
 from devices.models import GpuDevice
 from devices.services import gpu_inventory_rescan, reset_sampler
-from gpuconfig.selectors import planning_gpus
 
 if TYPE_CHECKING:
     from devices.tests.conftest import FakeNvml
@@ -92,23 +91,6 @@ def test_the_gpus_api_shows_each_gpus_vendor(mixed_host: Path, member_api) -> No
     ]
 
 
-def test_an_integrated_gpu_is_planned_only_once_the_operator_includes_it(
-    mixed_host: Path,
-) -> None:
-    gpu_inventory_rescan()
-    assert [g.index for g in planning_gpus()] == [0, 1]
-
-    GpuDevice.objects.filter(gpu_index=2).update(planned=True)
-    gpu_inventory_rescan()  # a later re-scan keeps the operator's choice
-
-    assert GpuDevice.objects.get(gpu_index=2).planned
-    assert [(g.index, g.vendor, g.device_index) for g in planning_gpus()] == [
-        (0, "nvidia", None),
-        (1, "amd", 0),
-        (2, "amd", 1),
-    ]
-
-
 def test_a_failed_amd_source_does_not_mark_the_amd_gpus_disappeared(
     settings, fake_nvml: FakeNvml, bin_dir: Path
 ) -> None:
@@ -134,4 +116,3 @@ def test_a_failed_amd_source_does_not_mark_the_amd_gpus_disappeared(
         ("nvidia", True),
         ("amd", True),
     ]
-    assert fake_nvml.init_calls == 2

@@ -44,6 +44,19 @@ devices:
     containerEdits: {env: [STANDIN_GPU=1]}
 """
 
+# The same for AMD GPUs: what `amd-ctk cdi generate` writes on a ROCm host, kind
+# amd.com/gpu, devices named by amd-ctk's index (cards in PCI bus order).
+AMD_CDI_SPEC_PATH = CDI_DIR / "gpuconfig-test-amd.yaml"
+AMD_CDI_SPEC = """\
+cdiVersion: "0.5.0"
+kind: amd.com/gpu
+devices:
+  - name: "0"
+    containerEdits: {env: [STANDIN_AMD_GPU=0]}
+  - name: "1"
+    containerEdits: {env: [STANDIN_AMD_GPU=1]}
+"""
+
 COMMAND_TIMEOUT_S = 120
 
 # The label scheme GPU Config reads from compose services (others parse these names).
@@ -144,22 +157,35 @@ def installed_cdi_spec() -> Iterator[Path]:
     spec files naming the same devices would make podman drop both as conflicting, so they
     share one file: each holder registers its pid, and the last one out removes the file.
     """
+    with _shared_spec(CDI_SPEC_PATH, CDI_SPEC, "nvidia.com/gpu") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def installed_amd_cdi_spec() -> Iterator[Path]:
+    """The AMD stand-in spec (kind amd.com/gpu), shared between processes the same way."""
+    with _shared_spec(AMD_CDI_SPEC_PATH, AMD_CDI_SPEC, "amd.com/gpu") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _shared_spec(spec_path: Path, spec: str, kind: str) -> Iterator[Path]:
     CDI_DIR.mkdir(parents=True, exist_ok=True)
-    holders = CDI_DIR / ".gpuconfig-test.holders"
-    lock_path = CDI_DIR / ".gpuconfig-test.lock"
+    holders = CDI_DIR / f".{spec_path.stem}.holders"
+    lock_path = CDI_DIR / f".{spec_path.stem}.lock"
     # One file per use, not per process: a session fixture and a test in the same process
     # may hold the spec at once, and the first to finish must not remove it under the other.
     me = holders / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with _locked(lock_path):
-        _refuse_conflicting_specs()
+        _refuse_conflicting_specs(spec_path, kind)
         holders.mkdir(exist_ok=True)
         me.touch()
-        if not CDI_SPEC_PATH.exists() or CDI_SPEC_PATH.read_text(encoding="utf-8") != CDI_SPEC:
-            tmp = CDI_SPEC_PATH.with_name(f".{CDI_SPEC_PATH.name}.{os.getpid()}.tmp")
-            tmp.write_text(CDI_SPEC, encoding="utf-8")
-            tmp.replace(CDI_SPEC_PATH)  # podman never sees a half-written spec
+        if not spec_path.exists() or spec_path.read_text(encoding="utf-8") != spec:
+            tmp = spec_path.with_name(f".{spec_path.name}.{os.getpid()}.tmp")
+            tmp.write_text(spec, encoding="utf-8")
+            tmp.replace(spec_path)  # podman never sees a half-written spec
     try:
-        yield CDI_SPEC_PATH
+        yield spec_path
     finally:
         with _locked(lock_path):
             me.unlink(missing_ok=True)
@@ -168,19 +194,19 @@ def installed_cdi_spec() -> Iterator[Path]:
                 for stale in holders.iterdir():
                     stale.unlink(missing_ok=True)
                 holders.rmdir()
-                CDI_SPEC_PATH.unlink(missing_ok=True)
+                spec_path.unlink(missing_ok=True)
                 lock_path.unlink(missing_ok=True)
 
 
-def _refuse_conflicting_specs() -> None:
+def _refuse_conflicting_specs(spec_path: Path, kind: str) -> None:
     # Specs in /etc/cdi (a real host's nvidia.yaml) rank below /var/run/cdi, so ours wins there;
-    # another nvidia.com/gpu spec in /var/run/cdi itself would make both unresolvable.
+    # another spec of the same kind in /var/run/cdi itself would make both unresolvable.
     for other in CDI_DIR.iterdir():
-        if other == CDI_SPEC_PATH or other.name.startswith(".") or not other.is_file():
+        if other == spec_path or other.name.startswith(".") or not other.is_file():
             continue
-        if "nvidia.com/gpu" in other.read_text(encoding="utf-8", errors="replace"):
+        if kind in other.read_text(encoding="utf-8", errors="replace"):
             raise RuntimeError(
-                f"{other} also defines nvidia.com/gpu devices, so podman would drop both specs'"
+                f"{other} also defines {kind} devices, so podman would drop both specs'"
                 f" devices as conflicting; move it to /etc/cdi or remove it to run these tests"
             )
 
