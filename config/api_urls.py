@@ -15,9 +15,9 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.views import APIView
 
 from config.api_root import ApiRootView
-from devices import apis as device_apis
 from gpuconfig import apis as gpuconfig_apis
 from gpuconfig import backup_apis as gpuconfig_backup_apis
+from gpuconfig import gpu_apis
 from gpuconfig.api_docs import ApiDocsView
 from orchestration import apis as orchestration_apis
 
@@ -34,11 +34,11 @@ urlpatterns = [
     path("system/gpus", _api(orchestration_apis.GpuListApi), name="api-gpus"),
     path(
         "system/gpus/suggested-estimates",
-        _api(device_apis.SuggestedEstimatesApi),
+        _api(gpu_apis.SuggestedEstimatesApi),
         name="api-gpus-suggested-estimates",
     ),
     path("system/gpu-config", _api(gpuconfig_apis.GpuConfigApi), name="api-gpu-config"),
-    path("system/gpu-config/detect", _api(device_apis.GpuDetectApi), name="api-detect"),
+    path("system/gpu-config/detect", _api(gpu_apis.GpuDetectApi), name="api-detect"),
     path(
         "system/gpu-config/preview",
         _api(gpuconfig_apis.GpuConfigPreviewApi),

@@ -9,28 +9,19 @@ from devices.maintenance import gpu_maintenance_states
 from devices.models import GpuDevice
 from devices.runtime import same_gpu
 from devices.services import Sample, gpu_sample
-from devices.vram import GpuMemoryUse, gpu_memory_uses, margin_percent, over_estimate_warnings
 
 
-def gpu_inventory_view() -> dict[str, Any]:
+def gpu_inventory_readings(sample: Sample | None = None) -> dict[str, Any]:
     """The live sample in the design's ``{"gpus": [...]}`` shape, plus GPUs that disappeared.
 
-    Each GPU carries its measured memory use (``memory_use``: managed services beside their
-    estimates, use outside GPU Config, what could not be attributed) and ``warnings`` lists
-    services over their estimate. One query (absent GPUs), plus the applied version when
-    processes are measured; the readings and processes come from the shared sample, never
-    from NVML or podman.
+    Readings only: who holds each GPU's memory beside the estimates (``memory_use``) and the
+    over-estimate ``warnings`` are added a layer up (``gpuconfig.measured.gpu_inventory_view``).
+    One query (absent GPUs); the readings come from the shared sample, never from NVML.
     """
-    sample = gpu_sample()
+    sample = sample or gpu_sample()
     live = {r.index for r in sample.readings}
-    uses = gpu_memory_uses(sample)
     gpus = [
-        {
-            **r.as_api_dict(),
-            "vram_free_mb": r.vram_free_mb,
-            "present": True,
-            "memory_use": uses[r.uuid].as_dict(),
-        }
+        {**r.as_api_dict(), "vram_free_mb": r.vram_free_mb, "present": True}
         for r in sample.readings
     ]
     # One query for both: the absent GPUs and every GPU's maintenance state.
@@ -50,9 +41,6 @@ def gpu_inventory_view() -> dict[str, Any]:
                 "vram_reserved_mb": device.vram_reserved_mb,
                 "vram_free_mb": None,
                 "present": False,
-                "memory_use": GpuMemoryUse(
-                    measured=False, note="Not measured: the GPU is no longer detected."
-                ).as_dict(),
             }
         )
     gpus.sort(key=lambda g: g["index"])
@@ -64,9 +52,6 @@ def gpu_inventory_view() -> dict[str, Any]:
         "age_seconds": sample.age_seconds(),
         "message": sample.message,
         "error": sample.error or None,
-        "warnings": [
-            w.as_dict() for w in over_estimate_warnings(uses, sample.readings, margin_percent())
-        ],
     }
 
 

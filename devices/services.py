@@ -115,7 +115,7 @@ def _take_sample(previous: Sample | None) -> Sample:
     return sample
 
 
-def measured_by_service(
+def held_mb_by_service(
     processes: tuple[AttributedProcess, ...], project: str
 ) -> dict[str, dict[str, int]]:
     """MB held per compose service of ``project``, per GPU UUID (all its processes summed)."""
@@ -135,7 +135,7 @@ def measured_by_service(
 
 def _record_peaks(processes: tuple[AttributedProcess, ...]) -> None:
     """Store a service's new peak; a sample that beats no peak writes nothing."""
-    measured = measured_by_service(processes, settings.GPUCONFIG_COMPOSE_PROJECT)
+    measured = held_mb_by_service(processes, settings.GPUCONFIG_COMPOSE_PROJECT)
     if not measured:
         return
     if _sampler.peaks is None:

@@ -169,7 +169,7 @@ class WarningCode(StrEnum):
     SINGLE_GPU_ISOLATION = "single_gpu_isolation"
     NOT_PLACED_WITHIN_CAPACITY = "not_placed_within_capacity"
     NO_GPUS = "no_gpus"
-    # Measured VRAM (devices.vram): a service holding more than its estimate, and a planned
+    # Measured VRAM (gpuconfig.measured): a service holding more than its estimate, and a planned
     # move that the target GPU's real free memory cannot hold.
     SERVICE_OVER_ESTIMATE = "service_over_estimate"
     MOVE_EXCEEDS_REAL_FREE = "move_exceeds_real_free"

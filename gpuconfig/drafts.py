@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 
 from common.errors import FieldError, FieldsRefusal
-from devices.vram import measured_vram_warnings
 from gpuconfig import selectors
 from gpuconfig.changes import ServiceChange, config_changes
 from gpuconfig.domain import (
@@ -28,6 +27,7 @@ from gpuconfig.domain import (
     StrategyName,
     WarningCode,
 )
+from gpuconfig.measured import measured_vram_warnings
 from gpuconfig.models import GpuConfiguration
 from gpuconfig.registry import Registry, load_registry
 from gpuconfig.strategies import StrategyError, plan

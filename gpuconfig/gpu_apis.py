@@ -1,4 +1,10 @@
-"""GPU inventory API: live readings and re-scan."""
+"""The GPUs APIs: live readings with measured VRAM beside the estimates, re-scan, and the
+suggested estimates.
+
+They live above ``devices`` because every answer compares the measured memory with the compose
+file's estimates (``gpuconfig.measured``); ``GET /api/system/gpus`` itself is served by
+``orchestration.apis.GpuListApi``, which adds what each GPU's containers really got.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.selectors import gpu_inventory_view
 from devices.services import gpu_inventory_rescan
-from devices.vram import suggested_estimates
+from gpuconfig.measured import gpu_inventory_view
+from gpuconfig.suggested_estimates import suggested_estimates
 
 
 class ServiceUseSerializer(serializers.Serializer):

@@ -1,4 +1,5 @@
-"""Measured VRAM, ready for the Settings page (kept apart from the views so they move easily).
+"""Measured VRAM, ready for the Settings page: the GPU cards' "Measured VRAM" blocks and the
+assignment table's "Measured" column, as display text.
 
 Each helper takes what the views already have (an inventory GPU dict, the shared sample) and
 returns plain dicts of display text; nothing here queries NVML or podman.
@@ -10,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devices.services import Sample, gpu_sample
-from devices.vram import gpu_memory_uses
 from gpuconfig.domain import MB_PER_GB, format_gb
+from gpuconfig.measured import gpu_memory_uses
 
 
 def mb_text(mb: int | None) -> str:
@@ -22,7 +23,7 @@ def mb_text(mb: int | None) -> str:
 
 
 def gpu_card_memory(gpu: Mapping[str, Any]) -> dict[str, Any]:
-    """One GPU card's "Measured VRAM" block, from an entry of ``gpu_inventory_view()``."""
+    """One GPU card's "Measured VRAM" block, from a GPU of ``measured.gpu_inventory_view()``."""
     use = gpu.get("memory_use") or {}
     return {
         "measured": bool(use.get("measured")),
@@ -46,7 +47,7 @@ def gpu_card_memory(gpu: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def measured_by_service(sample: Sample | None = None) -> dict[str, dict[str, Any]]:
+def measured_text_by_service(sample: Sample | None = None) -> dict[str, dict[str, Any]]:
     """For the assignment table: service -> {"text": "1.5 GB on GPU 1", "over": bool}.
 
     Empty when processes are not measured (simulated GPUs): the column then shows a dash.

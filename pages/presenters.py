@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from devices.presenters import gpu_card_memory
 from gpuconfig.changes import ServiceChange
 from gpuconfig.domain import (
     MB_PER_GB,
@@ -23,6 +22,7 @@ from gpuconfig.domain import (
 )
 from gpuconfig.services import Draft
 from pages.forms import OFF, RefusedFields
+from pages.measured_vram import gpu_card_memory
 
 # --- what the page renders -----------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from devices.services import service_peaks_reset
-from devices.vram import suggested_estimates
+from gpuconfig.suggested_estimates import suggested_estimates
 
 
 def _mb(value: int | None) -> str:
