@@ -106,7 +106,9 @@ class ConfigVersion(models.Model):
         "self",
         null=True,
         blank=True,
-        on_delete=models.PROTECT,
+        # Versions are never deleted by the app; a test or a hand that deletes one leaves its
+        # copies without the link rather than refusing.
+        on_delete=models.SET_NULL,
         related_name="+",
         help_text="The version this one is a copy of, when a rollback saved it.",
     )

@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 help_text="The version this one is a copy of, when a rollback saved it.",
                 null=True,
-                on_delete=django.db.models.deletion.PROTECT,
+                on_delete=django.db.models.deletion.SET_NULL,
                 related_name="+",
                 to="gpuconfig.configversion",
             ),

@@ -23,7 +23,7 @@ from gpuconfig.domain import (
     least_budget_mb,
 )
 from gpuconfig.strategies import plan
-from gpuconfig.tests.test_strategies import (
+from gpuconfig.tests.strategy_cases import (
     A400,
     A5500,
     CLIP,
