@@ -39,6 +39,11 @@ def gpu_inventory_readings(sample: Sample | None = None) -> dict[str, Any]:
                 "temperature_c": None,
                 "power_w": None,
                 "vram_reserved_mb": device.vram_reserved_mb,
+                "vendor": device.vendor,
+                "device_index": device.vendor_index,
+                "render_node": device.render_node or None,
+                "pci_bus": None,
+                "integrated": device.integrated,
                 "vram_free_mb": None,
                 "present": False,
             }

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from devices import detection
 from devices.attribution import AttributedProcess, Owner, ProcessAttributor
-from devices.detection import Detection, DetectionError, GpuReading
+from devices.detection import Detection, DetectionError, GpuReading, GpuVendor
 from devices.detection.health import GpuHealth
 from devices.gpu_health import cordon_critical, health_by_uuid
 from devices.models import GpuDevice, ServiceVramPeak
@@ -94,7 +94,7 @@ def _take_sample(previous: Sample | None) -> Sample:
         return Sample(last_good, source, now, mono, error=str(exc), health=health)
     attributed = None if found.processes is None else _sampler.attributor.attribute(found.processes)
     sample = Sample(
-        found.gpus,
+        _with_last_seen(found, previous),
         found.source.value,
         now,
         mono,
@@ -165,10 +165,25 @@ def service_peaks_reset() -> int:
     return deleted
 
 
+def _with_last_seen(found: Detection, previous: Sample | None) -> tuple[GpuReading, ...]:
+    """The detected GPUs, plus the last good readings of a vendor whose source just failed
+    (its GPUs are still there; only this reading of them is missing)."""
+    if not found.failed_vendors:
+        return found.gpus
+    last_good = previous.readings if previous is not None else _readings_from_inventory()
+    seen = {gpu.index for gpu in found.gpus}
+    kept = [g for g in last_good if g.vendor in found.failed_vendors and g.index not in seen]
+    return tuple(sorted((*found.gpus, *kept), key=lambda gpu: gpu.index))
+
+
 def _readings_from_inventory() -> tuple[GpuReading, ...]:
     return tuple(
         GpuReading(
             index=d.gpu_index,
+            vendor=GpuVendor(d.vendor),
+            device_index=d.device_index,
+            render_node=d.render_node or None,
+            integrated=d.integrated,
             uuid=d.uuid,
             name=d.name,
             vram_total_mb=d.vram_total_mb,
@@ -225,6 +240,10 @@ def gpu_inventory_rescan() -> RescanResult:
                 "vram_available_mb": reading.vram_free_mb,
                 "vram_reserved_mb": reading.vram_reserved_mb,
                 "compute_capability": reading.compute_capability or "",
+                "vendor": reading.vendor.value,
+                "device_index": reading.device_index,
+                "render_node": reading.render_node or "",
+                "integrated": reading.integrated,
                 "present": True,
                 "last_seen_at": sample.taken_at,
             }
@@ -234,7 +253,9 @@ def gpu_inventory_rescan() -> RescanResult:
                 )
                 updated.append(index)
             else:
-                GpuDevice.objects.create(gpu_index=index, **fields)
+                # An integrated GPU (a small VRAM carve-out) is listed but not planned until
+                # the operator includes it; later re-scans keep the operator's choice.
+                GpuDevice.objects.create(gpu_index=index, planned=not reading.integrated, **fields)
                 added.append(index)
         disappeared = sorted(i for i, d in existing.items() if i not in seen and d.present)
         if disappeared:

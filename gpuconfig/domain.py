@@ -19,6 +19,22 @@ MB_PER_GB = 1000
 
 Role = Literal["llm", "critical", "standard"]
 
+# What a service runs on (its ``gpuconfig.accelerator`` label) and the GPU vendor each one
+# needs; "any" runs on every GPU. The default keeps compose files written before AMD
+# support meaning what they meant: CUDA, NVIDIA GPUs only.
+Accelerator = Literal["cuda", "rocm", "any"]
+ACCELERATORS: tuple[Accelerator, ...] = ("cuda", "rocm", "any")
+DEFAULT_ACCELERATOR: Accelerator = "cuda"
+ACCELERATOR_VENDOR: dict[str, str] = {"cuda": "nvidia", "rocm": "amd"}
+VENDOR_LABELS: dict[str, str] = {"nvidia": "NVIDIA", "amd": "AMD"}
+ACCELERATOR_LABELS: dict[str, str] = {"cuda": "CUDA", "rocm": "ROCm", "any": "any GPU"}
+
+
+def runs_on(accelerator: str, vendor: str) -> bool:
+    """Whether a service of this accelerator can run on a GPU of this vendor."""
+    needed = ACCELERATOR_VENDOR.get(accelerator)
+    return needed is None or needed == vendor
+
 
 class StrategyName(StrEnum):
     """How services are spread over the GPUs."""
@@ -60,6 +76,10 @@ class Gpu:
     compute_capability: str | None = None
     present: bool = True
     uuid: str = ""
+    vendor: str = "nvidia"  # "nvidia" or "amd" (devices.detection.GpuVendor)
+    # The vendor's own index (the container device name's); None: the same as ``index``.
+    device_index: int | None = None
+    render_node: str = ""  # AMD: /dev/dri/renderD<N>, read from sysfs
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class Service:
     role: Role = "standard"
     budget_env: str | None = None
     vram_min_mb: int | None = None
+    accelerator: Accelerator = DEFAULT_ACCELERATOR  # its gpuconfig.accelerator label
 
 
 @dataclass(frozen=True)
@@ -173,6 +194,10 @@ class WarningCode(StrEnum):
     # move that the target GPU's real free memory cannot hold.
     SERVICE_OVER_ESTIMATE = "service_over_estimate"
     MOVE_EXCEEDS_REAL_FREE = "move_exceeds_real_free"
+    # A service assigned to a GPU of a vendor it cannot run on (gpuconfig.accelerator), and
+    # one for which no GPU of its vendor is detected.
+    ACCELERATOR_MISMATCH = "accelerator_mismatch"
+    NO_MATCHING_GPU = "no_matching_gpu"
 
 
 @dataclass(frozen=True)
@@ -216,6 +241,11 @@ class ResolvedAssignment:
     # The variable through which the service reads its budget (its gpuconfig.budget_env
     # label); a service without one gets no budget in its environment.
     budget_env: str | None = None
+    # The GPU's vendor, its own index and its render node: what the override gives the
+    # container (nvidia.com/gpu=N, amd.com/gpu=N or /dev/kfd + the render node).
+    gpu_vendor: str = "nvidia"
+    gpu_device_index: int | None = None  # None: the same as gpu_index
+    gpu_render_node: str = ""
 
     @property
     def placed(self) -> bool:
@@ -253,6 +283,9 @@ class ResolvedAssignment:
             vram_budget_override=data.get("vram_budget_override"),
             enabled=bool(data.get("enabled", True)),
             budget_env=data.get("budget_env", budget_env),
+            gpu_vendor=data.get("gpu_vendor") or "nvidia",
+            gpu_device_index=data.get("gpu_device_index"),
+            gpu_render_node=data.get("gpu_render_node") or "",
         )
 
 

@@ -88,6 +88,21 @@ class GpuOutputSerializer(serializers.Serializer):
         allow_null=True, help_text="total - reserved - used: what a process could allocate."
     )
     present = serializers.BooleanField(help_text="False for a GPU detected before but not now.")
+    vendor = serializers.ChoiceField(
+        choices=["nvidia", "amd"], help_text="Who made the GPU: it decides which services it runs."
+    )
+    device_index = serializers.IntegerField(
+        help_text="The vendor's own index, as the container device name uses it "
+        "(nvidia.com/gpu=N, amd.com/gpu=N); equals index on a host with one vendor."
+    )
+    render_node = serializers.CharField(
+        allow_null=True, help_text="AMD: the DRM render node read from sysfs by PCI address."
+    )
+    pci_bus = serializers.CharField(allow_null=True)
+    integrated = serializers.BooleanField(
+        help_text="An integrated GPU whose VRAM is a small BIOS carve-out: not planned "
+        "unless the operator includes it (Django admin, GPU devices, Planned)."
+    )
     memory_use = MemoryUseSerializer()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ruamel.yaml.error import YAMLError
 
 from common.documents import MAX_DOCUMENT_VALUES, DocumentBoundsError, document_size, quoted
 from common.errors import Refusal
-from gpuconfig.domain import Role, Service
+from gpuconfig.domain import ACCELERATORS, DEFAULT_ACCELERATOR, Accelerator, Role, Service
 
 LABEL_PREFIX = "gpuconfig."
 LABEL_MODEL = "gpuconfig.model"
@@ -25,7 +26,16 @@ LABEL_VRAM = "gpuconfig.vram_estimate_mb"
 LABEL_ROLE = "gpuconfig.role"
 LABEL_BUDGET_ENV = "gpuconfig.budget_env"
 LABEL_VRAM_MIN = "gpuconfig.vram_min_mb"
-KNOWN_LABELS = {LABEL_MODEL, LABEL_VRAM, LABEL_ROLE, LABEL_BUDGET_ENV, LABEL_VRAM_MIN}
+# What the service runs on: cuda (NVIDIA GPUs, the default), rocm (AMD GPUs) or any.
+LABEL_ACCELERATOR = "gpuconfig.accelerator"
+KNOWN_LABELS = {
+    LABEL_ACCELERATOR,
+    LABEL_MODEL,
+    LABEL_VRAM,
+    LABEL_ROLE,
+    LABEL_BUDGET_ENV,
+    LABEL_VRAM_MIN,
+}
 ROLES: tuple[Role, ...] = ("llm", "critical", "standard")
 # The largest GPUs sold today hold under 200 GB; anything above 2 TB is a typo.
 MAX_VRAM_ESTIMATE_MB = 2_000_000
@@ -144,6 +154,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     role = labels.get(LABEL_ROLE, "standard").strip() or "standard"
     if role not in ROLES:
         raise fail(LABEL_ROLE, f"{quoted(role)} is not one of {', '.join(ROLES)}")
+    accelerator = _accelerator(labels, fail)
     model = labels.get(LABEL_MODEL, "").strip() or name
     if len(model) > 128:
         raise fail(LABEL_MODEL, "longer than 128 characters")
@@ -176,6 +187,20 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         role=role,
         budget_env=budget_env,
         vram_min_mb=vram_min,
+        accelerator=accelerator,
+    )
+
+
+def _accelerator(labels: dict[str, str], fail: Callable[[str, str], RegistryError]) -> Accelerator:
+    """The ``gpuconfig.accelerator`` label; without it, CUDA (what every file meant so far)."""
+    raw = labels.get(LABEL_ACCELERATOR, "").strip().lower() or DEFAULT_ACCELERATOR
+    for accelerator in ACCELERATORS:
+        if raw == accelerator:
+            return accelerator
+    raise fail(
+        LABEL_ACCELERATOR,
+        f"{quoted(labels[LABEL_ACCELERATOR].strip())} is not one of {', '.join(ACCELERATORS)} "
+        "(cuda: NVIDIA GPUs, rocm: AMD GPUs, any: either)",
     )
 
 

@@ -58,11 +58,18 @@ def planning_gpus() -> tuple[Gpu, ...]:
                 vram_used_mb=r.vram_used_mb,
                 compute_capability=r.compute_capability,
                 uuid=r.uuid,
+                vendor=r.vendor.value,
+                device_index=r.device_index,
+                render_node=r.render_node or "",
             )
             for r in sample.readings
+            # Before the first re-scan nobody could have included an integrated GPU yet.
+            if not r.integrated
         )
     gpus = []
-    for d in devices:
+    # An integrated GPU (a small VRAM carve-out) is planned only once the operator includes
+    # it (GpuDevice.planned); left out, a pin to it reads as a GPU that is not there.
+    for d in (d for d in devices if d.planned):
         reading = live.get(d.gpu_index)
         present = d.present and (reading is not None or bool(sample.error))
         gpus.append(
@@ -80,6 +87,9 @@ def planning_gpus() -> tuple[Gpu, ...]:
                 compute_capability=d.compute_capability or None,
                 present=present,
                 uuid=d.uuid,
+                vendor=d.vendor,
+                device_index=d.device_index,
+                render_node=d.render_node,
             )
         )
     return tuple(gpus)

@@ -11,8 +11,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuconfig.domain import (
+    ACCELERATOR_LABELS,
+    ACCELERATOR_VENDOR,
     MB_PER_GB,
     STRATEGY_LABELS,
+    VENDOR_LABELS,
     Evaluation,
     Gpu,
     PlanWarning,
@@ -25,6 +28,7 @@ from gpuconfig.domain import (
     format_gb,
     format_gpu_capacity,
     least_budget_mb,
+    runs_on,
 )
 
 __all__ = ["evaluate"]
@@ -168,6 +172,8 @@ def evaluate(
                 )
             )
 
+    warnings.extend(_accelerator_warnings(requests, assignments, present))
+
     if strategy is StrategyName.ISOLATION_FIRST and len(present) == 1:
         (only,) = present
         warnings.append(
@@ -183,6 +189,55 @@ def evaluate(
     return Evaluation(
         assignments=tuple(resolved), warnings=tuple(warnings), planned_vram_mb=planned
     )
+
+
+def accelerator_mismatch(service: str, accelerator: str, gpu_index: int, vendor: str) -> str:
+    """The sentence for a service assigned to a GPU it cannot run on (also Apply's refusal)."""
+    return (
+        f"{service} runs on {ACCELERATOR_LABELS.get(accelerator, accelerator)} "
+        f"(gpuconfig.accelerator: {accelerator}) but GPU {gpu_index} is an "
+        f"{VENDOR_LABELS.get(vendor, vendor)} GPU; pin it to "
+        # "an NVIDIA", "an AMD": both names are read letter by letter or start with a vowel.
+        f"an {VENDOR_LABELS.get(ACCELERATOR_VENDOR.get(accelerator, ''), 'matching')} GPU"
+    )
+
+
+def _accelerator_warnings(
+    requests: Sequence[ServiceRequest], assignments: Mapping[str, int], present: Mapping[int, Gpu]
+) -> list[PlanWarning]:
+    """The vendor rule: a service on a GPU it cannot run on, or with no such GPU at all."""
+    warnings = []
+    for request in requests:
+        name, accelerator = request.service.name, request.service.accelerator
+        if not request.enabled:
+            continue
+        index = assignments.get(name)
+        gpu = present.get(index) if index is not None else None
+        if gpu is not None and not runs_on(accelerator, gpu.vendor):
+            warnings.append(
+                PlanWarning(
+                    WarningCode.ACCELERATOR_MISMATCH,
+                    accelerator_mismatch(name, accelerator, gpu.index, gpu.vendor),
+                    name,
+                    gpu.index,
+                )
+            )
+        elif (
+            index is None
+            and present
+            and not any(runs_on(accelerator, g.vendor) for g in present.values())
+        ):
+            vendor = VENDOR_LABELS.get(ACCELERATOR_VENDOR.get(accelerator, ""), "matching")
+            warnings.append(
+                PlanWarning(
+                    WarningCode.NO_MATCHING_GPU,
+                    f"{name} runs on {ACCELERATOR_LABELS.get(accelerator, accelerator)} "
+                    f"(gpuconfig.accelerator: {accelerator}) but no {vendor} GPU is detected; "
+                    "it is not placed",
+                    name,
+                )
+            )
+    return warnings
 
 
 def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[str, _Budget]:

@@ -28,12 +28,13 @@ from django.utils import timezone
 from common.files import write_atomic
 from devices.selectors import gpu_identity_problem
 from gpuconfig import selectors as config_selectors
-from gpuconfig.config_files import render_override
+from gpuconfig.config_files import AMD_CDI_KIND, render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.models import ConfigVersion
 from orchestration import podman, probe
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus
-from orchestration.observed import Mismatch, gpu_devices, gpu_difference
+from orchestration.observed import Mismatch, expected_devices, gpu_devices, gpu_difference
+from orchestration.override import host_has_cdi_kind
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,12 @@ def _forward(context: ApplyContext) -> None:
 def write_override(context: ApplyContext) -> None:
     """Write the target's override atomically, keeping the one it replaces as ``.previous``."""
     version = context.run.version.number
-    text = render_override(context.target.assignments, version=version, generated_at=timezone.now())
+    text = render_override(
+        context.target.assignments,
+        version=version,
+        generated_at=timezone.now(),
+        amd_cdi=host_has_cdi_kind(AMD_CDI_KIND),
+    )
     if context.previous_text is not None:
         path = context.override
         write_atomic(path.with_name(path.name + PREVIOUS_SUFFIX), context.previous_text)
@@ -272,7 +278,7 @@ def _gpu_problem(state: podman.ContainerState, want: ResolvedAssignment) -> str 
     if found is not None and found.kind in (Mismatch.NO_DEVICE, Mismatch.OTHER_GPU):
         got = ", ".join(gpu_devices(state)) or "no GPU device"
         return (
-            f"started without its GPU: expected nvidia.com/gpu={want.gpu_index}, got {got} "
+            f"started without its GPU: expected {' or '.join(expected_devices(want))}, got {got} "
             "(is the compose command dropping GPU reservations?)"
         )
     if found is not None and found.kind is Mismatch.UNEXPECTED_GPU:

@@ -128,6 +128,9 @@ class ContainerState:
     cdi_devices: tuple[str, ...]  # CDI names requested at creation, e.g. "nvidia.com/gpu=1"
     env: Mapping[str, str]  # the process environment, CDI edits included
     created: datetime | None = None  # when podman created the container (UTC)
+    # Device nodes passed at creation (``--device /dev/dri/renderD128``), host side: an AMD
+    # GPU given without a CDI spec.
+    device_nodes: tuple[str, ...] = ()
 
 
 def probe_compose(
@@ -590,6 +593,9 @@ def _container_state(data: Mapping[str, Any]) -> ContainerState:
         ),
         env=MappingProxyType(env),
         created=_parse_created(data.get("Created")),
+        device_nodes=_requested_device_nodes(
+            config.get("CreateCommand") or [], image=config.get("Image") or ""
+        ),
     )
 
 
@@ -628,6 +634,25 @@ def _requested_cdi_devices(create_command: Sequence[str], *, image: str) -> tupl
             continue
         if _CDI_DEVICE.fullmatch(value):
             found.append(value)
+    return tuple(found)
+
+
+def _requested_device_nodes(create_command: Sequence[str], *, image: str) -> tuple[str, ...]:
+    """The host paths of the device nodes in a ``podman create`` command line, in order
+    (``--device /dev/kfd`` or ``--device /dev/dri/renderD128:/dev/dri/renderD128:rwm``)."""
+    found: list[str] = []
+    args = list(create_command)
+    for i, arg in enumerate(args):
+        if image and arg == image:
+            break
+        if arg == "--device" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--device="):
+            value = arg.removeprefix("--device=")
+        else:
+            continue
+        if value.startswith("/"):
+            found.append(value.split(":", 1)[0])
     return tuple(found)
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from common.errors import Refusal
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
-from gpuconfig.domain import StrategyName
+from gpuconfig.domain import Configuration, StrategyName, runs_on
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
 from gpuconfig.services import (
@@ -35,6 +35,7 @@ from gpuconfig.services import (
     gpu_config_save,
     saving_user,
 )
+from gpuconfig.validation import accelerator_mismatch
 from orchestration import podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
@@ -136,7 +137,7 @@ def _steps(
     return [
         _Step(
             service,
-            running_gpu(running.get(service)),
+            running_gpu(running.get(service), configuration.by_service[service]),
             configuration.by_service[service].container_gpu,
             why.reason,
         )
@@ -344,6 +345,21 @@ def _check_images(podman_path: str) -> None:
         )
 
 
+def _refuse_wrong_vendor(target: ConfigVersion) -> None:
+    """A service on a GPU it cannot run on (its gpuconfig.accelerator) would start without a
+    usable GPU: the warning let it be saved, Apply refuses it, in one sentence."""
+    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
+    for entry in Configuration.from_json(target.assignments).assignments:
+        service = registry.get(entry.service)
+        if service is None or not entry.placed or entry.gpu_index is None:
+            continue
+        if not runs_on(service.accelerator, entry.gpu_vendor):
+            mismatch = accelerator_mismatch(
+                entry.service, service.accelerator, entry.gpu_index, entry.gpu_vendor
+            )
+            raise ApplyRefused(f"Cannot apply: {mismatch}. Nothing was changed.", 400)
+
+
 def apply_run_start(
     *, user: AbstractBaseUser | AnonymousUser | None, enqueue: bool = True
 ) -> ApplyRun:
@@ -360,6 +376,7 @@ def apply_run_start(
         target = config_selectors.latest_version()
         if target is None:
             raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
+        _refuse_wrong_vendor(target)
         _preflight_images(tool)
         return _start_run(
             kind=RunKind.APPLY,
