@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from bench import bench_disruption
 from bench.reference import (
     Harm,
     cpsat_fits_within,
@@ -462,6 +463,9 @@ def main() -> int:
     )
     big = max(max(r.times or [0.0]) for r in large if r.label.startswith("16 x 256"))
     verdicts.append((f"worst time at 16x256: {big * 1000:.0f} ms < 1 s", big < BIG_TIME_TARGET_S))
+
+    print("\n(6) Fewer restarts: running services moved after one change (issue 19)")
+    bench_disruption.main()
 
     print()
     for label, ok in verdicts:

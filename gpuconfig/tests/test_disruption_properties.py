@@ -48,7 +48,9 @@ def _brute(
             plans.append((choice, loads))
     if not plans:
         return None
-    value = min(max(Fraction(l, c) for l, c in zip(loads, caps, strict=True)) for _, loads in plans)
+    value = min(
+        max(Fraction(load, c) for load, c in zip(loads, caps, strict=True)) for _, loads in plans
+    )
     ceiling = value * (1 + TOLERANCE)
     limits = [min(c, math.floor(ceiling * c)) for c in caps]
     costs = [

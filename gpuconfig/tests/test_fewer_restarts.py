@@ -35,7 +35,13 @@ def six_gpus_twenty_services(settings: Any, tmp_path: Path) -> Path:
     """6 GPUs of mixed sizes and 20 services of 0.4-9 GB, as an operator's box might have."""
     rng = random.Random(21)
     gpus = [
-        {"index": i, "name": f"GPU {i}", "vram_total_mb": mb, "vram_used_mb": 0, "compute_capability": "8.6"}
+        {
+            "index": i,
+            "name": f"GPU {i}",
+            "vram_total_mb": mb,
+            "vram_used_mb": 0,
+            "compute_capability": "8.6",
+        }
         for i, mb in enumerate([24564, 16376, 12288, 8192, 24564, 48000])
     ]
     gpu_file = tmp_path / "gpus.json"
