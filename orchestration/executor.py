@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from gpuconfig.config_files import AMD_CDI_KIND, render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.models import ConfigVersion
 from orchestration import podman, probe
+from orchestration.handover_rule import HandoverState
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus
 from orchestration.observed import Mismatch, expected_devices, gpu_devices, gpu_difference
 from orchestration.override import host_has_cdi_kind
@@ -63,6 +64,8 @@ class ApplyContext:
     previous_text: str | None  # the override before this run, put back on failure
     env: dict[str, str]
     say: Callable[[str], None]
+    # Which services move make-before-break, and what the run did with them (for the rollback).
+    handovers: HandoverState = field(default_factory=HandoverState)
 
     def set_step(self, service: str, status: StepStatus, message: str = "") -> None:
         ServiceStep.objects.filter(run=self.run, service_name=service).update(
@@ -144,14 +147,30 @@ def _heartbeat(run_id: Any) -> Iterator[None]:
 def _forward(context: ApplyContext) -> None:
     write_override(context)
     if context.services:
+        # Imported here: the handover's steps are built from this module's.
+        from orchestration import handover
+
+        handover.choose(context)
+        restarting = context.handovers.restarting(context.services)
+        if restarting:
+            recreate_and_verify(context, restarting)
+        for service in context.handovers.handing_over(context.services):
+            handover.move(context, service)
+    _succeed(context)
+
+
+def recreate_and_verify(context: ApplyContext, services: Sequence[str]) -> None:
+    """Recreate ``services`` from the target's override and check them; raise RunFailed
+    with the cause when compose or a container failed."""
+    if services:
         # Containers created from here on are the recreated ones (no "before" inspect needed;
         # podman's clock is this host's clock).
         recreated_after = timezone.now()
-        context.set_steps(context.services, StepStatus.RECREATING)
-        result = recreate(context, override=context.override)
+        context.set_steps(services, StepStatus.RECREATING)
+        result = recreate(context, override=context.override, services=services)
         # Verify even when compose failed: podman-compose goes on after a failed service,
         # and the user needs to know which ones came up and which did not.
-        problems = verify(context, context.target, recreated_after)
+        problems = verify(context, context.target, recreated_after, services=services)
         if result.timed_out:
             raise RunFailed(
                 f"podman-compose did not finish within "
@@ -164,7 +183,6 @@ def _forward(context: ApplyContext) -> None:
             # above pages of output the box cuts off.
             cause = podman.first_error_line(result.output)
             raise RunFailed(f"{cause + chr(10) if cause else ''}{exit_note}{details}".strip())
-    _succeed(context)
 
 
 def write_override(context: ApplyContext) -> None:
@@ -183,21 +201,23 @@ def write_override(context: ApplyContext) -> None:
     context.say(f"wrote {context.override} (version {version})")
 
 
-def recreate(context: ApplyContext, *, override: Path | None) -> podman.CommandResult:
-    """``up -d --force-recreate --no-deps`` of the run's services from the base file
-    (+ ``override``); the command is recorded on the run."""
+def recreate(
+    context: ApplyContext, *, override: Path | None, services: Sequence[str] | None = None
+) -> podman.CommandResult:
+    """``up -d --force-recreate --no-deps`` of ``services`` (default: the run's) from the base
+    file (+ ``override``); the command is recorded on the run."""
     started_at = timezone.now()
     result = podman.compose_up(
         probe.compose_tool(max_age_s=probe.WORKER_PROBE_CACHE_SECONDS),
         base=Path(settings.GPUCONFIG_COMPOSE_FILE),
         override=override,
-        services=context.services,
+        services=context.services if services is None else services,
         project_name=settings.GPUCONFIG_COMPOSE_PROJECT,
         cwd=probe.compose_dir(),
         timeout_s=settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS,
         env=context.env,
     )
-    _record(context.run, result, started_at)
+    record_command(context.run, result, started_at)
     return result
 
 
@@ -207,6 +227,7 @@ def verify(
     recreated_after: datetime,
     *,
     report: bool = True,
+    services: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Check every recreated container; return {service: problem} for those that failed.
 
@@ -214,8 +235,9 @@ def verify(
     and `podman compose` wrappers that drop GPU reservations do so without an error. With
     ``expected=None`` (nothing applied before) only running and health are checked.
     ``report=False`` leaves the service steps as they are (the rollback's own check).
+    ``services``: those to check (default: the run's).
     """
-    services = context.services
+    services = list(context.services if services is None else services)
     after = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, services, env=context.env)
     if report:
         context.set_steps(services, StepStatus.VERIFYING)
@@ -245,7 +267,9 @@ def verify(
             if problem is None:
                 state = after.get(name)
                 where = state.name if state else "?"
-                context.set_step(name, StepStatus.HEALTHY, f"running as {where}")
+                choice = context.handovers.choices.get(name)
+                how = f"; {choice.reason}" if choice is not None else ""
+                context.set_step(name, StepStatus.HEALTHY, f"running as {where}{how}")
             else:
                 context.set_step(name, StepStatus.FAILED, problem)
     return problems
@@ -373,11 +397,12 @@ def roll_back(context: ApplyContext, error: str) -> str:
         return RunStatus.ROLLBACK_FAILED if moved else _lost(run.pk)
     for name in context.services:
         reason = failed_steps.get(name, "")
-        context.set_step(
-            name,
-            StepStatus.ROLLED_BACK,
-            f"restored previous container ({reason})" if reason else "restored previous container",
-        )
+        # A handover that failed before compose replaced the old container never stopped it.
+        if name in context.handovers.untouched:
+            what = "kept its previous container, which never stopped"
+        else:
+            what = "restored previous container"
+        context.set_step(name, StepStatus.ROLLED_BACK, f"{what} ({reason})" if reason else what)
     moved = ApplyRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_BACK).update(
         status=RunStatus.ROLLED_BACK, finished_at=timezone.now()
     )
@@ -403,13 +428,35 @@ def _restore_previous(context: ApplyContext) -> None:
         write_atomic(context.override, context.previous_text)
     if not context.services:
         return
-    recreated_after = timezone.now()
-    result = recreate(
-        context, override=context.override if context.previous_text is not None else None
-    )
-    problems = verify(context, context.previous, recreated_after, report=False)
-    if result.timed_out:
-        problems.setdefault("*", "podman-compose timed out")
+    from orchestration import handover  # see _forward
+
+    # The reverse order of the forward steps: services handed over go back the same way
+    # (last first) where they can; services whose old container never stopped stay.
+    back = handover.choose_back(context)
+    restarting = [
+        s for s in context.services if s not in context.handovers.untouched and s not in back
+    ]
+    problems: dict[str, str] = {}
+    try:
+        if restarting:
+            recreated_after = timezone.now()
+            result = recreate(
+                context,
+                override=context.override if context.previous_text is not None else None,
+                services=restarting,
+            )
+            problems = verify(
+                context, context.previous, recreated_after, report=False, services=restarting
+            )
+            if result.timed_out:
+                problems.setdefault("*", "podman-compose timed out")
+        if not problems:
+            for service in back:
+                handover.move(context, service, back=True)
+    finally:
+        # A copy still serving for a service whose new container failed goes only now, once
+        # the previous container is back (or could not be brought back).
+        handover.remove_standbys(context)
     if problems:
         raise RunFailed("; ".join(f"{k}: {v}" for k, v in problems.items()))
 
@@ -421,7 +468,7 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _record(run: ApplyRun, result: podman.CommandResult, started_at: datetime) -> None:
+def record_command(run: ApplyRun, result: podman.CommandResult, started_at: datetime) -> None:
     """A row per command, as the status API and the page show it."""
     ApplyCommand.objects.create(
         run=run,

@@ -48,6 +48,10 @@ DRAIN_TIMEOUT_S = 10.0
 
 PROJECT_LABEL = "io.podman.compose.project"
 SERVICE_LABEL = "io.podman.compose.service"
+# The temporary copy of a service that serves while the service moves (orchestration.handover):
+# it carries the project's and the service's labels too, so everything that reads "the
+# container of a service" must leave it out.
+HANDOVER_LABEL = "gpuconfig.handover"
 
 INSTALL_COMPOSE_HINT = "pip install 'podman-compose>=1.4'"
 INSTALL_PODMAN_HINT = "apt-get install -y podman runc"
@@ -128,6 +132,7 @@ class ContainerState:
     cdi_devices: tuple[str, ...]  # CDI names requested at creation, e.g. "nvidia.com/gpu=1"
     env: Mapping[str, str]  # the process environment, CDI edits included
     created: datetime | None = None  # when podman created the container (UTC)
+    networks: tuple[str, ...] = ()  # the podman networks it is connected to
     # Device nodes passed at creation (``--device /dev/dri/renderD128``), host side: an AMD
     # GPU given without a CDI spec.
     device_nodes: tuple[str, ...] = ()
@@ -252,8 +257,11 @@ def inspect_services(
     wanted = set(services) if services is not None else None
     chosen: dict[str, dict[str, Any]] = {}
     for row in listed:
-        service = (row.get("Labels") or {}).get(SERVICE_LABEL)
+        labels = row.get("Labels") or {}
+        service = labels.get(SERVICE_LABEL)
         if not service or (wanted is not None and service not in wanted):
+            continue
+        if HANDOVER_LABEL in labels:  # a temporary copy, never the service's container
             continue
         current = chosen.get(service)
         if current is None or _preference(row) > _preference(current):
@@ -272,6 +280,47 @@ def inspect_services(
     )
     states = [_container_state(data) for data in inspected]
     return {state.service: state for state in sorted(states, key=lambda s: s.service)}
+
+
+def inspect_container(name: str, *, env: Mapping[str, str] | None = None) -> ContainerState | None:
+    """One container by name or id, or None when it does not exist."""
+    data = _inspect_one(name, env=_environment(env))
+    return None if data is None else _container_state(data)
+
+
+def compose_run_copy(
+    tool: ComposeTool,
+    *,
+    files: Sequence[Path],
+    service: str,
+    name: str,
+    project_name: str,
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    """Start a second container of ``service`` named ``name``, detached, as compose defines it
+    (image, command, environment, volumes, health check, the project's network with the
+    service's name as its alias, the override's GPU) but publishing no ports, labelled
+    :data:`HANDOVER_LABEL` so that it is never taken for the service's own container.
+    ``files``: the base compose file, then the override."""
+    _check_project_name(project_name)
+    argv = (
+        *tool.argv,
+        "-p",
+        project_name,
+        *(arg for file in files for arg in ("-f", str(file))),
+        # Only `podman run` gets it: compose's `run` starts the copy with that command.
+        f"--podman-run-args=--label={HANDOVER_LABEL}=true",
+        "run",
+        "-d",
+        "--no-deps",
+        "-T",  # no terminal: nobody attaches to it
+        "--name",
+        name,
+        service,
+    )
+    return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
 
 
 def project_container_ids(project_name: str, *, env: Mapping[str, str] | None = None) -> list[str]:
@@ -593,6 +642,7 @@ def _container_state(data: Mapping[str, Any]) -> ContainerState:
         ),
         env=MappingProxyType(env),
         created=_parse_created(data.get("Created")),
+        networks=tuple(sorted((data.get("NetworkSettings") or {}).get("Networks") or {})),
         device_nodes=_requested_device_nodes(
             config.get("CreateCommand") or [], image=config.get("Image") or ""
         ),
