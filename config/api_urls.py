@@ -15,9 +15,10 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.views import APIView
 
 from config.api_root import ApiRootView
+from devices import maintenance_apis
 from gpuconfig import apis as gpuconfig_apis
 from gpuconfig import backup_apis as gpuconfig_backup_apis
-from gpuconfig import gpu_apis
+from gpuconfig import gpu_apis, headroom_apis
 from gpuconfig.api_docs import ApiDocsView
 from orchestration import apis as orchestration_apis
 
@@ -32,6 +33,17 @@ urlpatterns = [
     path("", _api(ApiRootView), name="api-root"),
     # The inventory with what each GPU really runs: composed above devices (orchestration).
     path("system/gpus", _api(orchestration_apis.GpuListApi), name="api-gpus"),
+    path("system/gpus/headroom", _api(headroom_apis.HeadroomApi), name="api-gpus-headroom"),
+    path(
+        "system/gpus/<int:gpu_index>/maintenance",
+        _api(maintenance_apis.GpuMaintenanceApi),
+        name="api-gpu-maintenance",
+    ),
+    path(
+        "system/gpus/<int:gpu_index>/drain",
+        _api(maintenance_apis.GpuDrainApi),
+        name="api-gpu-drain",
+    ),
     path(
         "system/gpus/suggested-estimates",
         _api(gpu_apis.SuggestedEstimatesApi),

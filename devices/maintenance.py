@@ -47,6 +47,7 @@ class Maintenance:
     by: str
     since: datetime | None
     automatic: bool
+    draining: bool = False
 
     def as_api_dict(self) -> dict[str, object]:
         return {
@@ -55,6 +56,7 @@ class Maintenance:
             "by": self.by,
             "since": self.since,
             "automatic": self.automatic,
+            "draining": self.draining,
         }
 
     @property
@@ -75,6 +77,7 @@ def _state(device: GpuDevice) -> Maintenance:
         device.maintenance_by,
         device.maintenance_since,
         device.maintenance_automatic,
+        device.maintenance and device.maintenance_drain,
     )
 
 
@@ -128,23 +131,42 @@ def gpu_maintenance_start(*, gpu_index: int, reason: str, by: str) -> Maintenanc
 
 
 def gpu_maintenance_end(
-    *, gpu_index: int, by: str, standing_critical: tuple[str, ...] = ()
+    *, gpu_index: int, by: str, health: Mapping[str, GpuHealth] | None = None
 ) -> Maintenance:
-    """Take a GPU out of maintenance (staff). ``standing_critical``: the critical health
-    reasons true now, acknowledged so that they do not cordon it again at once."""
+    """Take a GPU out of maintenance (staff). ``health``: the verdicts now (the sample's);
+    the GPU's critical reasons standing now are acknowledged, so that they do not cordon
+    it again at once."""
     device = _device(gpu_index)
+    verdict = (health or {}).get(device.uuid)
+    standing_critical = () if verdict is None else verdict.cordon
     updated = GpuDevice.objects.filter(pk=device.pk, maintenance=True).update(
         maintenance=False,
         maintenance_reason="",
         maintenance_by="",
         maintenance_since=None,
         maintenance_automatic=False,
+        maintenance_drain=False,
         health_acknowledged=" ".join(standing_critical),
         updated_at=timezone.now(),
     )
     if not updated:
         raise MaintenanceRefused(f"GPU {gpu_index} is not in maintenance.")
     logger.info("GPU %s taken out of maintenance by %s", gpu_index, by)
+    return _state(GpuDevice.objects.get(pk=device.pk))
+
+
+def gpu_maintenance_drain(*, gpu_index: int, by: str) -> Maintenance:
+    """Drain a GPU in maintenance: from now on every plan moves its services elsewhere
+    (the preview shows where; Save and Apply carry it out like any other change)."""
+    device = _device(gpu_index)
+    updated = GpuDevice.objects.filter(pk=device.pk, maintenance=True).update(
+        maintenance_drain=True, updated_at=timezone.now()
+    )
+    if not updated:
+        raise MaintenanceRefused(
+            f"GPU {gpu_index} is not in maintenance: put it in maintenance before draining it."
+        )
+    logger.info("GPU %s drained by %s", gpu_index, by)
     return _state(GpuDevice.objects.get(pk=device.pk))
 
 

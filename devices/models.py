@@ -67,6 +67,11 @@ class GpuDevice(models.Model):
     maintenance_automatic = models.BooleanField(
         default=False, help_text="Put in maintenance by GPU Config on a critical health event."
     )
+    maintenance_drain = models.BooleanField(
+        default=False,
+        help_text="Drained: plans move the services on it elsewhere too (until it leaves "
+        "maintenance).",
+    )
     # The critical health reasons standing when staff last took the GPU out of maintenance:
     # the same reasons do not cordon it again, a new one does.
     health_acknowledged = models.TextField(blank=True)

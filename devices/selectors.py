@@ -72,7 +72,14 @@ def _add_health_and_maintenance(
         gpu["maintenance"] = (
             state.as_api_dict()
             if state is not None
-            else {"active": False, "reason": "", "by": "", "since": None, "automatic": False}
+            else {
+                "active": False,
+                "reason": "",
+                "by": "",
+                "since": None,
+                "automatic": False,
+                "draining": False,
+            }
         )
 
 

@@ -80,6 +80,10 @@ class Gpu:
     # The vendor's own index (the container device name's); None: the same as ``index``.
     device_index: int | None = None
     render_node: str = ""  # AMD: /dev/dri/renderD<N>, read from sysfs
+    # In maintenance (devices.maintenance): no new services in any plan; the ones on it stay
+    # until it is drained (gpuconfig.strategies.cordon).
+    cordoned: bool = False
+    draining: bool = False  # cordoned and drained: the services on it move elsewhere too
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,8 @@ class WarningCode(StrEnum):
     # one for which no GPU of its vendor is detected.
     ACCELERATOR_MISMATCH = "accelerator_mismatch"
     NO_MATCHING_GPU = "no_matching_gpu"
+    # A service pinned onto a GPU in maintenance (it takes no new services; Apply refuses).
+    GPU_IN_MAINTENANCE = "gpu_in_maintenance"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from gpuconfig.measured import measured_vram_warnings
 from gpuconfig.models import GpuConfiguration
 from gpuconfig.registry import Registry, load_registry
 from gpuconfig.strategies import StrategyError, plan
+from gpuconfig.strategies.cordon import maintenance_warnings
 from gpuconfig.validation import evaluate
 
 
@@ -291,6 +292,8 @@ def _evaluated(
         over_capacity=over_capacity,
     )
     warnings = list(evaluation.warnings)
+    # A pin onto a GPU in maintenance: allowed to be saved, refused on Apply.
+    warnings.extend(maintenance_warnings(gpus, requests, assignments, applied))
     # Measured VRAM: services over their estimate, and moves that the target GPU's real
     # free memory cannot hold (only where per-process memory is measured).
     warnings.extend(

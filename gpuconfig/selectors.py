@@ -87,6 +87,8 @@ def planning_gpus() -> tuple[Gpu, ...]:
                 compute_capability=d.compute_capability or None,
                 present=present,
                 uuid=d.uuid,
+                cordoned=d.maintenance,
+                draining=d.maintenance and d.maintenance_drain,
                 vendor=d.vendor,
                 device_index=d.device_index,
                 render_node=d.render_node,

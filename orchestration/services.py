@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.errors import Refusal
+from devices.maintenance import gpu_maintenance_states
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import Configuration, StrategyName, runs_on
@@ -360,6 +361,26 @@ def _refuse_wrong_vendor(target: ConfigVersion) -> None:
             raise ApplyRefused(f"Cannot apply: {mismatch}. Nothing was changed.", 400)
 
 
+def _refuse_onto_cordoned(target: ConfigVersion) -> None:
+    """A service that would start on a GPU in maintenance (a pin there): the warning let it
+    be saved, Apply refuses it. Services that run there now stay until it is drained."""
+    cordoned = gpu_maintenance_states()
+    applied = config_selectors.latest_applied_version()
+    running = Configuration.from_json(applied.assignments).placements() if applied else {}
+    for entry in Configuration.from_json(target.assignments).assignments:
+        if not entry.placed or entry.gpu_index is None:
+            continue
+        state = cordoned.get(entry.gpu_index)
+        if state is None or not state.active or running.get(entry.service) == entry.gpu_index:
+            continue
+        raise ApplyRefused(
+            f"Cannot apply: {entry.service} would start on GPU {entry.gpu_index}, which is in "
+            f"maintenance ({state.reason}); pin it to another GPU or take GPU "
+            f"{entry.gpu_index} out of maintenance. Nothing was changed.",
+            400,
+        )
+
+
 def apply_run_start(
     *, user: AbstractBaseUser | AnonymousUser | None, enqueue: bool = True
 ) -> ApplyRun:
@@ -377,6 +398,7 @@ def apply_run_start(
         if target is None:
             raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
         _refuse_wrong_vendor(target)
+        _refuse_onto_cordoned(target)
         _preflight_images(tool)
         return _start_run(
             kind=RunKind.APPLY,

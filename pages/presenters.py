@@ -20,6 +20,7 @@ from gpuconfig.domain import (
     format_gb,
     format_gpu_capacity,
 )
+from gpuconfig.headroom import GpuHeadroom, headroom, outside_mb_by_index
 from gpuconfig.services import Draft
 from pages.forms import OFF, RefusedFields
 from pages.measured_vram import gpu_card_memory
@@ -198,11 +199,14 @@ class PlannedGpu:
     over: bool
     present: bool
     services: tuple[str, ...] = ()  # what the GPU will hold under this plan
+    free: str = ""  # headroom: VRAM still free for new services under this plan
 
 
 def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
     """VRAM the managed services would take on each GPU after the change."""
     planned = draft.evaluation.planned_vram_mb if draft.evaluation else {}
+    room = headroom(draft.gpus, planned, outside_mb_by_index(draft.gpus, draft.registry.names()))
+    free = {g.index: g for g in room.gpus}
     out = []
     for gpu in draft.gpus:
         mb = planned.get(gpu.index, 0)
@@ -221,9 +225,18 @@ def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
                     for entry in draft.configuration.assignments
                     if entry.enabled and entry.gpu_index == gpu.index
                 ),
+                free=free_text(free[gpu.index]) if gpu.present else "",
             )
         )
     return out
+
+
+def free_text(room: GpuHeadroom) -> str:
+    """'Free for new services: 4.2 GB' (measured use outside GPU Config counted), or why 0."""
+    if room.cordoned:
+        return "Free for new services: none (in maintenance)"
+    unmeasured = "" if room.outside_mb is not None else " (use outside GPU Config not measured)"
+    return f"Free for new services: {format_gb(room.free_mb)}{unmeasured}"
 
 
 def warning_note(warning: PlanWarning) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from pages import backup_views, views
+from pages import backup_views, maintenance_views, views
 
 app_name = "pages"
 urlpatterns = [
@@ -13,6 +13,11 @@ urlpatterns = [
     path("gpu/rollback/", views.gpu_rollback, name="gpu-rollback"),
     path("gpu/discard/", views.gpu_discard, name="gpu-discard"),
     path("gpu/compare/", views.gpu_compare, name="gpu-compare"),
+    path(
+        "gpu/<int:gpu_index>/maintenance/",
+        maintenance_views.gpu_maintenance,
+        name="gpu-maintenance",
+    ),
     path("system/", views.system_settings, name="system"),
     path("system/backup/", backup_views.backup_download, name="backup-download"),
     path("system/backup/import/", backup_views.backup_import, name="backup-import"),

@@ -37,6 +37,8 @@ The strategies:
 
 Where things are:
 
+* `cordon`: `plan()` as callers get it: GPUs in maintenance closed to new services, the
+  services on them held there until drained; `maintenance_warnings` for pins onto them.
 * `planner`: `plan()`, the one entry point: checks the input, builds the inventory of
   present GPUs and pinned load, and hands it to the strategy.
 * `inventory`: what every strategy plans over (`Inventory`, `Item`), the least a service
@@ -50,8 +52,10 @@ Where things are:
 """
 
 from gpuconfig.strategies.budget import DEFAULT_TIME_BUDGET_MS
+
+# Every caller plans through the cordon: a GPU in maintenance takes no new services.
+from gpuconfig.strategies.cordon import plan
 from gpuconfig.strategies.inventory import StrategyError
-from gpuconfig.strategies.planner import plan
 from gpuconfig.strategies.rules import fastest_gpu, largest_gpu
 
 __all__ = [

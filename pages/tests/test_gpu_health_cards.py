@@ -83,3 +83,67 @@ def test_the_cards_show_health_and_the_automatic_cordon(sick_box: None, staff_us
         r"be reset\. It takes no new services; those on it keep running until it is drained\.",
         a400,
     )
+
+
+MAINTENANCE = "/settings/gpu/1/maintenance/"
+
+
+@pytest.fixture
+def reference_box() -> None:
+    reset_health_state()
+    reset_sampler()
+    gpu_inventory_rescan()
+
+
+def _page_text(client: Client) -> str:
+    html = client.get(URL).content.decode()
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_staff_put_a_gpu_in_maintenance_from_its_card_and_take_it_out(
+    reference_box: None, staff_user: Any
+) -> None:
+    client = Client()
+    client.force_login(staff_user)
+    assert "Put in maintenance" in client.get(URL).content.decode()
+
+    response = client.post(MAINTENANCE, {"action": "start", "reason": "Fan replacement"})
+
+    assert response.status_code == 302
+    text = _page_text(client)
+    assert (
+        "GPU 1 is in maintenance: it takes no new services. The services on it keep running "
+        "until you drain it."
+    ) in text
+    assert re.search(
+        r"In maintenance since [0-9: -]+ UTC, set by operator: Fan replacement It takes no new",
+        _card(client.get(URL, {"part": "gpu-cards"}, headers=HX).content.decode(), 1),
+    )
+    client.post(MAINTENANCE, {"action": "end"})
+    assert "GPU 1 is out of maintenance: plans may use it again." in _page_text(client)
+
+
+def test_a_missing_reason_is_refused_on_the_page_and_nothing_changes(
+    reference_box: None, staff_user: Any
+) -> None:
+    client = Client()
+    client.force_login(staff_user)
+
+    client.post(MAINTENANCE, {"action": "start", "reason": ""})
+
+    text = _page_text(client)
+    assert "Give a reason for the maintenance (what is being done). Nothing was changed." in text
+    assert "In maintenance since" not in text
+
+
+def test_read_only_users_see_no_maintenance_button_and_cannot_post(
+    reference_box: None, member_user: Any
+) -> None:
+    client = Client()
+    client.force_login(member_user)
+
+    assert "Put in maintenance" not in client.get(URL).content.decode()
+    response = client.post(MAINTENANCE, {"action": "start", "reason": "mine"})
+
+    assert response.status_code == 403
+    assert "In maintenance since" not in _page_text(client)
