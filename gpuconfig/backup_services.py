@@ -48,6 +48,12 @@ from gpuconfig.system_settings import SPECS, STRATEGY_KEY, SettingError
 logger = logging.getLogger(__name__)
 
 
+# A restore plans the backup's strategy and pins from scratch (issue 19's least-disruption
+# planning would keep whatever ran since the export in place): the same backup gives the same
+# configuration on the same host, whatever was saved in between.
+_RESTORE_FROM_SCRATCH = True
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
@@ -156,7 +162,9 @@ def gpu_config_import(
             # The settings (the VRAM reserve) shape the plan: evaluate with them in place,
             # then roll everything back. Nothing outside the database is touched.
             system_settings_update(values=values)
-            draft = gpu_config_draft(strategy=backup.strategy, changes=changes)
+            draft = gpu_config_draft(
+                strategy=backup.strategy, changes=changes, from_scratch=_RESTORE_FROM_SCRATCH
+            )
             transaction.set_rollback(True)
         if draft.error:
             raise BackupError([("strategy", draft.error)])
@@ -178,6 +186,7 @@ def gpu_config_import(
                         strategy=backup.strategy,
                         changes=changes,
                         expected_version=expected_version,
+                        from_scratch=_RESTORE_FROM_SCRATCH,
                     )
             except ConfigInputError as exc:
                 raise _file_errors(exc, planned) from None

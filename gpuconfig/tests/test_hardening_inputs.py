@@ -84,7 +84,7 @@ def test_brackets_inside_strings_do_not_count_as_depth(staff_api):
     # Refused for the unknown field, not for depth: the parser saw through the string.
     assert response.status_code == 400
     assert response.json()["errors"] == {
-        "x": ["Unknown field; expected one of: strategy, assignments, version."]
+        "x": ["Unknown field; expected one of: strategy, assignments, version, from_scratch."]
     }
 
 
