@@ -159,15 +159,23 @@ def _forward(context: ApplyContext) -> None:
     _succeed(context)
 
 
-def recreate_and_verify(context: ApplyContext, services: Sequence[str]) -> None:
+def recreate_and_verify(
+    context: ApplyContext,
+    services: Sequence[str],
+    *,
+    after_recreate: Callable[[], None] | None = None,
+) -> None:
     """Recreate ``services`` from the target's override and check them; raise RunFailed
-    with the cause when compose or a container failed."""
+    with the cause when compose or a container failed. ``after_recreate`` runs between the
+    two (a handover keeps the new container out of the service's name until it is ready)."""
     if services:
         # Containers created from here on are the recreated ones (no "before" inspect needed;
         # podman's clock is this host's clock).
         recreated_after = timezone.now()
         context.set_steps(services, StepStatus.RECREATING)
         result = recreate(context, override=context.override, services=services)
+        if after_recreate is not None:
+            after_recreate()
         # Verify even when compose failed: podman-compose goes on after a failed service,
         # and the user needs to know which ones came up and which did not.
         problems = verify(context, context.target, recreated_after, services=services)

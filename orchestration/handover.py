@@ -145,15 +145,29 @@ def move(context: ApplyContext, service: str, *, back: bool = False) -> None:
     context.handovers.untouched.discard(service)
     if old is not None:
         _leave_networks(context, old)
+    # Compose's container joins the name as it starts, before it is ready: take it out of
+    # the name at once and back in once it is healthy; meanwhile the copy answers.
+    hidden: list[tuple[str, dict[str, tuple[str, ...]]]] = []
+
+    def hide_new() -> None:
+        new = podman.inspect_services(
+            settings.GPUCONFIG_COMPOSE_PROJECT, [service], env=context.env
+        ).get(service)
+        if new is not None and new.running:
+            hidden.append((new.id, _hide(context, new)))
+
     if back:
         recreated_after = timezone.now()
         result = recreate(context, override=override, services=[service])
+        hide_new()
         problems = verify(context, expected, recreated_after, report=False, services=[service])
         if problems or not result.ok:
             why = problems.get(service) or podman.first_error_line(result.output) or "failed"
             raise RunFailed(f"{service}: {why}")
     else:
-        recreate_and_verify(context, [service])
+        recreate_and_verify(context, [service], after_recreate=hide_new)
+    for container, aliases in hidden:
+        _show(context, container, aliases)
     remove_copy(context, service)
     if not back:
         context.handovers.handed_over.append(service)
@@ -176,6 +190,9 @@ def _start_copy(
     try:
         result = _run_copy(context, service, name=name, override=override)
         state = podman.inspect_container(name, env=context.env)
+        # The copy stays on the project's network, but out of the service's name until its
+        # checks pass: a copy still loading its model must not get the name's requests.
+        aliases = _hide(context, state) if state is not None and state.running else {}
         problem = container_problem(state, want, started_after, check_gpu=True)
         if problem is None and not result.ok:
             problem = podman.first_error_line(result.output) or f"exit {result.returncode}"
@@ -192,6 +209,8 @@ def _start_copy(
                 f"{service}: its second copy on GPU {want.gpu_index} did not come up "
                 f"({problem}); {kept}"
             )
+        assert state is not None  # container_problem says so
+        _show(context, state.id, aliases)
     except BaseException:
         _remove(context, service, name)
         raise
@@ -241,6 +260,33 @@ def _leave_networks(context: ApplyContext, state: podman.ContainerState) -> None
         result = _podman(context, "network", "disconnect", network, state.id)
         if not result.ok:
             logger.warning("cannot disconnect %s from %s: %s", state.name, network, result.output)
+
+
+def _hide(context: ApplyContext, state: podman.ContainerState) -> dict[str, tuple[str, ...]]:
+    """Reconnect a container to its networks without its aliases, so that the names it
+    answers for stop leading to it; return the aliases, for :func:`_show`."""
+    own = state.id[:12]  # podman adds the short id as an alias itself
+    aliases = {
+        network: tuple(a for a in names if a != own) for network, names in state.networks.items()
+    }
+    for network in aliases:
+        _podman_or_fail(context, "network", "disconnect", network, state.id)
+        _podman_or_fail(context, "network", "connect", network, state.id)
+    return aliases
+
+
+def _show(context: ApplyContext, container: str, aliases: dict[str, tuple[str, ...]]) -> None:
+    """Reconnect a container with its aliases: its names lead to it again."""
+    for network, names in aliases.items():
+        _podman_or_fail(context, "network", "disconnect", network, container)
+        flags = [arg for name in names for arg in ("--alias", name)]
+        _podman_or_fail(context, "network", "connect", *flags, network, container)
+
+
+def _podman_or_fail(context: ApplyContext, *args: str) -> None:
+    result = _podman(context, *args)
+    if not result.ok:
+        raise RunFailed(f"podman {' '.join(args)} failed: {result.output.strip()[-500:]}")
 
 
 def _remove(context: ApplyContext, service: str, name: str) -> None:

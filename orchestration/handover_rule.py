@@ -7,7 +7,8 @@ old container stop (``orchestration.handover`` does the steps). That needs
 * a container that runs now (otherwise there is nothing to keep serving),
 * a health check, so "the copy is ready" means something,
 * no fixed host port (two containers cannot publish the same one; the copy publishes none,
-  so clients of a host port would still see a gap) and not the host's network,
+  so clients of a host port would still see a gap), not the host's network and no fixed
+  address on its network,
 * room on the target GPU for everything planned there, the second copy, and whatever still
   runs there until its own move: the configuration's plan numbers, not live readings.
 
@@ -176,12 +177,34 @@ def _why_not(
         return "restarts, it has no health check to tell when a second copy is ready"
     if definition is None:
         return "restarts, its compose definition was not found"
+    return _network_problem(definition)
+
+
+def _network_problem(definition: Mapping[str, Any]) -> str | None:
+    """Why two containers of this service cannot share its place on the network."""
     if str(definition.get("network_mode") or "") == "host":
         return "restarts, it uses the host's network"
     ports = fixed_host_ports(definition)
     if ports:
         return f"restarts, it publishes host port {', '.join(ports)}"
+    if _fixed_address(definition):
+        # Two containers cannot hold one address; and the handover reconnects containers to
+        # their networks, which keeps their names but not a fixed address.
+        return "restarts, it has a fixed address on its network"
     return None
+
+
+def _fixed_address(definition: Mapping[str, Any]) -> bool:
+    if definition.get("mac_address"):
+        return True
+    networks = definition.get("networks")
+    if not isinstance(networks, Mapping):
+        return False  # a list of names, or none: addresses are assigned
+    keys = ("ipv4_address", "ipv6_address", "mac_address", "x-podman.mac_address")
+    return any(
+        isinstance(options, Mapping) and any(options.get(key) for key in keys)
+        for options in networks.values()
+    )
 
 
 def overlap_mb(

@@ -132,7 +132,9 @@ class ContainerState:
     cdi_devices: tuple[str, ...]  # CDI names requested at creation, e.g. "nvidia.com/gpu=1"
     env: Mapping[str, str]  # the process environment, CDI edits included
     created: datetime | None = None  # when podman created the container (UTC)
-    networks: tuple[str, ...] = ()  # the podman networks it is connected to
+    # The podman networks it is connected to, each with its aliases there (the names that
+    # resolve to it: compose gives the service's name).
+    networks: Mapping[str, tuple[str, ...]] = MappingProxyType({})
     # Device nodes passed at creation (``--device /dev/dri/renderD128``), host side: an AMD
     # GPU given without a CDI spec.
     device_nodes: tuple[str, ...] = ()
@@ -642,7 +644,14 @@ def _container_state(data: Mapping[str, Any]) -> ContainerState:
         ),
         env=MappingProxyType(env),
         created=_parse_created(data.get("Created")),
-        networks=tuple(sorted((data.get("NetworkSettings") or {}).get("Networks") or {})),
+        networks=MappingProxyType(
+            {
+                name: tuple((attached or {}).get("Aliases") or ())
+                for name, attached in sorted(
+                    ((data.get("NetworkSettings") or {}).get("Networks") or {}).items()
+                )
+            }
+        ),
         device_nodes=_requested_device_nodes(
             config.get("CreateCommand") or [], image=config.get("Image") or ""
         ),

@@ -4,8 +4,9 @@ Apply, and the failed requests counted (make-before-break: none; stop then start
 
 The same real pieces as test_apply_containers: podman, the stand-in CDI spec, a Celery worker
 on Redis, PostgreSQL. The client resolves the name on every request (busybox nslookup,
-against podman's DNS) and asks the first address it gets, as a client that does not retry
-other addresses does; it also notes when a later address answered where the first did not.
+against podman's DNS) and asks the addresses in order: "ok1" the first answered, "okN" a later
+one did (a client that asks only the first would have failed), "fail" none did, "nodns" the
+name resolved to nothing. Each test prints its counts and the longest time without an answer.
 """
 
 from __future__ import annotations
@@ -74,9 +75,11 @@ while true; do
   n=0; got=fail
   for a in $(nslookup ai-yolo26 2>/dev/null | awk '/^Address: /{{print $2}}'); do
     n=$((n+1))
-    if timeout 2 wget -q -O /dev/null "http://$a:{PORT}/" 2>/dev/null; then got=ok$n; break; fi
+    if timeout 5 wget -q -O /dev/null "http://$a:{PORT}/" 2>/dev/null; then got=ok$n; break; fi
   done
-  echo $got
+  [ $n = 0 ] && got=nodns  # the name resolved to nothing
+  read up _ < /proc/uptime
+  echo "$got $up"
   sleep 0.1
 done
 """
@@ -106,7 +109,8 @@ class Client:
     name: str
     env: dict[str, str]
 
-    def lines(self) -> list[str]:
+    def polls(self) -> list[tuple[str, float]]:
+        """Each request's outcome and when it was made (seconds of uptime)."""
         logs = subprocess.run(
             ["podman", "logs", self.name],
             env=self.env,
@@ -115,7 +119,15 @@ class Client:
             timeout=60,
             check=True,
         )
-        return [line for line in logs.stdout.split() if line.startswith(("ok", "fail"))]
+        found = []
+        for line in logs.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].startswith(("ok", "fail", "nodns")):
+                found.append((parts[0], float(parts[1])))
+        return found
+
+    def lines(self) -> list[str]:
+        return [outcome for outcome, _ in self.polls()]
 
     def wait_for_answers(self, count: int = 5, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
@@ -124,7 +136,16 @@ class Client:
             time.sleep(0.2)
 
     def stop(self) -> Counter[str]:
-        seen = Counter(self.lines())
+        polls = self.polls()
+        seen = Counter(outcome for outcome, _ in polls)
+        # The longest stretch without an answer, from the last answer before it to the next.
+        longest, last_ok = 0.0, None
+        for outcome, at in polls:
+            if outcome.startswith("ok"):
+                if last_ok is not None:
+                    longest = max(longest, at - last_ok)
+                last_ok = at
+        seen["longest_silence_ms"] = round(longest * 1000)
         subprocess.run(
             ["podman", "rm", "-f", "-t", "0", self.name],
             env=self.env,
@@ -165,11 +186,15 @@ def _start_client(stand: ComposeProject, image: str) -> Client:
     return client
 
 
+def _requests(seen: Counter[str]) -> int:
+    return sum(n for outcome, n in seen.items() if outcome != "longest_silence_ms")
+
+
 def _failed(seen: Counter[str]) -> tuple[int, int]:
     """Failed requests: for a client that asks only the first address, and for one that
     tries every address the name resolves to."""
-    first_only = sum(n for line, n in seen.items() if line != "ok1")
-    return first_only, seen["fail"]
+    first_only = _requests(seen) - seen["ok1"]
+    return first_only, seen["fail"] + seen["nodns"]
 
 
 def _move_with_client(
@@ -217,6 +242,8 @@ def _kind(argv: list[str]) -> str:
         return "compose up"
     if "disconnect" in argv:
         return "disconnect"
+    if "connect" in argv:
+        return "connect --alias ai-yolo26" if "--alias" in argv else "connect"
     return "rm copy" if argv[:2] == ["podman", "rm"] else " ".join(argv)
 
 
@@ -247,14 +274,19 @@ def test_a_move_with_room_hands_over_without_a_failed_request(
     for other in ("ai-clip", "ai-enrichment"):
         assert _containers(stand)[other].id == before[other].id, f"{other} was recreated"
     _only_compose_containers(stand)
-    # Make before break, in this order: the copy starts (after clearing any leftover), the old
-    # container leaves the network, compose replaces it, the copy leaves and is removed.
+    # Make before break, in this order: the copy starts (after clearing any leftover) and is
+    # kept out of the name until its checks pass; the old container leaves the network;
+    # compose replaces it, its new container kept out of the name until it is healthy; the
+    # copy leaves and is removed.
     commands = ApplyCommand.objects.filter(run_id=run["id"]).order_by("started_at")
+    hide_and_show = ["disconnect", "connect", "disconnect", "connect --alias ai-yolo26"]
     assert [_kind(c.argv) for c in commands] == [
         "rm copy",
         "run copy",
+        *hide_and_show,
         "disconnect",
         "compose up",
+        *hide_and_show,
         "disconnect",
         "rm copy",
     ], [c.argv for c in commands]
@@ -262,7 +294,7 @@ def test_a_move_with_room_hands_over_without_a_failed_request(
     assert f"{stand.name}_ai-yolo26_handover" in commands[1].argv
     first_only, any_address = _failed(seen)
     print(
-        f"make-before-break: {sum(seen.values())} requests, {first_only} failed "
+        f"make-before-break: {_requests(seen)} requests, {first_only} failed "
         f"(first address only), {any_address} failed (any address): {dict(seen)}"
     )
     # A client that tries each address the name resolves to never failed. One that asks only
@@ -289,7 +321,7 @@ def test_a_move_without_room_restarts_and_says_why(stand, worker, staff_api, sta
     _only_compose_containers(stand)
     first_only, any_address = _failed(seen)
     print(
-        f"stop then start: {sum(seen.values())} requests, {first_only} failed "
+        f"stop then start: {_requests(seen)} requests, {first_only} failed "
         f"(first address only), {any_address} failed (any address): {dict(seen)}"
     )
     assert any_address > 0, "the stop-then-start gap is real"
@@ -320,7 +352,7 @@ def test_a_copy_that_fails_its_health_check_leaves_the_old_one_serving(
     _only_compose_containers(stand)
     first_only, any_address = _failed(seen)
     print(
-        f"failed copy: {sum(seen.values())} requests, {first_only} failed "
+        f"failed copy: {_requests(seen)} requests, {first_only} failed "
         f"(first address only), {any_address} failed (any address): {dict(seen)}"
     )
     assert first_only == 0, dict(seen)

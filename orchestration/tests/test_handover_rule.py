@@ -106,6 +106,11 @@ def test_what_still_leaves_the_target_gpu_counts_against_the_room():
             "restarts, it publishes host port 9000, 9001",
         ),
         (_running("ai-yolo26"), {"network_mode": "host"}, "restarts, it uses the host's network"),
+        (
+            _running("ai-yolo26"),
+            {"networks": {"default": {"ipv4_address": "10.89.0.50"}}},
+            "restarts, it has a fixed address on its network",
+        ),
     ],
 )
 def test_services_that_cannot_have_a_second_copy_restart_and_say_why(state, definition, reason):
