@@ -39,18 +39,22 @@ HX = {"HX-Request": "true"}
 # Each configuration write takes its turn (gpuconfig.services.configuration_write_turn): two
 # queries, the advisory lock and its release; a rollback also checks for an active run in it.
 MAX_QUERIES = {
-    "api_put": 18 + 2,
+    "api_put": 18 + 2 + 1,
     # The page's answers also read whether the newest version was rolled back automatically
     # (issue 11, item 6): a fixed few more queries, still the same for 5 and 40 services.
-    "htmx_save": 32 + 2 + 3 + 2 + 2,
-    "api_apply": 10 + 2,
+    "htmx_save": 32 + 2 + 3 + 2 + 2 + 1,
+    "api_apply": 10 + 2 + 2,
     "api_rollback": 21 + 3,
-    "htmx_apply": 43 + 4 + 1 + 2 + 2,  # a save, then the apply: two turns
+    "htmx_apply": 43 + 4 + 1 + 2 + 2 + 3,  # a save, then the apply: two turns
     "htmx_rollback": 39 + 3 + 1 + 1 + 2,
 }
 # The status region also reads the applied version (drift is judged against it) and ends
 # runs whose worker died (one query, issue 16): +1 to +2 on the page's answers; the form's
 # "Running on" column keys the same shared read on the latest run and applied version: +2.
+# This round's rules (issues 16, 19, 21): an apply checks for an active run again inside its
+# write turn and refuses pins to GPUs in maintenance; a save compares with the newest version
+# under its lock (no-op saves add nothing) and plans against the configuration in force.
+# Fixed counts, still the same for 5 and 40 services.
 # How many times each request may run a strategy: a save plans once, the rest never.
 PLANS = {"api_put": 1, "htmx_save": 1, "htmx_apply": 1}
 
