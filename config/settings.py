@@ -258,6 +258,18 @@ for _proxy in GPUCONFIG_TRUSTED_PROXIES:
             f"GPUCONFIG_TRUSTED_PROXIES: {_proxy!r} is not an address or a CIDR network"
         ) from None
 AXES_CLIENT_IP_CALLABLE = "common.client_address.client_ip_address"
+# /metrics (Prometheus): answered to a scraper that sends "Authorization: Bearer <token>"
+# with GPUCONFIG_METRICS_TOKEN, or whose address (as above) is in
+# GPUCONFIG_METRICS_ALLOWED_NETWORKS (addresses or CIDRs). Both empty: /metrics is off (404).
+GPUCONFIG_METRICS_TOKEN = envstr("GPUCONFIG_METRICS_TOKEN", "").strip()
+GPUCONFIG_METRICS_ALLOWED_NETWORKS = envlist("GPUCONFIG_METRICS_ALLOWED_NETWORKS", [])
+for _network in GPUCONFIG_METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GPUCONFIG_METRICS_ALLOWED_NETWORKS: {_network!r} is not an address or a CIDR network"
+        ) from None
 AXES_VERBOSE = False  # no start-up banner
 
 LANGUAGE_CODE = "en-us"

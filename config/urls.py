@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
+from orchestration import metrics_views
 from pages import views as page_views
 
 
@@ -20,6 +21,7 @@ def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
 urlpatterns = [
     path("", page_views.home, name="home"),
     path("health", page_views.health, name="health"),
+    path("metrics", metrics_views.metrics, name="metrics"),  # Prometheus (docs/metrics.md)
     # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
     path("favicon.ico", favicon),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

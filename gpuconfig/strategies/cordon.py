@@ -8,13 +8,24 @@ elsewhere, and the planner places them with the least disruption it offers.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from gpuconfig.domain import Gpu, Plan, PlanWarning, ServiceRequest, StrategyName, WarningCode
 from gpuconfig.strategies import planner
 from gpuconfig.strategies.inventory import StrategyError
+
+# Told (strategy, seconds) after each plan: the metrics register a recorder
+# (orchestration.metrics); the planner itself stays free of I/O.
+PLAN_TIMERS: list[Callable[[str, float], None]] = []
+
+
+def _timed(strategy: StrategyName | str, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    for timer in PLAN_TIMERS:
+        timer(str(strategy), elapsed)
 
 
 def cordoned_indexes(gpus: Sequence[Gpu]) -> frozenset[int]:
@@ -36,6 +47,25 @@ def plan(
 
     Without a cordoned GPU it is `planner.plan` itself, argument for argument.
     """
+    started = time.perf_counter()
+    try:
+        return _plan(
+            strategy, gpus, requests, reserve_mb=reserve_mb, current=current, drain=drain, **options
+        )
+    finally:
+        _timed(strategy, started)
+
+
+def _plan(
+    strategy: StrategyName | str,
+    gpus: Sequence[Gpu],
+    requests: Sequence[ServiceRequest],
+    *,
+    reserve_mb: int,
+    current: Mapping[str, int] | None,
+    drain: Collection[int],
+    **options: Any,
+) -> Plan:
     if current is not None:
         options["current"] = current
     cordoned = cordoned_indexes(gpus)
