@@ -103,6 +103,20 @@ class Service:
     budget_env: str | None = None
     vram_min_mb: int | None = None
     accelerator: Accelerator = DEFAULT_ACCELERATOR  # its gpuconfig.accelerator label
+    # Seconds a restart takes it out of service (its gpuconfig.restart_cost label); None:
+    # `restart_cost_ms` stands in with its VRAM estimate.
+    restart_cost_s: float | None = None
+
+
+def restart_cost_ms(service: Service) -> int:
+    """What moving the service costs, in milliseconds out of service.
+
+    Its ``gpuconfig.restart_cost`` label when it states one; otherwise its VRAM estimate read
+    as loading at 1 GB/s (1 MB = 1 ms): loading the model is what a restart mostly waits for.
+    """
+    if service.restart_cost_s is not None:
+        return round(service.restart_cost_s * 1000)
+    return service.vram_estimate_mb
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,60 @@ class Plan:
     over_capacity: tuple[str, ...]
     notes: tuple[str, ...] = ()
     optimality: Optimality | None = None  # balanced only: how close to the optimum it is
+    # How many running services the plan moves, beside the full re-plan's; None when the
+    # planner was not told where the services run now.
+    disruption: Disruption | None = None
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """The plan's moves of running services beside those of the full re-plan.
+
+    `moved`: services the plan takes off the GPU they run on now, each with the reason
+    (`reasons`, same order); `scratch_moved`: those the re-plan from scratch would move.
+    Utilizations are the highest load / capacity of each plan (None: not everything
+    fits). `tolerance` is balanced's allowance over its optimum (0 for other strategies);
+    `from_scratch` says which of the two plans the assignments follow.
+    """
+
+    moved: tuple[str, ...]
+    reasons: tuple[str, ...]
+    scratch_moved: tuple[str, ...]
+    max_utilization: float | None
+    scratch_max_utilization: float | None
+    tolerance: float
+    from_scratch: bool = False
+    # Whether no plan within the tolerance moves less (False: the search ran out of budget).
+    proven: bool = True
+
+    @property
+    def label(self) -> str:
+        """One line: "1 move instead of 5" (of the full re-plan)."""
+        least, scratch = len(self.moved), len(self.scratch_moved)
+        if self.from_scratch:
+            return f"re-planned from scratch: {_moves(scratch)} instead of {least}"
+        if least == scratch:
+            return f"{_moves(least)}, as many as a re-plan from scratch"
+        return f"{_moves(least)} instead of {scratch}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "moved": [
+                {"service": s, "reason": r} for s, r in zip(self.moved, self.reasons, strict=True)
+            ],
+            "scratch_moved": list(self.scratch_moved),
+            "max_utilization": self.max_utilization,
+            "scratch_max_utilization": self.scratch_max_utilization,
+            "tolerance": self.tolerance,
+            "from_scratch": self.from_scratch,
+            "proven": self.proven,
+            "label": self.label,
+        }
+
+
+def _moves(count: int) -> str:
+    return "1 move" if count == 1 else f"{count} moves"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 from django.conf import settings
@@ -28,10 +29,11 @@ from gpuconfig.domain import (
     WarningCode,
 )
 from gpuconfig.measured import measured_vram_warnings
-from gpuconfig.models import GpuConfiguration
+from gpuconfig.models import ConfigVersion, GpuConfiguration
 from gpuconfig.registry import Registry, load_registry
 from gpuconfig.strategies import StrategyError, plan
 from gpuconfig.strategies.cordon import maintenance_warnings
+from gpuconfig.strategies.disruption import DEFAULT_TOLERANCE
 from gpuconfig.validation import evaluate
 
 
@@ -68,6 +70,7 @@ class Draft:
     error: str = ""  # the strategy could not run (manual with a service unassigned, no GPUs)
     saved_version: int = 0
     changes: list[ServiceChange] = field(default_factory=list)
+    from_scratch: bool = False  # planned from scratch, not keeping running services in place
 
 
 def _requests(
@@ -160,11 +163,16 @@ def gpu_config_draft(
     strategy: StrategyName | None = None,
     changes: Sequence[AssignmentChange] = (),
     replan: bool = True,
+    from_scratch: bool = False,
 ) -> Draft:
     """What ``strategy`` would assign with ``changes`` applied on top of what is saved.
 
     ``replan=False`` evaluates the saved resolved assignments as they are (the GET view):
     warnings then reflect the inventory now, e.g. a GPU that has disappeared since the save.
+
+    An automatic strategy keeps the services of the configuration in force (the applied
+    version, or before any apply the newest saved one) on their GPU where its goal allows
+    (``Plan.disruption``); ``from_scratch=True`` asks for the full re-plan instead.
     """
     registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
     config = selectors.system_config()
@@ -192,7 +200,13 @@ def gpu_config_draft(
     saved_placements = _saved_placements(requests, rows) if not replan and latest else None
     if saved_placements is None:
         plan_result, assignments, error = _planned(
-            strategy, gpus, requests, reserve_mb=config.vram_reserve_mb
+            strategy,
+            gpus,
+            requests,
+            reserve_mb=config.vram_reserve_mb,
+            current=_in_force_placements(latest),
+            tolerance=Fraction(config.disruption_tolerance_percent, 100),
+            from_scratch=from_scratch,
         )
     else:
         plan_result, assignments, error = None, saved_placements, ""
@@ -219,6 +233,7 @@ def gpu_config_draft(
         error=error,
         saved_version=latest.number if latest else 0,
         changes=config_changes(saved, configuration),
+        from_scratch=from_scratch,
     )
 
 
@@ -246,12 +261,22 @@ def _current_placements(
     return assignments or {}
 
 
+def _in_force_placements(latest: ConfigVersion | None) -> dict[str, int] | None:
+    """Where the configuration in force puts the enabled services: the applied version,
+    or before any apply the newest saved one (None: nothing saved yet)."""
+    version = selectors.latest_applied_version() or latest
+    return Configuration.from_json(version.assignments).placements() if version else None
+
+
 def _planned(
     strategy: StrategyName,
     gpus: tuple[Gpu, ...],
     requests: tuple[ServiceRequest, ...],
     *,
     reserve_mb: int,
+    current: Mapping[str, int] | None = None,
+    tolerance: Fraction = DEFAULT_TOLERANCE,
+    from_scratch: bool = False,
 ) -> tuple[Plan | None, dict[str, int] | None, str]:
     """The strategy's plan and its assignments, or the reason it could not run."""
     try:
@@ -261,6 +286,9 @@ def _planned(
             requests,
             time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS,
             reserve_mb=reserve_mb,
+            current=current,
+            tolerance=tolerance,
+            from_scratch=from_scratch,
         )
     except StrategyError as exc:
         return None, None, str(exc)

@@ -26,6 +26,7 @@ LABEL_VRAM = "gpuconfig.vram_estimate_mb"
 LABEL_ROLE = "gpuconfig.role"
 LABEL_BUDGET_ENV = "gpuconfig.budget_env"
 LABEL_VRAM_MIN = "gpuconfig.vram_min_mb"
+LABEL_RESTART_COST = "gpuconfig.restart_cost"
 # What the service runs on: cuda (NVIDIA GPUs, the default), rocm (AMD GPUs) or any.
 LABEL_ACCELERATOR = "gpuconfig.accelerator"
 KNOWN_LABELS = {
@@ -35,7 +36,10 @@ KNOWN_LABELS = {
     LABEL_ROLE,
     LABEL_BUDGET_ENV,
     LABEL_VRAM_MIN,
+    LABEL_RESTART_COST,
 }
+# A restart that takes longer than a day is a typo (seconds).
+MAX_RESTART_COST_S = 86_400.0
 ROLES: tuple[Role, ...] = ("llm", "critical", "standard")
 # The largest GPUs sold today hold under 200 GB; anything above 2 TB is a typo.
 MAX_VRAM_ESTIMATE_MB = 2_000_000
@@ -180,6 +184,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
                 LABEL_VRAM_MIN,
                 f"{vram_min} is out of range (1 MB to the estimate, {vram} MB)",
             )
+    restart_cost = _restart_cost(labels.get(LABEL_RESTART_COST), fail)
     return Service(
         name=name,
         model=model,
@@ -187,6 +192,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         role=role,
         budget_env=budget_env,
         vram_min_mb=vram_min,
+        restart_cost_s=restart_cost,
         accelerator=accelerator,
     )
 
@@ -202,6 +208,23 @@ def _accelerator(labels: dict[str, str], fail: Callable[[str, str], RegistryErro
         f"{quoted(labels[LABEL_ACCELERATOR].strip())} is not one of {', '.join(ACCELERATORS)} "
         "(cuda: NVIDIA GPUs, rocm: AMD GPUs, any: either)",
     )
+
+
+def _restart_cost(raw: str | None, fail: Callable[[str, str], RegistryError]) -> float | None:
+    """The gpuconfig.restart_cost label: seconds a restart takes the service out of service."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise fail(LABEL_RESTART_COST, f"{quoted(raw)} is not a number of seconds") from None
+    # float() reads "nan" and "inf": neither is a time a restart takes (nan fails both sides).
+    if not 0 <= seconds <= MAX_RESTART_COST_S:
+        raise fail(
+            LABEL_RESTART_COST, f"{raw} is out of range (0 to {MAX_RESTART_COST_S:g} seconds)"
+        )
+    return seconds
 
 
 _cache_lock = threading.Lock()

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from fractions import Fraction
 
 from gpuconfig.domain import (
     ACCELERATOR_LABELS,
     ACCELERATOR_VENDOR,
     VENDOR_LABELS,
+    Disruption,
     Gpu,
     Optimality,
     Plan,
     ServiceRequest,
     StrategyName,
     demand_mb,
+    restart_cost_ms,
     runs_on,
 )
 from gpuconfig.strategies.balanced import balance_flexibly
 from gpuconfig.strategies.budget import DEFAULT_TIME_BUDGET_MS, Budget
+from gpuconfig.strategies.disruption import (
+    DEFAULT_TOLERANCE,
+    Current,
+    disruption_of,
+    keep_in_place,
+)
 from gpuconfig.strategies.harm import over_capacity
 from gpuconfig.strategies.inventory import (
     Inventory,
+    Item,
     StrategyError,
     check_gpus,
     check_requests,
@@ -34,6 +44,10 @@ from gpuconfig.strategies.rules import (
     vram_based_items,
 )
 
+# The share of the time budget the search for the plan with the fewest moves gets (only
+# when the planner is told where services run now).
+_KEEP_SHARE_PERCENT = 40
+
 
 def plan(
     strategy: StrategyName | str,
@@ -42,6 +56,9 @@ def plan(
     *,
     reserve_mb: int,
     time_budget_ms: int = DEFAULT_TIME_BUDGET_MS,
+    current: Mapping[str, int] | None = None,
+    tolerance: Fraction = DEFAULT_TOLERANCE,
+    from_scratch: bool = False,
 ) -> Plan:
     """Assign every enabled service to a GPU with the given strategy.
 
@@ -50,6 +67,13 @@ def plan(
     when it asks whether they fit at their least (`need_of`). It has no default: every
     caller passes the one in force (the System setting ``vram_reserve_mb``), so that the
     planner and the validator never judge a fit on different numbers.
+
+    `current` maps the services of the configuration in force to the GPU index they run
+    on. With it, an automatic strategy keeps them there unless its goal needs them
+    elsewhere, and then moves the least restart cost (`disruption`): for balanced, any plan
+    within `tolerance` (a fraction of the optimum's highest utilization) of the optimum
+    will do. `Plan.disruption` then compares its moves with the re-plan from scratch's;
+    `from_scratch=True` makes the assignments follow the re-plan from scratch instead.
 
     Raises `StrategyError` for input no strategy can honour: duplicate service names or
     GPU indexes, a missing or negative demand, a present GPU without VRAM, an unpinned
@@ -92,7 +116,10 @@ def plan(
         )
     inventory = _pinned_inventory(present, enabled, reserve_mb)
 
-    budget = Budget(time_budget_ms)
+    # Keeping services in place gets its own share of the time budget, so that the
+    # strategy's search cannot leave it nothing.
+    share = _keep_share(time_budget_ms, current)
+    budget = Budget(time_budget_ms - share)
     notes: list[str] = []
     optimality: Optimality | None = None
     if strategy is StrategyName.BALANCED:
@@ -108,6 +135,30 @@ def plan(
         choice = place_by_rule(inventory, items, notes, budget)
         over = over_capacity(inventory, items, choice)
 
+    disruption: Disruption | None = None
+    if current is not None:
+        choice, disruption = _least_disruption(
+            inventory,
+            items,
+            choice,
+            over=over,
+            pins=pins,
+            current=Current(
+                placements=current,
+                costs={r.service.name: restart_cost_ms(r.service) for r in enabled},
+                tolerance=tolerance,
+                from_scratch=from_scratch,
+            ),
+            budget=Budget(share),
+            # Balanced's goal: within the tolerance of its optimum; the rules' goal: their tiers.
+            bound=(
+                optimality.lower_bound
+                if optimality is not None and strategy is StrategyName.BALANCED
+                else None
+            ),
+        )
+        optimality = _as_kept(optimality, disruption)
+
     placed = pins | {
         item.name: inventory.gpus[p].index for item, p in zip(items, choice, strict=True)
     }
@@ -118,6 +169,61 @@ def plan(
         over_capacity=tuple(sorted(over, key=order.__getitem__)),
         notes=tuple(notes),
         optimality=optimality,
+        disruption=disruption,
+    )
+
+
+def _least_disruption(
+    inventory: Inventory,
+    items: list[Item],
+    choice: list[int],
+    *,
+    over: set[str],
+    pins: Mapping[str, int],
+    current: Current,
+    budget: Budget,
+    bound: float | None,
+) -> tuple[list[int], Disruption]:
+    """The plan that keeps running services in place (`disruption.keep_in_place`) and its
+    `Disruption`; the scratch plan's placement when asked for."""
+    position = {gpu.index: p for p, gpu in enumerate(inventory.gpus)}
+    arrivals: dict[int, list[str]] = {}
+    pinned_moves: list[tuple[str, str]] = []
+    for name, pin in pins.items():
+        if name in current.placements and current.placements[name] != pin:
+            pinned_moves.append((name, f"pinned to GPU {pin}"))
+            if pin in position:
+                arrivals.setdefault(position[pin], []).append(f"{name}, pinned there")
+    least = keep_in_place(
+        inventory,
+        items,
+        choice,
+        over=over,
+        current=current,
+        budget=budget,
+        arrivals=arrivals,
+        balanced_bound=None if bound is None else Fraction(bound),
+    )
+    disruption = disruption_of(least, pinned_moves, current)
+    return (choice if current.from_scratch else least.choice), disruption
+
+
+def _keep_share(time_budget_ms: int, current: Mapping[str, int] | None) -> int:
+    """The milliseconds of the budget the search for the fewest moves gets (none without
+    a configuration in force)."""
+    return 0 if current is None else time_budget_ms * _KEEP_SHARE_PERCENT // 100
+
+
+def _as_kept(optimality: Optimality | None, disruption: Disruption) -> Optimality | None:
+    """Balanced's figures for the plan the assignments follow: the least-disruption plan's
+    highest utilization against the same bound (proven only if no higher than the optimum)."""
+    value = disruption.max_utilization
+    if optimality is None or value is None or disruption.from_scratch:
+        return optimality
+    return replace(
+        optimality,
+        max_utilization=value,
+        proven=optimality.proven and value <= optimality.max_utilization,
     )
 
 
