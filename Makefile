@@ -1,5 +1,5 @@
 # Shortcuts; the README's two commands (bin/run, bin/test) need no make.
-.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler bench-load
+.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler bench-health bench-load
 
 run:
 	bin/run
@@ -15,7 +15,7 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
 
-bench: bench-strategies bench-pages bench-apply bench-sampler bench-load
+bench: bench-strategies bench-pages bench-apply bench-sampler bench-health bench-load
 
 bench-strategies:
 	.venv/bin/python -m bench.bench_strategies
@@ -28,6 +28,9 @@ bench-apply:
 
 bench-sampler:
 	.venv/bin/python -m bench.bench_sampler
+
+bench-health:
+	.venv/bin/python -m bench.bench_health
 
 bench-load:
 	.venv/bin/python -m bench.bench_load
