@@ -57,7 +57,7 @@ import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the 
 from django.core.management import call_command  # noqa: E402
 
 from devices import gpu_health, services  # noqa: E402
-from devices.detection import nvml  # noqa: E402
+from devices.detection import nvml, nvml_health  # noqa: E402
 from devices.detection.health import HealthReadings, HealthState  # noqa: E402
 from devices.tests.conftest import FakeNvml  # noqa: E402
 from devices.tests.nvml_health_fake import CardHealth, HealthNvml  # noqa: E402
@@ -105,13 +105,14 @@ def main() -> int:
     monkeypatch = pytest.MonkeyPatch()
     health = build_world(monkeypatch)
     call_command("detect_gpus", stdout=open(os.devnull, "w"))  # noqa: SIM115 - the rows exist
-    real_read = nvml.read_nvml_health
+    # The name the NVML source calls, replaced in its module (as a monkeypatch would).
+    real_read = nvml_health.read_nvml_health
 
     def health_on() -> None:
-        nvml.read_nvml_health = real_read  # type: ignore[assignment]
+        setattr(nvml, "read_nvml_health", real_read)  # noqa: B010
 
     def health_off() -> None:
-        nvml.read_nvml_health = lambda handle: HealthReadings()  # type: ignore[assignment]
+        setattr(nvml, "read_nvml_health", lambda handle: HealthReadings())  # noqa: B010
 
     health_on()
     first = services._take_sample(None)
