@@ -27,15 +27,26 @@ class SettingError(ValueError):
     pass
 
 
-def _int_in(low: int, high: int, unit: str) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
+@dataclass(frozen=True)
+class IntRange:
+    """A whole-number setting's check, and the range forms offer (stated once, here)."""
+
+    low: int
+    high: int
+    unit: str
+
+    def __call__(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingError(f"must be a whole number of {unit}, got {quoted(value)}")
-        if not low <= value <= high:
-            raise SettingError(f"must be between {low} and {high} {unit}, got {value}")
+            raise SettingError(f"must be a whole number of {self.unit}, got {quoted(value)}")
+        if not self.low <= value <= self.high:
+            raise SettingError(
+                f"must be between {self.low} and {self.high} {self.unit}, got {value}"
+            )
         return value
 
-    return check
+
+def _int_in(low: int, high: int, unit: str) -> IntRange:
+    return IntRange(low, high, unit)
 
 
 def _strategy(value: Any) -> dict[str, str]:
@@ -58,6 +69,13 @@ class SettingSpec:
     help: str
     default: Any
     check: Callable[[Any], Any]
+
+    @property
+    def bounds(self) -> tuple[int, int] | None:
+        """The range a whole-number setting's check enforces, for forms to offer."""
+        if isinstance(self.check, IntRange):
+            return self.check.low, self.check.high
+        return None
 
 
 SPECS: dict[str, SettingSpec] = {

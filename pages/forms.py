@@ -298,15 +298,12 @@ def _plan_on_screen(form: GpuConfigForm, registry: Registry) -> list[AssignmentC
 
 
 # The range of each numeric setting, as validate_setting enforces it.
-INPUT_BOUNDS: dict[str, tuple[int, int]] = {
-    RESERVE_KEY: (0, 65536),
-    STATUS_POLL_KEY: (1, 60),
-    GPU_POLL_KEY: (1, 300),
-}
-
-
 def _bounds(key: str) -> dict[str, int]:
-    low, high = INPUT_BOUNDS[key]
+    """The range the setting's own check enforces (SettingSpec.bounds), for the browser."""
+    bounds = SPECS[key].bounds
+    if bounds is None:
+        return {}
+    low, high = bounds
     return {"min": low, "max": high}
 
 
@@ -320,8 +317,8 @@ class SystemSettingsForm(forms.Form):
         # No "Recommended" mark here: GPU Configuration computes it for the hardware at hand.
         choices=[(s.value, STRATEGY_LABELS[s]) for s in StrategyName],
     )
-    # The inputs carry the bounds validate_setting enforces (INPUT_BOUNDS; a test keeps them
-    # equal), so browsers offer the right range; the server still checks and explains.
+    # The inputs carry the bounds validate_setting enforces (one range per setting, on its
+    # spec), so browsers offer the right range; the server still checks and explains.
     vram_reserve_mb = forms.IntegerField(
         label=SPECS[RESERVE_KEY].label,
         help_text=SPECS[RESERVE_KEY].help,
