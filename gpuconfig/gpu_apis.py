@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from devices.maintenance_apis import MaintenanceSerializer
 from devices.services import gpu_inventory_rescan
 from gpuconfig.measured import gpu_inventory_view
 from gpuconfig.suggested_estimates import suggested_estimates
@@ -70,6 +71,16 @@ class WarningSerializer(serializers.Serializer):
     gpu_index = serializers.IntegerField(allow_null=True)
 
 
+class GpuHealthSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["healthy", "warning", "critical", "unknown"],
+        help_text="unknown: the GPU reports none of its memory-error counters (docs/health.md).",
+    )
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="One sentence each.")
+    cordons = serializers.BooleanField(help_text="Critical: GPU Config put it in maintenance.")
+    readings = serializers.DictField(help_text="ECC, remapped rows, clock events, Xids read.")
+
+
 class GpuOutputSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     uuid = serializers.CharField()
@@ -104,6 +115,8 @@ class GpuOutputSerializer(serializers.Serializer):
         "unless the operator includes it (Django admin, GPU devices, Planned)."
     )
     memory_use = MemoryUseSerializer()
+    health = GpuHealthSerializer()
+    maintenance = MaintenanceSerializer()
 
 
 class GpuListOutputSerializer(serializers.Serializer):

@@ -362,13 +362,14 @@ def _refuse_wrong_vendor(target: ConfigVersion) -> None:
 
 
 def _refuse_onto_cordoned(target: ConfigVersion) -> None:
-    """A service that would start on a GPU in maintenance (a pin there): the warning let it
-    be saved, Apply refuses it. Services that run there now stay until it is drained."""
+    """A service pinned onto a GPU in maintenance that it does not run on now: the warning
+    let it be saved, Apply refuses it. Services that run there now stay until it is drained
+    (unpinned, the plan holds them there only because they run there)."""
     cordoned = gpu_maintenance_states()
     applied = config_selectors.latest_applied_version()
     running = Configuration.from_json(applied.assignments).placements() if applied else {}
     for entry in Configuration.from_json(target.assignments).assignments:
-        if not entry.placed or entry.gpu_index is None:
+        if not entry.placed or entry.gpu_index is None or not entry.pinned:
             continue
         state = cordoned.get(entry.gpu_index)
         if state is None or not state.active or running.get(entry.service) == entry.gpu_index:

@@ -337,6 +337,10 @@ def _health(at: str, value: object) -> HealthReadings | None:
         return None
     if not isinstance(value, dict):
         raise DetectionError(f"{at} must be an object, not {json_type_name(value)}.")
+    readings = value.get("readings")
+    if isinstance(readings, dict) and "state" in value:
+        # The GPUs API's shape (the verdict with its readings): replay the readings.
+        value, at = readings, f"{at}.readings"
     known = (*_HEALTH_COUNTS, *_HEALTH_FLAGS, "clock_events", "power_limit_w", "xids")
     unknown = sorted(set(value) - set(known))
     if unknown:

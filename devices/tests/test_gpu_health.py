@@ -295,3 +295,29 @@ def test_a_simulated_gpu_can_carry_health_for_a_warning_card(tmp_path: Path) -> 
         "Temperature 85 °C is within 5 °C of the slowdown threshold (88 °C).",
         "Xid 31 (GPU memory page fault): caused by an application; the GPU stays in use.",
     )
+
+
+def test_a_gpus_api_health_object_replays_as_a_simulated_file(tmp_path: Path) -> None:
+    verdict = assess(HealthReadings(ecc_uncorrected_volatile=0, xids=(13,)))
+    path = tmp_path / "gpus.json"
+    path.write_text(
+        json.dumps(
+            {
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "NVIDIA H100 80GB HBM3",
+                        "vram_total_mb": 81559,
+                        "vram_used_mb": 0,
+                        "compute_capability": "9.0",
+                        "health": verdict.as_api_dict(),
+                    }
+                ]
+            }
+        )
+    )
+
+    (reading,) = read_simulated(path)
+
+    assert reading.health == verdict.readings
+    assert assess(reading.health) == verdict

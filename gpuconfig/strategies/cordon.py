@@ -116,35 +116,30 @@ def maintenance_warnings(
     assignments: Mapping[str, int],
     applied: Mapping[str, int] | None,
 ) -> list[PlanWarning]:
-    """A service that would start on a cordoned GPU it does not run on now (a pin there), or
-    that a drain cannot move because it is pinned there."""
+    """A pin onto a cordoned GPU: refused on Apply unless the service runs there now (then
+    it stays until the GPU is drained, and a drain cannot move it while it is pinned).
+
+    Services the plan holds on a cordoned GPU without a pin are the ones running there: no
+    warning (`plan` keeps them until the drain)."""
     cordoned = cordoned_indexes(gpus)
     draining = {g.index for g in gpus if g.draining}
     warnings = []
     for request in requests:
         name = request.service.name
         index = assignments.get(name)
-        if not request.enabled or index not in cordoned:
+        if not request.enabled or index not in cordoned or request.pinned_gpu != index:
             continue
-        if (applied or {}).get(name) == index:
-            if index in draining:
-                warnings.append(
-                    PlanWarning(
-                        WarningCode.GPU_IN_MAINTENANCE,
-                        f"{name} stays on GPU {index}, which is being drained: it is pinned "
-                        "there (or the strategy is Manual); pin it to another GPU",
-                        name,
-                        index,
-                    )
-                )
-            continue  # it runs there now: it stays until the GPU is drained
-        warnings.append(
-            PlanWarning(
-                WarningCode.GPU_IN_MAINTENANCE,
+        if (applied or {}).get(name) != index:
+            message = (
                 f"{name} is pinned to GPU {index}, which is in maintenance: it takes no new "
-                "services, and Apply refuses this pin",
-                name,
-                index,
+                "services, and Apply refuses this pin"
             )
-        )
+        elif index in draining:
+            message = (
+                f"{name} stays on GPU {index}, which is being drained: it is pinned there; "
+                "pin it to another GPU"
+            )
+        else:
+            continue  # it runs there now: it stays until the GPU is drained
+        warnings.append(PlanWarning(WarningCode.GPU_IN_MAINTENANCE, message, name, index))
     return warnings
