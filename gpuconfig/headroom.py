@@ -11,15 +11,16 @@ service. A GPU in maintenance takes no new services: its headroom is 0.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 
 from devices.services import Sample, gpu_sample
 from devices.vram import gpu_memory_holders
-from gpuconfig.domain import Gpu
+from gpuconfig.domain import Gpu, Plan, Service, ServiceRequest, StrategyName
 from gpuconfig.drafts import gpu_config_draft
+from gpuconfig.strategies import StrategyError, plan
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,17 @@ class GpuHeadroom:
 
 
 @dataclass(frozen=True)
+class Replan:
+    """The largest new service that fits once the others may move, and how many move."""
+
+    largest_mb: int
+    moves: int
+
+
+@dataclass(frozen=True)
 class Headroom:
     gpus: tuple[GpuHeadroom, ...]
+    replan: Replan | None = None  # None: not asked, or no plan could be made
 
     @property
     def largest_addable_mb(self) -> int:
@@ -62,6 +72,8 @@ class Headroom:
             "total_free_mb": self.total_free_mb,
             # Free in total but split over GPUs: what a new service cannot use in one piece.
             "fragmented_mb": self.total_free_mb - self.largest_addable_mb,
+            "largest_after_replan_mb": None if self.replan is None else self.replan.largest_mb,
+            "replan_moves": None if self.replan is None else self.replan.moves,
         }
 
 
@@ -88,6 +100,68 @@ def headroom(
     return Headroom(tuple(out))
 
 
+# A re-plan's answer is searched to this many MB (a handful of plans, not one per MB).
+REPLAN_STEP_MB = 64
+_PROBE = "(a new service)"
+
+
+def largest_after_replan(
+    room: Headroom,
+    strategy: StrategyName,
+    gpus: Sequence[Gpu],
+    requests: Sequence[ServiceRequest],
+    current: Mapping[str, int],
+    *,
+    reserve_mb: int,
+    time_budget_ms: int,
+) -> Replan | None:
+    """Pure: the largest service a re-plan could still place, found by bisection between
+    what fits without moving anything and all the free VRAM; the moves are the running
+    services the fitting plan puts on another GPU. Use outside GPU Config is taken off
+    each GPU's capacity. Manual plans nothing: the question is asked of VRAM-based."""
+    by_index = {g.index: g for g in room.gpus}
+    shrunk = tuple(
+        replace(g, vram_total_mb=max(1, g.vram_total_mb - (by_index[g.index].outside_mb or 0)))
+        if g.index in by_index
+        else g
+        for g in gpus
+    )
+    chosen = StrategyName.VRAM_BASED if strategy is StrategyName.MANUAL else strategy
+
+    def fitting(size: int) -> Plan | None:
+        probe = ServiceRequest(Service(_PROBE, "", size))
+        try:
+            found = plan(
+                chosen,
+                shrunk,
+                (*requests, probe),
+                reserve_mb=reserve_mb,
+                current=current,
+                time_budget_ms=time_budget_ms,
+            )
+        except StrategyError:
+            return None
+        return None if found.over_capacity else found
+
+    low, high = room.largest_addable_mb, room.total_free_mb
+    best = fitting(low) if low > 0 else None
+    if best is None:
+        return None
+    while high - low > REPLAN_STEP_MB:
+        middle = (low + high) // 2
+        found = fitting(middle)
+        if found is None:
+            high = middle
+        else:
+            low, best = middle, found
+    moves = sum(
+        1
+        for name, index in best.assignments.items()
+        if name != _PROBE and name in current and current[name] != index
+    )
+    return Replan(low, moves)
+
+
 def outside_mb_by_index(
     gpus: Sequence[Gpu], managed: Collection[str], sample: Sample | None = None
 ) -> dict[int, int | None]:
@@ -112,4 +186,14 @@ def saved_headroom() -> Headroom:
     """Headroom under the saved configuration (as it is, not re-planned)."""
     draft = gpu_config_draft(replan=False)
     planned = draft.evaluation.planned_vram_mb if draft.evaluation else {}
-    return headroom(draft.gpus, planned, outside_mb_by_index(draft.gpus, draft.registry.names()))
+    room = headroom(draft.gpus, planned, outside_mb_by_index(draft.gpus, draft.registry.names()))
+    replan = largest_after_replan(
+        room,
+        draft.strategy,
+        draft.gpus,
+        draft.requests,
+        draft.configuration.placements(),
+        reserve_mb=draft.reserve_mb,
+        time_budget_ms=settings.GPUCONFIG_PLANNER_TIME_BUDGET_MS,
+    )
+    return replace(room, replan=replan)

@@ -63,3 +63,27 @@ def test_the_api_and_the_page_show_the_headroom(staff_api: APIClient, staff_user
     text = " ".join(re.sub(r"<[^>]+>", " ", client.get("/settings/gpu/").content.decode()).split())
     assert "Free for new services: " in text
     assert "(use outside GPU Config not measured)" in text
+
+
+def test_a_replan_fits_a_larger_service_and_says_how_many_moves() -> None:
+    from gpuconfig.domain import Service, ServiceRequest, StrategyName
+    from gpuconfig.headroom import REPLAN_STEP_MB, largest_after_replan
+
+    gpus = (Gpu(0, "A", 24_000), Gpu(1, "B", 16_000))
+    requests = tuple(ServiceRequest(Service(n, "m", 10_000)) for n in ("a", "b"))
+    room = headroom(gpus, {0: 10_000, 1: 10_000}, {0: 0, 1: 0})
+    assert room.largest_addable_mb == 14_000  # without moving anything
+
+    replan = largest_after_replan(
+        room,
+        StrategyName.VRAM_BASED,
+        gpus,
+        requests,
+        {"a": 0, "b": 1},
+        reserve_mb=0,
+        time_budget_ms=250,
+    )
+
+    assert replan is not None
+    assert 16_000 - REPLAN_STEP_MB < replan.largest_mb <= 16_000  # b joins a on GPU 0
+    assert replan.moves == 1
