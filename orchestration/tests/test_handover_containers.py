@@ -6,7 +6,10 @@ The same real pieces as test_apply_containers: podman, the stand-in CDI spec, a 
 on Redis, PostgreSQL. The client resolves the name on every request (busybox nslookup,
 against podman's DNS) and asks the addresses in order: "ok1" the first answered, "okN" a later
 one did (a client that asks only the first would have failed), "fail" none did, "nodns" the
-name resolved to nothing. Each test prints its counts and the longest time without an answer.
+name resolved to nothing; "dnsretry" counts the times podman's DNS server (aardvark-dns) did
+not answer at all and the client asked again, as a resolver does: it does so now and then
+while containers join and leave networks, whatever the move. Each test prints its counts and
+the longest time without an answer.
 """
 
 from __future__ import annotations
@@ -73,7 +76,12 @@ UNHEALTHY_ON_GPU_1 = [
 CLIENT = f"""
 while true; do
   n=0; got=fail
-  for a in $(nslookup ai-yolo26 2>/dev/null | awk '/^Address: /{{print $2}}'); do
+  answer=$(nslookup ai-yolo26 2>&1)
+  case "$answer" in *"timed out"*)
+    # podman's DNS server did not answer: ask again, as a resolver does (glibc: attempts:2)
+    read up _ < /proc/uptime; echo "dnsretry $up"; answer=$(nslookup ai-yolo26 2>&1);;
+  esac
+  for a in $(echo "$answer" | awk '/^Address: /{{print $2}}'); do
     n=$((n+1))
     if timeout 5 wget -q -O /dev/null "http://$a:{PORT}/" 2>/dev/null; then got=ok$n; break; fi
   done
@@ -122,7 +130,7 @@ class Client:
         found = []
         for line in logs.stdout.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[0].startswith(("ok", "fail", "nodns")):
+            if len(parts) == 2 and parts[0].startswith(("ok", "fail", "nodns", "dnsretry")):
                 found.append((parts[0], float(parts[1])))
         return found
 
@@ -187,7 +195,8 @@ def _start_client(stand: ComposeProject, image: str) -> Client:
 
 
 def _requests(seen: Counter[str]) -> int:
-    return sum(n for outcome, n in seen.items() if outcome != "longest_silence_ms")
+    not_requests = ("longest_silence_ms", "dnsretry")
+    return sum(n for outcome, n in seen.items() if outcome not in not_requests)
 
 
 def _failed(seen: Counter[str]) -> tuple[int, int]:
@@ -356,3 +365,40 @@ def test_a_copy_that_fails_its_health_check_leaves_the_old_one_serving(
         f"(first address only), {any_address} failed (any address): {dict(seen)}"
     )
     assert first_only == 0, dict(seen)
+
+
+def test_a_rollback_hands_back_what_was_handed_over(stand, worker, staff_api, standin_image):
+    # CLIP hands over to GPU 1 first (services go in name order); then the detector's copy
+    # fails its health check on GPU 1, so the run rolls back: CLIP goes back the same way.
+    _detector_project(stand, standin_image, UNHEALTHY_ON_GPU_1)
+    assert _apply(staff_api, worker, DESIGN)["run"]["status"] == "succeeded"
+    first = {"ai-yolo26": 0, "ai-clip": 0, "ai-enrichment": 0}
+    assert _apply(staff_api, worker, first)["run"]["status"] == "succeeded"
+    before = _containers(stand)
+
+    body, seen = _move_with_client(
+        stand, standin_image, staff_api, worker, {**first, "ai-clip": 1, "ai-yolo26": 1}
+    )
+
+    run = body["run"]
+    assert run["status"] == "rolled_back", run
+    assert "ai-yolo26: its second copy on GPU 1 did not come up" in run["error"]
+    after = _containers(stand)
+    assert after["ai-yolo26"].id == before["ai-yolo26"].id, "the detector never stopped"
+    clip = after["ai-clip"]
+    assert clip.cdi_devices == ("nvidia.com/gpu=0",), "CLIP is back on its previous GPU"
+    assert clip.id != before["ai-clip"].id
+    _only_compose_containers(stand)
+    commands = ApplyCommand.objects.filter(run_id=run["id"]).order_by("started_at")
+    copies = [c.argv[c.argv.index("--name") + 1] for c in commands if _kind(c.argv) == "run copy"]
+    assert copies == [
+        f"{stand.name}_ai-clip_handover",
+        f"{stand.name}_ai-yolo26_handover",
+        f"{stand.name}_ai-clip_handover",  # the way back
+    ], copies
+    first_only, any_address = _failed(seen)
+    print(
+        f"rollback handing back: {_requests(seen)} requests to the detector, {first_only} "
+        f"failed (first address only), {any_address} failed (any address): {dict(seen)}"
+    )
+    assert any_address == 0, dict(seen)
