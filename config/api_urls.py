@@ -35,12 +35,12 @@ urlpatterns = [
     path("system/gpus", _api(orchestration_apis.GpuListApi), name="api-gpus"),
     path("system/gpus/headroom", _api(headroom_apis.HeadroomApi), name="api-gpus-headroom"),
     path(
-        "system/gpus/<int:gpu_index>/maintenance",
+        "system/gpus/<str:gpu_index>/maintenance",
         _api(maintenance_apis.GpuMaintenanceApi),
         name="api-gpu-maintenance",
     ),
     path(
-        "system/gpus/<int:gpu_index>/drain",
+        "system/gpus/<str:gpu_index>/drain",
         _api(maintenance_apis.GpuDrainApi),
         name="api-gpu-drain",
     ),

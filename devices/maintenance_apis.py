@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +15,7 @@ from rest_framework.views import APIView
 from common.apis import StrictSerializer
 from devices.maintenance import (
     MAX_REASON_CHARS,
+    GpuNotFound,
     gpu_maintenance_drain,
     gpu_maintenance_end,
     gpu_maintenance_start,
@@ -33,6 +35,27 @@ class MaintenanceSerializer(serializers.Serializer[dict[str, Any]]):
     )
 
 
+# The API's error body (common.api_errors), named as gpuconfig's schema names it.
+_error = inline_serializer(
+    "Error",
+    fields={
+        "success": serializers.BooleanField(),
+        "error": serializers.CharField(),
+        "errors": serializers.DictField(required=False),
+    },
+)
+_REFUSALS = {400: _error, 403: _error, 404: _error}
+# The URL takes any path segment, so that "/gpus/x/maintenance" is a JSON 404 like any other
+# refusal of this API, not Django's HTML page; the schema still says a GPU index.
+_INDEX = OpenApiParameter("gpu_index", OpenApiTypes.INT, OpenApiParameter.PATH)
+
+
+def _gpu_index(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise GpuNotFound(f"There is no GPU {text!r}: a GPU index is a whole number >= 0.")
+    return int(text)
+
+
 class MaintenanceInputSerializer(StrictSerializer):
     reason = serializers.CharField(
         allow_blank=True, max_length=MAX_REASON_CHARS * 2, help_text="Why; shown on the card."
@@ -42,30 +65,40 @@ class MaintenanceInputSerializer(StrictSerializer):
 class GpuMaintenanceApi(APIView):
     """A GPU's maintenance state: GET it, POST to start (with a reason), DELETE to end."""
 
-    @extend_schema(responses=MaintenanceSerializer)
-    def get(self, request: Request, gpu_index: int) -> Response:
-        state = gpu_maintenance_states().get(gpu_index)
+    @extend_schema(
+        parameters=[_INDEX], responses={200: MaintenanceSerializer, 403: _error, 404: _error}
+    )
+    def get(self, request: Request, gpu_index: str) -> Response:
+        index = _gpu_index(gpu_index)
+        state = gpu_maintenance_states().get(index)
         if state is None:
-            return Response(
-                {"success": False, "error": f"There is no GPU {gpu_index}."}, status=404
-            )
+            return Response({"success": False, "error": f"There is no GPU {index}."}, status=404)
         return Response(state.as_api_dict())
 
-    @extend_schema(request=MaintenanceInputSerializer, responses=MaintenanceSerializer)
-    def post(self, request: Request, gpu_index: int) -> Response:
+    @extend_schema(
+        parameters=[_INDEX],
+        request=MaintenanceInputSerializer,
+        responses={200: MaintenanceSerializer, **_REFUSALS},
+    )
+    def post(self, request: Request, gpu_index: str) -> Response:
+        index = _gpu_index(gpu_index)
         body = MaintenanceInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         state = gpu_maintenance_start(
-            gpu_index=gpu_index,
+            gpu_index=index,
             reason=body.validated_data["reason"],
             by=request.user.get_username(),
         )
         return Response(state.as_api_dict())
 
-    @extend_schema(request=None, responses=MaintenanceSerializer)
-    def delete(self, request: Request, gpu_index: int) -> Response:
+    @extend_schema(
+        parameters=[_INDEX], request=None, responses={200: MaintenanceSerializer, **_REFUSALS}
+    )
+    def delete(self, request: Request, gpu_index: str) -> Response:
         state = gpu_maintenance_end(
-            gpu_index=gpu_index, by=request.user.get_username(), health=gpu_sample().health
+            gpu_index=_gpu_index(gpu_index),
+            by=request.user.get_username(),
+            health=gpu_sample().health,
         )
         return Response(state.as_api_dict())
 
@@ -77,7 +110,10 @@ class GpuDrainApi(APIView):
     ``POST .../apply`` applies them (with rollback), like any other change.
     """
 
-    @extend_schema(request=None, responses=MaintenanceSerializer)
-    def post(self, request: Request, gpu_index: int) -> Response:
-        state = gpu_maintenance_drain(gpu_index=gpu_index, by=request.user.get_username())
+    @extend_schema(
+        parameters=[_INDEX], request=None, responses={200: MaintenanceSerializer, **_REFUSALS}
+    )
+    def post(self, request: Request, gpu_index: str) -> Response:
+        index = _gpu_index(gpu_index)
+        state = gpu_maintenance_drain(gpu_index=index, by=request.user.get_username())
         return Response(state.as_api_dict())

@@ -164,3 +164,10 @@ def test_draining_a_gpu_not_in_maintenance_is_refused(staff_api: APIClient) -> N
     assert response.json()["error"] == (
         "GPU 0 is not in maintenance: put it in maintenance before draining it."
     )
+
+
+def test_a_gpu_index_that_is_not_a_number_is_a_json_404(staff_api: APIClient) -> None:
+    response = staff_api.post("/api/system/gpus/-3/maintenance", {"reason": "x"}, format="json")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == ("There is no GPU '-3': a GPU index is a whole number >= 0.")
