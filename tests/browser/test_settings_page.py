@@ -24,9 +24,10 @@ from tests.browser.fixtures import PHONE
 
 pytestmark = pytest.mark.browser
 
-# Under Balanced the A5500 cannot take ai-yolo26 as well once the zoo is pinned to the A400
-# (planning capacity keeps the driver's reserve), so the zoo shares the A400 with it.
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 2.9 GB."
+# Under Balanced with Isolation-first in force, ai-florence stays on the A400 beside the
+# pinned zoo (fewer restarts, issue 19: within 2% of the optimum), so the zoo gets its 2 GB
+# minimum while ai-clip and ai-yolo26 move to the A5500.
+ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 2.0 GB."
 FINAL_LABELS = re.compile(r"Succeeded|Rolled back|Rollback failed|Failed|Interrupted")
 
 
@@ -71,13 +72,14 @@ def test_staff_user_previews_a_strategy_moves_the_zoo_and_saves(
     page.locator("#strategy-isolation_first").focus()
     page.keyboard.press("ArrowDown")
     expect(page.locator("#strategy-balanced")).to_be_checked()
-    expect(page.locator("#gpu-ai-enrichment option:checked")).to_have_text("Auto (GPU 0)")
+    # Balanced keeps the zoo where version 1 runs it (fewer restarts, issue 19).
+    expect(page.locator("#gpu-ai-enrichment option:checked")).to_have_text("Auto (GPU 1)")
     expect(page.locator("#strategy-balanced")).to_be_focused()  # kept across the swap
     expect(page.locator("#unsaved-badge")).to_have_text("Unsaved changes")
     assert ConfigVersion.objects.count() == 1, "choosing a strategy saves nothing"
 
     page.locator("#gpu-ai-enrichment").select_option("1")
-    expect(page.locator("#budget-ai-enrichment")).to_have_value("2.9")
+    expect(page.locator("#budget-ai-enrichment")).to_have_value("2")
     expect(page.locator("#row-ai-enrichment")).to_contain_text("Adjusted")
     expect(page.locator("#notes-ai-enrichment")).to_contain_text(ADJUSTED)
     expect(page.locator("#warnings")).to_contain_text(f"{ADJUSTED} Some models may not load.")
@@ -87,7 +89,7 @@ def test_staff_user_previews_a_strategy_moves_the_zoo_and_saves(
     diff = page.locator("#diff")
     expect(diff).to_contain_text("Changes from saved version 1")
     expect(diff).to_contain_text("ai-clip: GPU 1 → GPU 0")
-    expect(diff).to_contain_text("ai-enrichment: budget 2 GB → 2.9 GB")
+    expect(diff).to_contain_text("ai-yolo26: GPU 1 → GPU 0")
     screenshot(page, "settings-preview")
 
     page.get_by_role("button", name="Save", exact=True).click()
@@ -97,7 +99,7 @@ def test_staff_user_previews_a_strategy_moves_the_zoo_and_saves(
     page.reload()
     expect(page.locator("#strategy-balanced")).to_be_checked()
     expect(page.locator("#gpu-ai-enrichment")).to_have_value("1")
-    expect(page.locator("#budget-ai-enrichment")).to_have_value("2.9")
+    expect(page.locator("#budget-ai-enrichment")).to_have_value("2")
     page.get_by_role("link", name="Compare with current (version 1)").click()
     expect(page.locator("#version-diff")).to_contain_text("Version 1 → current (version 2)")
     expect(page.locator("#version-diff")).to_contain_text("ai-clip: GPU 1 → GPU 0")
