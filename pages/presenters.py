@@ -231,6 +231,19 @@ def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
     return out
 
 
+def headroom_line(draft: Draft) -> str:
+    """Beside the planned VRAM: the largest service that could still be added without moving
+    anything, and how much of the free VRAM is split so that no one service can use it."""
+    planned = draft.evaluation.planned_vram_mb if draft.evaluation else {}
+    room = headroom(draft.gpus, planned, outside_mb_by_index(draft.gpus, draft.registry.names()))
+    largest = room.largest_addable_mb
+    split = room.total_free_mb - largest
+    line = f"Largest service that could be added without moving anything: {format_gb(largest)}"
+    if split > 0:
+        line += f" ({format_gb(split)} more is free, but split over other GPUs)"
+    return line + "."
+
+
 def free_text(room: GpuHeadroom) -> str:
     """'Free for new services: 4.2 GB' (measured use outside GPU Config counted), or why 0."""
     if room.cordoned:

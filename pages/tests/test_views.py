@@ -676,3 +676,13 @@ def test_the_page_and_each_fragment_take_the_same_queries_for_5_and_60_services(
     # 25 before issue 16; the form's "Running on" column and the status region read the
     # latest run and the applied version to key the shared container read: +2.
     assert max(five.values()) <= 27, five
+
+
+def test_the_plan_says_the_largest_service_that_still_fits_without_moving_anything(staff):
+    html = _text(staff.get(URL))
+    assert 'id="headroom-line"' in html
+    # The reference pair under the default plan: 0.5 GB left on the A5500, 0.2 GB on the A400.
+    assert (
+        "Largest service that could be added without moving anything: 0.5 GB (0.2 GB more is "
+        "free, but split over other GPUs)." in html
+    )
