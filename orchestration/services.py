@@ -232,9 +232,17 @@ def _check_broker() -> None:
 
 
 def _enqueue(run_id: Any) -> None:
+    from config.celery import app
     from orchestration.tasks import apply_run_task  # the task module imports this one
 
-    apply_run_task.delay(str(run_id))
+    # The connection and the queue are the ones configured now, named on every send: Celery
+    # keeps the producer pool and routing it made the first time the app talked to a broker
+    # (a /health ping does), so a broker or queue configured later would otherwise be ignored
+    # and the run would wait where no worker listens. One connection per Apply is cheap.
+    with app.connection_for_write() as connection:
+        apply_run_task.apply_async(
+            (str(run_id),), queue=app.conf.task_default_queue, connection=connection
+        )
 
 
 def _preflight() -> podman.ComposeTool:
