@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rest_framework import status
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -61,6 +62,19 @@ def _first_message(detail: Any) -> str:
 
 
 # --- the OpenAPI schema: the answers every operation can give ------------------------------
+
+
+# The one error body, for the schema: every API names this object, never a copy of it (two
+# inline copies with one name make drf-spectacular warn, and the schema ambiguous).
+ApiErrorSerializer = inline_serializer(
+    "ApiError",
+    fields={
+        "success": serializers.BooleanField(),
+        "error": serializers.CharField(),
+        "errors": serializers.DictField(required=False),
+    },
+)
+
 
 _ERROR_SCHEMA = {
     "type": "object",

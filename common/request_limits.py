@@ -90,7 +90,7 @@ def _read_at_most(stream: Any, size: int) -> bytes:
 
 
 def _too_large(request: HttpRequest, size: str, limit: int, *, upload: bool) -> HttpResponse:
-    what = " for a backup upload (the file and the form around it)" if upload else ""
+    what = " for a backup upload" if upload else ""
     return _refusal(
         request,
         f"The request body is {size}; the limit is {limit:,} bytes{what}. "

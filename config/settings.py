@@ -303,11 +303,14 @@ WHITENOISE_AUTOREFRESH = not GPUCONFIG_STATIC_MANIFEST
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("GPUCONFIG_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
 # That limit leaves files out: every body, files included, is refused over it before it is
 # read (common/request_limits.py, first of all middleware), except on the one view that
-# takes a file, the backup import page: the backup's 2 MiB (gpuconfig.backup.MAX_BYTES) plus
-# the form around it, as the stack's proxy allows. Files stay in memory, never more than
-# that of them, never in the temporary folder.
+# takes a file and the API that takes one as its body: the backup's 2 MiB
+# (gpuconfig.backup.MAX_BYTES), plus the form around it on the page, as the stack's proxy
+# allows. Files stay in memory, never more than that of them, never in the temporary folder.
 GPUCONFIG_MAX_UPLOAD_FILE_BYTES = 2 * 1024 * 1024
-GPUCONFIG_UPLOAD_BODY_LIMITS = {"pages:backup-import": GPUCONFIG_MAX_UPLOAD_FILE_BYTES + 52 * 1024}
+GPUCONFIG_UPLOAD_BODY_LIMITS = {
+    "pages:backup-import": GPUCONFIG_MAX_UPLOAD_FILE_BYTES + 52 * 1024,
+    "api-gpu-config-import": GPUCONFIG_MAX_UPLOAD_FILE_BYTES,
+}
 FILE_UPLOAD_HANDLERS = ["common.request_limits.BoundedMemoryUploadHandler"]
 
 REST_FRAMEWORK = {

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api_errors import ApiErrorSerializer
 from common.apis import StrictSerializer
 from devices.maintenance import (
     MAX_REASON_CHARS,
@@ -36,14 +37,7 @@ class MaintenanceSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 # The API's error body (common.api_errors), named as gpuconfig's schema names it.
-_error = inline_serializer(
-    "Error",
-    fields={
-        "success": serializers.BooleanField(),
-        "error": serializers.CharField(),
-        "errors": serializers.DictField(required=False),
-    },
-)
+_error = ApiErrorSerializer
 _REFUSALS = {400: _error, 403: _error, 404: _error}
 # The URL takes any path segment, so that "/gpus/x/maintenance" is a JSON 404 like any other
 # refusal of this API, not Django's HTML page; the schema still says a GPU index.

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api_errors import ApiErrorSerializer
 from common.apis import BoundedBodyApi, StrictSerializer
 from common.parsers import (
     MAX_VERSION,
@@ -235,14 +236,7 @@ _save_response = inline_serializer(
         ),
     },
 )
-_error = inline_serializer(
-    "Error",
-    fields={
-        "success": serializers.BooleanField(),
-        "error": serializers.CharField(),
-        "errors": serializers.DictField(required=False),
-    },
-)
+_error = ApiErrorSerializer
 
 
 class GpuConfigApi(BoundedBodyApi):

@@ -116,7 +116,10 @@ class GpuConfigImportApi(BoundedBodyApi):
         dry_run = _flag(request, "dry_run")
         try:
             # The raw body: parse_backup reads YAML and JSON and names bad fields itself.
-            backup = parse_backup(request.body)
+            # Read from the stream: request.body holds any body to the API's usual limit
+            # (DATA_UPLOAD_MAX_MEMORY_SIZE); a backup may be 2 MiB, a bound the request-body
+            # middleware has already enforced (common.request_limits).
+            backup = parse_backup(request.stream.read() if request.stream is not None else b"")
             result = gpu_config_import(
                 backup=backup,
                 user=request.user,

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api_errors import ApiErrorSerializer
 from common.apis import BoundedBodyApi
 from gpuconfig import gpu_apis as device_apis  # the GPU devices' APIs, with measured VRAM
 from gpuconfig.apis import (
@@ -50,9 +51,7 @@ _started = inline_serializer(
         "status_url": serializers.CharField(),
     },
 )
-_error = inline_serializer(
-    "ApplyError", fields={"success": serializers.BooleanField(), "error": serializers.CharField()}
-)
+_error = ApiErrorSerializer
 
 
 class ApplyApi(BoundedBodyApi):

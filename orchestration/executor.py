@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from common.files import write_atomic
@@ -129,9 +129,18 @@ def _heartbeat(run_id: Any) -> Iterator[None]:
     def beat() -> None:
         try:
             while not stop.wait(HEARTBEAT_SECONDS):
-                ApplyRun.objects.filter(
-                    pk=run_id, status__in=[RunStatus.RUNNING, RunStatus.ROLLING_BACK]
-                ).update(heartbeat_at=timezone.now())
+                try:
+                    ApplyRun.objects.filter(
+                        pk=run_id, status__in=[RunStatus.RUNNING, RunStatus.ROLLING_BACK]
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:
+                    # A blip (the database's name unresolvable for a second while containers
+                    # join the network, a restart) must not end the heartbeat: a silent
+                    # heartbeat gets a working run reaped as interrupted a minute later.
+                    logger.warning(
+                        "apply run %s: heartbeat not written (%s); retrying", run_id, exc
+                    )
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
 
