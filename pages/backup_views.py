@@ -31,7 +31,7 @@ from gpuconfig.backup import (
 )
 from gpuconfig.backup_services import gpu_config_export, gpu_config_import
 from gpuconfig.services import ConfigConflict
-from pages import regions
+from pages import contexts
 
 PANEL_TEMPLATE = "pages/_backup.html"
 PAGE_TEMPLATE = "pages/backup_page.html"
@@ -64,7 +64,7 @@ def _answer(
     if _is_htmx(request):
         html = render_to_string(PANEL_TEMPLATE, context, request)
         if stored:
-            system = regions.system_context(request, regions.system_form(), [])
+            system = contexts.system_context(request, contexts.system_form(), [])
             html += render_to_string(SYSTEM_FORM, {**system, "oob": True}, request)
         response = HttpResponse(html, status=status)
         response[FRAGMENT_HEADER] = "backup"

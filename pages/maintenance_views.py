@@ -18,7 +18,7 @@ from devices.maintenance import (
     gpu_maintenance_start,
 )
 from devices.services import gpu_sample
-from pages.answers import HtmxHttpRequest, readable_errors, staff_only
+from pages.responses import HtmxHttpRequest, readable_errors, staff_only
 
 
 @require_POST

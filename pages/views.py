@@ -4,8 +4,8 @@ One view per action, each posting to its own URL (the form's buttons carry ``for
 the same posts work without JavaScript): parse the form, call one service, render. htmx gets
 the fragment the action changed (plus out-of-band copies of the other regions it touched);
 without JavaScript the same posts re-render the whole page, or redirect after a write.
-What each region shows is gathered in ``pages/regions.py``; how an answer is shaped, and the
-access checks (anyone logged in reads, only staff change anything), in ``pages/answers.py``.
+What each region shows is gathered in ``pages/contexts.py``; how a response is shaped, and the
+access checks (anyone logged in reads, only staff change anything), in ``pages/responses.py``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from orchestration.services import (
     rollback_run_start,
 )
 from orchestration.stale_runs import reap_stale_runs_on_read
-from pages import regions
-from pages.answers import (
+from pages import contexts
+from pages.forms import GpuForm
+from pages.responses import (
     SETTINGS_TEMPLATE,
     HtmxHttpRequest,
     View,
@@ -60,7 +61,6 @@ from pages.answers import (
     system_answer,
     written,
 )
-from pages.forms import GpuForm
 
 logger = logging.getLogger(__name__)
 
@@ -103,24 +103,24 @@ def gpu_settings(request: HtmxHttpRequest) -> HttpResponse:
         return ACTIONS.get(request.POST.get("action") or "revalidate", gpu_validate)(request)
     part = request.GET.get("part", "")
     if not (part and request.htmx):
-        return page(request, SETTINGS_TEMPLATE, regions.full_context(request))
+        return page(request, SETTINGS_TEMPLATE, contexts.full_context(request))
     if part not in GPU_FRAGMENTS:
         return alert(request, f"Unknown part of the page: {part!r}.", status=400)
     if part == "gpu-cards":
-        context = regions.cards_context()
+        context = contexts.cards_context()
     elif part == "config-form":
-        context = regions.config_context(request, regions.draft_or_error())
+        context = contexts.config_context(request, contexts.draft_or_error())
     elif part == "apply-status":
         was_active = request.GET.get("was_active") == "1"
-        context = regions.status_context(request, was_active=was_active)
+        context = contexts.status_context(request, was_active=was_active)
     else:
-        context = regions.history_context(request)
+        context = contexts.history_context(request)
     oob: list[str] = []
     if context.get("run_finished_now"):
         # The run just ended: the history's "Applied" column changed with it, and the
         # form's Apply button is enabled again.
-        context.update(regions.history_context(request))
-        context.update(regions.apply_readiness_context())
+        context.update(contexts.history_context(request))
+        context.update(contexts.apply_readiness_context())
         oob.extend(["history", "form-actions"])
     return fragments(request, SETTINGS_TEMPLATE, part, context, oob=oob)
 
@@ -130,8 +130,8 @@ def gpu_settings(request: HtmxHttpRequest) -> HttpResponse:
 def gpu_compare(request: HtmxHttpRequest) -> HttpResponse:
     """A saved version beside the current one (``?compare=<number>``)."""
     if not request.htmx:
-        return page(request, SETTINGS_TEMPLATE, regions.full_context(request))
-    context = regions.history_context(request)
+        return page(request, SETTINGS_TEMPLATE, contexts.full_context(request))
+    context = contexts.history_context(request)
     return fragments(request, SETTINGS_TEMPLATE, "version-diff", context)
 
 
@@ -163,7 +163,7 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
         )
     except Refusal as exc:
         return save_refused(request, form, exc)
-    draft = regions.draft_or_error()  # what the answer shows: its warnings are the ones counted
+    draft = contexts.draft_or_error()  # what the answer shows: its warnings are the ones counted
     if result.unchanged:
         message = f"Nothing changed: version {result.version.number} is already saved."
     else:
@@ -194,7 +194,7 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
         return apply_refused(request, exc)
     except Refusal as exc:  # the save's: nothing saved, nothing applied
         return save_refused(request, form, exc)
-    draft = regions.draft_or_error()
+    draft = contexts.draft_or_error()
     message = (
         f"{saved_message(result.saved, draft) + ' ' if result.saved else ''}Applying version "
         f"{result.run.version.number}: one podman-compose command recreates the changed "
@@ -211,7 +211,7 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
 def gpu_rollback(request: HtmxHttpRequest) -> HttpResponse:
     """Roll back to the version applied before the current one (asked first)."""
     if not confirmed(request):
-        context = {**regions.full_context(request), "rollback_confirm": True}
+        context = {**contexts.full_context(request), "rollback_confirm": True}
         return page(request, SETTINGS_TEMPLATE, context)
     try:
         run = rollback_run_start(user=request.user)
@@ -269,16 +269,16 @@ SYSTEM_STALE = (
 def system_settings(request: HtmxHttpRequest) -> HttpResponse:
     """Settings > System: the settings the app uses, editable by staff."""
     if request.method == "GET":
-        return system_answer(request, regions.system_form())
-    if not regions.can_edit(request):
+        return system_answer(request, contexts.system_form())
+    if not contexts.can_edit(request):
         if request.htmx:
             return alert(request, SYSTEM_READ_ONLY, status=403)
-        return system_answer(request, regions.system_form(), ("error", SYSTEM_READ_ONLY), 403)
+        return system_answer(request, contexts.system_form(), ("error", SYSTEM_READ_ONLY), 403)
     loaded = request.POST.get("loaded", "")
-    if loaded and loaded != regions.system_stored_state():
+    if loaded and loaded != contexts.system_stored_state():
         # Drawn before what is stored now: saving it would write the old values back.
-        return system_answer(request, regions.system_form(), ("error", SYSTEM_STALE), 409)
-    form = regions.system_form(request.POST)
+        return system_answer(request, contexts.system_form(), ("error", SYSTEM_STALE), 409)
+    form = contexts.system_form(request.POST)
     if not form.is_valid():
         return system_answer(request, form, ("error", SYSTEM_NOT_SAVED), 400, loaded=loaded)
     changed = system_settings_update(values=form.setting_values())
@@ -286,4 +286,4 @@ def system_settings(request: HtmxHttpRequest) -> HttpResponse:
     if not request.htmx:
         messages.success(request, message)
         return redirect("pages:system")
-    return system_answer(request, regions.system_form(), ("success", message))
+    return system_answer(request, contexts.system_form(), ("success", message))

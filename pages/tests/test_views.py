@@ -26,8 +26,8 @@ from gpuconfig.services import AssignmentChange, gpu_config_save
 from orchestration import selectors as orchestration_selectors
 from orchestration import services as orchestration_services
 from orchestration.models import ApplyRun, RunStatus, ServiceStep, StepStatus
-from pages import answers, views
 from pages import forms as page_forms
+from pages import responses, views
 
 pytestmark = pytest.mark.django_db
 
@@ -155,7 +155,7 @@ def test_the_page_is_reached_from_the_navigation_and_shows_the_design(staff):
         assert f">{button}</button>" in html
     assert "Status: All services running as applied" in html
     assert "Nothing saved yet" in html
-    assert answers.FRAGMENT_HEADER not in home, "a full page is not a fragment"
+    assert responses.FRAGMENT_HEADER not in home, "a full page is not a fragment"
     assert "HX-Request" in home["Vary"]
 
 
@@ -175,7 +175,7 @@ def test_each_fragment_renders_on_its_own(staff, part, marker):
     html = _text(response)
     assert marker in html
     assert "<html" not in html and "<header" not in html
-    assert response[answers.FRAGMENT_HEADER] == part
+    assert response[responses.FRAGMENT_HEADER] == part
 
 
 def test_the_gpu_cards_poll_themselves_and_show_a_disappeared_gpu(staff, request):
@@ -317,7 +317,7 @@ def test_a_concurrent_save_shows_the_409_message_and_keeps_the_users_choices(sta
     data = _form("vram_based", version="0", **{_gpu("ai-clip"): "1"})
     response = staff.post(URL, {**data, "action": "save"}, headers=HX)
     assert response.status_code == 409
-    assert response[answers.FRAGMENT_HEADER] == "config-form"
+    assert response[responses.FRAGMENT_HEADER] == "config-form"
     html = _text(response)
     assert "saved by someone else (version 1)" in html
     assert "Reload the saved configuration" in html
@@ -359,7 +359,7 @@ def test_a_file_that_cannot_be_written_is_a_500_message_in_the_form(staff, setti
     response = staff.post(URL, {**_form(), "action": "save"}, headers=HX)
     assert response.status_code == 500
     assert "Nothing was saved" in _text(response)
-    assert response[answers.FRAGMENT_HEADER] == "config-form"
+    assert response[responses.FRAGMENT_HEADER] == "config-form"
 
 
 def test_an_unusable_compose_file_is_explained_on_the_page(staff, settings):
@@ -383,7 +383,7 @@ def test_an_unexpected_error_becomes_a_sentence_not_a_traceback(staff, monkeypat
     assert "could not complete this request (RuntimeError)" in html
     assert "Traceback" not in html and "boom" not in html
     assert response["HX-Retarget"] == "#page-alert"
-    assert response[answers.FRAGMENT_HEADER] == "alert"
+    assert response[responses.FRAGMENT_HEADER] == "alert"
 
 
 # --- permissions and CSRF --------------------------------------------------------------------
@@ -524,7 +524,7 @@ def test_after_a_finished_apply_a_manual_rollback_is_offered_and_refusals_are_re
     assert "Roll back" not in html, "nothing was ever applied: no rollback is offered"
     response = staff.post(URL, {"action": "rollback"}, headers=HX)
     assert response.status_code == 400
-    assert response[answers.FRAGMENT_HEADER] == "apply-status"
+    assert response[responses.FRAGMENT_HEADER] == "apply-status"
     assert "Nothing has been applied yet" in _text(response)
 
 

@@ -23,7 +23,7 @@ from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError
 from gpuconfig.services import Draft
 from orchestration.services import ApplyRefused
-from pages import regions
+from pages import contexts
 from pages.errors import refusal
 from pages.forms import GpuForm, SystemSettingsForm, parse_gpu_form
 
@@ -81,11 +81,11 @@ def staff_only(view: View) -> View:
 
     @functools.wraps(view)
     def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if regions.can_edit(request):
+        if contexts.can_edit(request):
             return view(request, *args, **kwargs)
         if request.htmx:
             return alert(request, READ_ONLY, status=403)
-        context = regions.full_context(request, notices=[("error", READ_ONLY)])
+        context = contexts.full_context(request, notices=[("error", READ_ONLY)])
         return page(request, SETTINGS_TEMPLATE, context, status=403)
 
     return wrapper
@@ -127,14 +127,14 @@ def config_answer(
 ) -> HttpResponse:
     """The form fragment for htmx, the whole page otherwise."""
     if not request.htmx:
-        context = regions.full_context(request, draft, **config)
+        context = contexts.full_context(request, draft, **config)
         return page(request, SETTINGS_TEMPLATE, context, status=status)
-    context = regions.config_context(request, draft, **config)
+    context = contexts.config_context(request, draft, **config)
     oob = list(oob)
     if "apply-status" in oob:
-        context.update(regions.status_context(request))
+        context.update(contexts.status_context(request))
     if "history" in oob:
-        context.update(regions.history_context(request))
+        context.update(contexts.history_context(request))
     # The GPU cards' "Will hold" lines follow the plan on screen; the live region outside
     # the form announces the result (the form itself is replaced).
     oob += ["gpu-holds", "form-announcer"]
@@ -156,7 +156,7 @@ def written(
     if not request.htmx:
         messages.success(request, message)
         return redirect(reverse("pages:settings") + anchor)
-    draft = regions.draft_or_error() if draft is None else draft
+    draft = contexts.draft_or_error() if draft is None else draft
     return config_answer(request, draft, notices=[("success", message)], oob=oob)
 
 
@@ -228,7 +228,7 @@ def save_refused(request: HtmxHttpRequest, form: GpuForm, exc: Refusal) -> HttpR
 
 def apply_refused(request: HtmxHttpRequest, exc: ApplyRefused) -> HttpResponse:
     """A refused apply: the reason, and the version kept when the form was saved first."""
-    draft = regions.draft_or_error()
+    draft = contexts.draft_or_error()
     saved = saved_message(exc.saved, draft) + " " if exc.saved else ""
     return config_answer(
         request,
@@ -249,12 +249,12 @@ def saved_message(saved: ConfigVersion, shown: Draft | str) -> str:
 
 def rollback_answer(request: HtmxHttpRequest, notice: tuple[str, str], status: int) -> HttpResponse:
     if not request.htmx:
-        context = {**regions.full_context(request), "status_notices": [notice]}
+        context = {**contexts.full_context(request), "status_notices": [notice]}
         return page(request, SETTINGS_TEMPLATE, context, status=status)
     context = {
-        **regions.status_context(request),
-        **regions.config_context(request, regions.draft_or_error()),
-        **regions.history_context(request),
+        **contexts.status_context(request),
+        **contexts.config_context(request, contexts.draft_or_error()),
+        **contexts.history_context(request),
         "status_notices": [notice],
     }
     # A rollback saves the restored configuration as a new version: the form and the
@@ -274,7 +274,7 @@ def system_answer(
 ) -> HttpResponse:
     """``loaded``: the stored state a refused form was drawn from, kept (see
     ``regions.system_stored_state``)."""
-    context = regions.system_context(request, form, [notice] if notice else [], loaded)
+    context = contexts.system_context(request, form, [notice] if notice else [], loaded)
     if request.htmx:
         return fragments(request, SYSTEM_TEMPLATE, "system-form", context, status=status)
     return page(request, SYSTEM_TEMPLATE, context, status=status)
