@@ -44,19 +44,25 @@ MAX_BUDGET_GB = 2000.0  # no GPU holds 2 TB; a larger budget is a typo
 
 
 class AssignmentInputSerializer(StrictSerializer):
-    # Strict fields (common/parsers.py): true is not 1 GB, "1" and 1.0 are not GPU 1.
+    # Strict fields (common/parsers.py): true is not 1 GiB, "1" and 1.0 are not GPU 1.
     service = StrictCharField(min_length=1, max_length=64)
     gpu_index = StrictIntegerField(
         min_value=0, max_value=1023, allow_null=True, required=False, default=None
     )
     vram_budget_override = StrictFloatField(
-        min_value=0.1, max_value=MAX_BUDGET_GB, allow_null=True, required=False, default=None
+        min_value=0.1,
+        max_value=MAX_BUDGET_GB,
+        allow_null=True,
+        required=False,
+        default=None,
+        help_text="VRAM budget in GiB (1 GiB = 1024 MiB), handed to the service's budget "
+        "variable (VRAM_BUDGET_GB); null: automatic.",
     )
     enabled = StrictBooleanField(required=False, default=True)
 
     def validate_vram_budget_override(self, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
-            raise ValidationError("Must be a finite number of GB.")
+            raise ValidationError("Must be a finite number of GiB.")
         return value
 
 
@@ -158,7 +164,9 @@ def _draft_fields() -> dict[str, serializers.Field]:
         "assignments": serializers.ListField(child=serializers.DictField()),
         "warnings": serializers.ListField(child=serializers.CharField()),
         "warning_details": serializers.ListField(child=serializers.DictField()),
-        "planned_vram_mb": serializers.DictField(child=serializers.IntegerField()),
+        "planned_vram_mb": serializers.DictField(
+            child=serializers.IntegerField(), help_text="GPU index -> MiB planned there."
+        ),
         "error": serializers.CharField(allow_null=True),
     }
 

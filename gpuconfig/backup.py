@@ -32,7 +32,7 @@ from common.documents import (
     quoted,
 )
 from common.json_rules import DuplicateKeyError, json_type_name, no_duplicate_keys
-from gpuconfig.domain import Configuration, Gpu, StrategyName, format_gpu_capacity
+from gpuconfig.domain import Configuration, Gpu, StrategyName, format_vram
 from gpuconfig.system_settings import SettingError, validate_setting
 
 FORMAT = "gpuconfig-backup"
@@ -113,7 +113,7 @@ class BackupGpu:
     vram_total_mb: int | None
 
     def describe(self) -> str:
-        size = f", {format_gpu_capacity(self.vram_total_mb)}" if self.vram_total_mb else ""
+        size = f", {format_vram(self.vram_total_mb)}" if self.vram_total_mb else ""
         return f"GPU {self.index} ({excerpt(self.name)}{size}, {excerpt(self.uuid) or 'no UUID'})"
 
 
@@ -608,7 +608,7 @@ def _assignments(
             errors.append(
                 (
                     f"{where}.vram_budget_override",
-                    f"must be a number of GB from 0.1 to {MAX_BUDGET_GB:g}, or null; "
+                    f"must be a number of GiB from 0.1 to {MAX_BUDGET_GB:g}, or null; "
                     f"got {quoted(override)}",
                 )
             )
@@ -617,7 +617,7 @@ def _assignments(
             errors.append(
                 (
                     f"{where}.vram_budget",
-                    f"must be a number of GB >= 0, or null; got {quoted(budget)}",
+                    f"must be a number of GiB >= 0, or null; got {quoted(budget)}",
                 )
             )
         enabled = item.get("enabled", True)
@@ -758,7 +758,7 @@ def match_gpus(file_gpus: Sequence[BackupGpu], host_gpus: Sequence[Gpu]) -> GpuM
             if f.uuid and host.uuid and f.uuid != host.uuid:
                 warnings.append(
                     f"{f.describe()} from the file is not on this host by UUID; matched by index "
-                    f"to GPU {host.index} ({host.name}, {format_gpu_capacity(host.vram_total_mb)}, "
+                    f"to GPU {host.index} ({host.name}, {format_vram(host.vram_total_mb)}, "
                     f"{host.uuid})."
                 )
             continue

@@ -35,7 +35,7 @@ class ServiceChange:
         return self.before.container_gpu is not None
 
     def describe(self) -> str:
-        """One line a user reads, e.g. "ai-enrichment: GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
+        """One line a user reads, e.g. "ai-enrichment: GPU 0 → GPU 1; budget 6.8 → 3.5 GiB"."""
         (from_gpu, from_budget, from_enabled) = self.before.change_key()
         (to_gpu, to_budget, to_enabled) = self.after.change_key()
         parts: list[str] = []
@@ -73,7 +73,7 @@ def _gpu(index: int | None) -> str:
 
 
 def _budget(value: float | None) -> str:
-    return "default" if value is None else f"{value:g} GB"
+    return "default" if value is None else f"{value:g} GiB"
 
 
 def _absent(service: str) -> ResolvedAssignment:

@@ -176,7 +176,7 @@ def _flow_list(items: list[Any]) -> CommentedSeq:
 
 def format_budget(gb: float) -> str:
     """A budget as the container reads it: "3.5", "4", never "0.30000000000000004"."""
-    # Two decimals (10 MB) is finer than any budget means, and keeps float noise out of a
+    # Two decimals (about 10 MiB) is finer than any budget means, and keeps float noise out of a
     # file people read.
     return f"{gb:.2f}".rstrip("0").rstrip(".")
 

@@ -3,7 +3,9 @@
 Nothing here imports Django or touches the database, the clock or the filesystem, so
 the planning core can be tested and benchmarked on its own.
 
-Units: VRAM is counted in MB, and 1 GB = 1000 MB everywhere (6800 MB is "6.8 GB").
+Units: VRAM is counted in MiB, as the driver reports it (nvidia-smi's "24564MiB"); the
+``_mb`` in field and label names means MiB. People read GiB (`format_vram`: 24564 MiB is
+"24.0 GiB"), and a VRAM budget (``VRAM_BUDGET_GB``) is a number of GiB: 1 = 1024 MiB.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from fractions import Fraction
 from functools import cached_property
 from typing import Any, Literal
 
-MB_PER_GB = 1000
+# MiB in a GiB: what the page shows and the unit of a VRAM budget (``VRAM_BUDGET_GB``).
+MIB_PER_GIB = 1024
 
 Role = Literal["llm", "critical", "standard"]
 
@@ -112,7 +116,7 @@ def restart_cost_ms(service: Service) -> int:
     """What moving the service costs, in milliseconds out of service.
 
     Its ``gpuconfig.restart_cost`` label when it states one; otherwise its VRAM estimate read
-    as loading at 1 GB/s (1 MB = 1 ms): loading the model is what a restart mostly waits for.
+    as loading at 1 GiB/s (1 MiB = 1 ms): loading the model is what a restart mostly waits for.
     """
     if service.restart_cost_s is not None:
         return round(service.restart_cost_s * 1000)
@@ -310,7 +314,7 @@ class ResolvedAssignment:
     gpu_uuid: str = ""
     gpu_name: str = ""
     pinned: bool = False
-    vram_budget_override: float | None = None  # GB the user typed; None: automatic
+    vram_budget_override: float | None = None  # GiB the user typed; None: automatic
     enabled: bool = True
     # The variable through which the service reads its budget (its gpuconfig.budget_env
     # label); a service without one gets no budget in its environment.
@@ -427,29 +431,56 @@ class Evaluation:
 def demand_mb(request: ServiceRequest) -> int:
     """VRAM the service will take: its budget override when set, else its estimate."""
     if request.budget_override_gb is not None:
-        return round(request.budget_override_gb * MB_PER_GB)
+        return budget_mib(request.budget_override_gb)
     return request.service.vram_estimate_mb
 
 
+# Budgets are handed out in whole tenths of a GiB. A tenth is 102.4 MiB, not a whole
+# number, so tenths and MiB are converted with integer arithmetic (never `// 10` of a
+# per-GiB figure, nor float division): a budget of t tenths plans as ceil(t * 102.4) MiB,
+# the least whole number of MiB that holds it, so the plan never counts less than the
+# service may fill.
+def tenths_mib(tenths: int) -> int:
+    """MiB a budget of `tenths` tenths of a GiB holds, rounded up: 23 -> 2356, 25 -> 2560."""
+    return -(-tenths * MIB_PER_GIB // 10)
+
+
+def tenths_within(mib: int) -> int:
+    """The most whole tenths of a GiB that fit into `mib`: 2400 -> 23 (2.3 GiB is 2356)."""
+    return mib * 10 // MIB_PER_GIB
+
+
+def budget_mib(gib: float) -> int:
+    """MiB a budget of `gib` GiB holds, rounded up: 2.5 -> 2560, 2.3 -> 2356.
+
+    Read through the float's shortest decimal form so that 2.3 means 23 tenths exactly
+    (the binary 2.3 is a hair under it), and a budget agrees with `tenths_mib`."""
+    return math.ceil(Fraction(repr(float(gib))) * MIB_PER_GIB)
+
+
 # The least budget a service that takes one is given when it does not declare its own
-# (``gpuconfig.vram_min_mb``). A CUDA context alone takes 300-500 MB, and a budget-taking
-# service loads at least one model besides: below about 1 GB such a service cannot load
-# anything useful (the smallest model of the reference system, YOLO, needs 650 MB on its
+# (``gpuconfig.vram_min_mb``). A CUDA context alone takes 300-500 MiB, and a budget-taking
+# service loads at least one model besides: below about 1 GiB such a service cannot load
+# anything useful (the smallest model of the reference system, YOLO, needs 650 MiB on its
 # own), so a smaller budget would only look like a fit. Services that can do with less
 # say so with the label.
-MIN_BUDGET_FLOOR_MB = 1000
-_MB_PER_TENTH = MB_PER_GB // 10
+MIN_BUDGET_FLOOR_MB = MIB_PER_GIB
 
 
-def least_budget_mb(service: Service) -> int:
-    """The least budget, in MB, a service that takes one can work with: its
-    ``vram_min_mb``, else `MIN_BUDGET_FLOOR_MB`, rounded up to whole tenths of a GB since
-    budgets are handed out in tenths (a 2050 MB minimum needs a 2.1 GB budget); never
-    above its estimate (then it cannot be shrunk at all)."""
+def least_budget_tenths(service: Service) -> int:
+    """The least budget, in tenths of a GiB, a service that takes one can work with: its
+    ``vram_min_mb``, else `MIN_BUDGET_FLOOR_MB`, rounded up to whole tenths since budgets
+    are handed out in tenths (a 2000 MiB minimum needs a 2.0 GiB budget, 2050 MiB 2.1)."""
     least = service.vram_min_mb
     if least is None:
         least = MIN_BUDGET_FLOOR_MB
-    return min(-(-least // _MB_PER_TENTH) * _MB_PER_TENTH, service.vram_estimate_mb)
+    return -(-least * 10 // MIB_PER_GIB)
+
+
+def least_budget_mb(service: Service) -> int:
+    """The least budget in MiB (`least_budget_tenths`), never above the service's estimate
+    (then it cannot be shrunk at all)."""
+    return min(tenths_mib(least_budget_tenths(service)), service.vram_estimate_mb)
 
 
 def adjustable(request: ServiceRequest) -> bool:
@@ -472,21 +503,23 @@ def least_demand_mb(request: ServiceRequest) -> int:
     return demand
 
 
-def format_gb(mb: float) -> str:
-    """MB as GB with one decimal, rounding halves up: 6800 -> "6.8 GB", 23000 -> "23.0 GB"."""
-    # Integer tenths instead of f"{x:.1f}" so that e.g. 3550 MB reliably reads "3.6 GB"
-    # rather than depending on how 3.55 happens to be stored in binary.
-    tenths = int((abs(mb) + 50) // 100)
-    sign = "-" if mb < 0 and tenths else ""
-    return f"{sign}{tenths // 10}.{tenths % 10} GB"
+def format_vram(mib: float, *, round_down: bool = False) -> str:
+    """VRAM as people read it, the one formatter for pages, messages and files: GiB with one
+    decimal (24564 -> "24.0 GiB", 4094 -> "4.0 GiB", 6963 -> "6.8 GiB"), and whole MiB
+    under 1 GiB (512 -> "512 MiB").
 
-
-def format_gpu_capacity(mb: int) -> str:
-    """A GPU's total VRAM in the one unit used everywhere: 4094 -> "4.1 GB", 24564 -> "24.6 GB".
-
-    One unit, one divisor (docs/ui.md, "Units"): every VRAM figure is in the MB the driver
-    reports (labels are read in the same unit) and shown as GB of 1000 MB. Printing the size
-    on the box ("24 GB", from 24564 / 1024) beside loads divided by 1000 made 24.4 GB of a
-    24.6 GB card read as "24.4 GB of 24 GB": over capacity, although it fits.
+    Halves round up, computed on exact fractions rather than f"{x:.1f}" so a figure never
+    depends on how it happens to be stored in binary. `round_down` rounds towards zero
+    instead, for room left on a GPU, so it agrees with the budgets cut to fit it.
+    (docs/ui.md, "Units": GiB of 1024 MiB, the unit nvidia-smi, GPUStack and nvtop use.)
     """
-    return format_gb(mb)
+    # A float is read through its shortest decimal form (3635.2 is 3635.2, not the binary
+    # number a hair below it), so that halves round up as written.
+    amount = abs(Fraction(repr(mib)) if isinstance(mib, float) else Fraction(mib))
+    sign = "-" if mib < 0 else ""
+    if amount < MIB_PER_GIB:
+        whole = math.floor(amount) if round_down else math.floor(amount + Fraction(1, 2))
+        return f"{sign if whole else ''}{whole} MiB"
+    tenths = amount * 10 / MIB_PER_GIB
+    tenths_int = math.floor(tenths) if round_down else math.floor(tenths + Fraction(1, 2))
+    return f"{sign}{tenths_int // 10}.{tenths_int % 10} GiB"

@@ -25,9 +25,9 @@ from gpuconfig.suggested_estimates import suggested_estimates
 
 class ServiceUseSerializer(serializers.Serializer):
     service = serializers.CharField()
-    measured_mb = serializers.IntegerField(help_text="MB its processes hold on this GPU now.")
+    measured_mb = serializers.IntegerField(help_text="MiB its processes hold on this GPU now.")
     estimate_mb = serializers.IntegerField(
-        allow_null=True, help_text="Its gpuconfig.vram_estimate_mb label."
+        allow_null=True, help_text="Its gpuconfig.vram_estimate_mb label, in MiB."
     )
     over_estimate = serializers.BooleanField(
         help_text="Holds more than the estimate plus GPUCONFIG_VRAM_OVER_ESTIMATE_MARGIN_PERCENT."
@@ -36,13 +36,13 @@ class ServiceUseSerializer(serializers.Serializer):
 
 class OutsideProcessSerializer(serializers.Serializer):
     pid = serializers.IntegerField(help_text="Host PID.")
-    used_mb = serializers.IntegerField(allow_null=True)
+    used_mb = serializers.IntegerField(allow_null=True, help_text="MiB it holds on this GPU.")
     owner = serializers.CharField(help_text='"host process" or the container it runs in.')
 
 
 class UnattributedProcessSerializer(serializers.Serializer):
     pid = serializers.IntegerField(help_text="Host PID, as the driver reports it.")
-    used_mb = serializers.IntegerField(allow_null=True)
+    used_mb = serializers.IntegerField(allow_null=True, help_text="MiB it holds on this GPU.")
     reason = serializers.CharField()
 
 
@@ -55,11 +55,11 @@ class MemoryUseSerializer(serializers.Serializer):
     )
     services = ServiceUseSerializer(many=True)
     outside_gpu_config_mb = serializers.IntegerField(
-        allow_null=True, help_text="MB held by processes of no managed service."
+        allow_null=True, help_text="MiB held by processes of no managed service."
     )
     outside_processes = OutsideProcessSerializer(many=True)
     unattributed_mb = serializers.IntegerField(
-        allow_null=True, help_text="MB of processes that could not be traced to a container."
+        allow_null=True, help_text="MiB of processes that could not be traced to a container."
     )
     unattributed_processes = UnattributedProcessSerializer(many=True)
 
@@ -85,18 +85,20 @@ class GpuOutputSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     uuid = serializers.CharField()
     name = serializers.CharField()
-    vram_total_mb = serializers.IntegerField(allow_null=True)
-    vram_used_mb = serializers.IntegerField(allow_null=True)
+    vram_total_mb = serializers.IntegerField(
+        allow_null=True, help_text="MiB, as the driver reports it (nvidia-smi: 24564MiB)."
+    )
+    vram_used_mb = serializers.IntegerField(allow_null=True, help_text="MiB in use.")
     compute_capability = serializers.CharField(allow_null=True)
     utilization_percent = serializers.IntegerField(allow_null=True)
     temperature_c = serializers.IntegerField(allow_null=True)
     power_w = serializers.FloatField(allow_null=True)
     vram_reserved_mb = serializers.IntegerField(
         allow_null=True,
-        help_text="Memory the driver reserves for itself (NVML memory info v2); not in used.",
+        help_text="MiB the driver reserves for itself (NVML memory info v2); not in used.",
     )
     vram_free_mb = serializers.IntegerField(
-        allow_null=True, help_text="total - reserved - used: what a process could allocate."
+        allow_null=True, help_text="MiB: total - reserved - used, what a process could allocate."
     )
     present = serializers.BooleanField(help_text="False for a GPU detected before but not now.")
     vendor = serializers.ChoiceField(
@@ -170,13 +172,15 @@ class GpuDetectApi(APIView):
 
 class SuggestedEstimateSerializer(serializers.Serializer):
     service = serializers.CharField()
-    estimate_mb = serializers.IntegerField(allow_null=True, help_text="The label's value now.")
-    peak_mb = serializers.IntegerField(
-        allow_null=True, help_text="Highest MB measured (all its processes); null: never seen."
+    estimate_mb = serializers.IntegerField(
+        allow_null=True, help_text="The label's value now, in MiB."
     )
-    measured_now_mb = serializers.IntegerField(allow_null=True)
+    peak_mb = serializers.IntegerField(
+        allow_null=True, help_text="Highest MiB measured (all its processes); null: never seen."
+    )
+    measured_now_mb = serializers.IntegerField(allow_null=True, help_text="MiB held now.")
     suggested_mb = serializers.IntegerField(
-        allow_null=True, help_text="The peak rounded up to 100 MB."
+        allow_null=True, help_text="The peak rounded up to 100 MiB."
     )
     label_line = serializers.CharField(
         allow_blank=True, help_text="The line to put under the service's labels in compose."

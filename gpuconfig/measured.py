@@ -23,12 +23,12 @@ from devices.selectors import gpu_inventory_readings
 from devices.services import Sample, gpu_sample, held_mb_by_service
 from devices.vram import gpu_memory_holders
 from gpuconfig.domain import (
-    MB_PER_GB,
     Gpu,
     PlanWarning,
     ServiceRequest,
     WarningCode,
-    format_gb,
+    budget_mib,
+    format_vram,
 )
 from gpuconfig.registry import RegistryError, load_registry
 from gpuconfig.selectors import latest_applied_version
@@ -140,9 +140,9 @@ def over_estimate_warnings(
                 warnings.append(
                     PlanWarning(
                         WarningCode.SERVICE_OVER_ESTIMATE,
-                        f"{s.service} holds {format_gb(s.measured_mb)} on GPU "
+                        f"{s.service} holds {format_vram(s.measured_mb)} on GPU "
                         f"{index_of.get(uuid, '?')}, more than its estimate of "
-                        f"{format_gb(s.estimate_mb)} (margin {margin_percent}%): raise its "
+                        f"{format_vram(s.estimate_mb)} (margin {margin_percent}%): raise its "
                         "gpuconfig.vram_estimate_mb label (see suggested estimates)",
                         s.service,
                         index_of.get(uuid),
@@ -186,12 +186,14 @@ def real_free_move_warnings(
         need = sum(demand.get(name, 0) for name in incoming)
         room = free + freed
         if need > room:
-            moving = ", ".join(f"{n} ({format_gb(demand.get(n, 0))})" for n in incoming)
-            freed_text = f", plus {format_gb(freed)} freed by services leaving it" if freed else ""
+            moving = ", ".join(f"{n} ({format_vram(demand.get(n, 0))})" for n in incoming)
+            freed_text = (
+                f", plus {format_vram(freed)} freed by services leaving it" if freed else ""
+            )
             warnings.append(
                 PlanWarning(
                     WarningCode.MOVE_EXCEEDS_REAL_FREE,
-                    f"GPU {index} has {format_gb(free)} really free now (measured{freed_text}): "
+                    f"GPU {index} has {format_vram(free)} really free now (measured{freed_text}): "
                     f"not enough for {moving} moving there",
                     incoming[0] if len(incoming) == 1 else None,
                     index,
@@ -300,9 +302,7 @@ def measured_vram_warnings(
     for request in requests:
         name = request.service.name
         budget = budgets_gb.get(name)
-        planned_mb = (
-            round(budget * MB_PER_GB) if budget is not None else request.service.vram_estimate_mb
-        )
+        planned_mb = budget_mib(budget) if budget is not None else request.service.vram_estimate_mb
         # What it holds now is the better guess when it already exceeds the plan.
         demand[name] = max(planned_mb, sum(held.get(name, {}).values()))
     known = {g.index for g in gpus if g.present}

@@ -6,14 +6,13 @@ never block; they tell the user what will not fit and what was adjusted.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuconfig.domain import (
     ACCELERATOR_LABELS,
     ACCELERATOR_VENDOR,
-    MB_PER_GB,
+    MIB_PER_GIB,
     STRATEGY_LABELS,
     VENDOR_LABELS,
     Evaluation,
@@ -25,16 +24,15 @@ from gpuconfig.domain import (
     WarningCode,
     adjustable,
     demand_mb,
-    format_gb,
-    format_gpu_capacity,
+    format_vram,
     least_budget_mb,
+    least_budget_tenths,
     runs_on,
+    tenths_mib,
+    tenths_within,
 )
 
 __all__ = ["evaluate"]
-
-# Budgets are whole tenths of a GB.
-_MB_PER_TENTH = MB_PER_GB // 10
 
 
 @dataclass(frozen=True)
@@ -64,10 +62,11 @@ def evaluate(
     disabled services are ignored.
 
     * Budgets: a service with `budget_env` and no override that does not fit on its GPU
-      (its estimate exceeds capacity - other services' demands - `reserve_mb`) gets
-      floor(room / 100 MB) / 10 GB. When several such services share a GPU, the room
-      left by the others is split in proportion to their estimates (for one service this
-      is exactly the rule above), each keeping at least its minimum
+      (its estimate exceeds capacity - other services' demands - `reserve_mb`) gets the
+      most whole tenths of a GiB that fit into that room (`domain.tenths_within`). When
+      several such services share a GPU, the room left by the others is split in
+      proportion to their estimates (for one service this is exactly the rule above), each
+      keeping at least its minimum
       (`domain.least_budget_mb`). Below its minimum a service is not given an invented
       budget: a BUDGET_BELOW_MINIMUM warning says it will not fit there, it is planned
       at its minimum, and it counts as over capacity. An explicit override always wins.
@@ -80,7 +79,7 @@ def evaluate(
     * `over_capacity` (usually `Plan.over_capacity`) turns into NOT_PLACED_WITHIN_CAPACITY
       warnings, except for services that auto-adjusted budgets make fit.
 
-    Messages print VRAM in GB with one decimal and GPU sizes with `format_gpu_capacity`.
+    Messages print VRAM with `format_vram` (GiB with one decimal) and budgets in GiB.
     """
     present = {g.index: g for g in gpus if g.present}
     chosen = [
@@ -151,8 +150,8 @@ def evaluate(
             warnings.append(
                 PlanWarning(
                     WarningCode.COMBINED_EXCEEDS_GPU,
-                    f"Combined VRAM (~{format_gb(planned[index])}) exceeds GPU {index} "
-                    f"capacity ({format_gpu_capacity(gpu.vram_total_mb)})",
+                    f"Combined VRAM (~{format_vram(planned[index])}) exceeds GPU {index} "
+                    f"capacity ({format_vram(gpu.vram_total_mb)})",
                     None,
                     index,
                 )
@@ -165,8 +164,8 @@ def evaluate(
             warnings.append(
                 PlanWarning(
                     WarningCode.EXTERNAL_VRAM_USE,
-                    f"GPU {index} has {format_gb(external)} in use by processes outside the "
-                    f"managed services; real free VRAM is {format_gb(real_free)}",
+                    f"GPU {index} has {format_vram(external)} in use by processes outside the "
+                    f"managed services; real free VRAM is {format_vram(real_free)}",
                     None,
                     index,
                 )
@@ -243,7 +242,7 @@ def _accelerator_warnings(
 def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[str, _Budget]:
     """Decide the budget and planned MB of every service on one present GPU."""
     total = gpu.vram_total_mb
-    capacity = format_gpu_capacity(total)
+    capacity = format_vram(total)
     # Services whose demand is set (no budget variable, or an explicit override) are
     # fixed; the adjustable ones share whatever room the fixed ones and the reserve leave.
     flexible = [r for r in sharing if adjustable(r)]
@@ -279,16 +278,16 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
                 if estimate > total:
                     reason = f"exceeds GPU {gpu.index} ({capacity})"
                 else:
-                    reason = f"exceeds the {_room_gb(room)} left on GPU {gpu.index} ({capacity})"
+                    reason = f"exceeds the {_room(room)} left on GPU {gpu.index} ({capacity})"
                 warning = PlanWarning(
                     WarningCode.BUDGET_ADJUSTED,
-                    f"{name} VRAM budget ({format_gb(estimate)}) {reason}. "
-                    f"Auto-adjusted to {budget_gb:.1f} GB.",
+                    f"{name} VRAM budget ({format_vram(estimate)}) {reason}. "
+                    f"Auto-adjusted to {budget_gb:.1f} GiB.",
                     name,
                     gpu.index,
                 )
                 result[name] = _Budget(
-                    share * _MB_PER_TENTH, budget_gb, True, warning, fits_by_adjustment=True
+                    tenths_mib(share), budget_gb, True, warning, fits_by_adjustment=True
                 )
                 continue
             # Below its minimum the service cannot work: say it does not fit rather than
@@ -303,12 +302,12 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
             warning = PlanWarning(
                 WarningCode.BUDGET_BELOW_MINIMUM,
                 f"{name} will not fit on GPU {gpu.index} ({capacity}): it needs a VRAM budget "
-                f"of at least {format_gb(least)} ({where}), but only {_room_gb(room)} is "
-                f"left after the other services and the {format_gb(reserve_mb)} reserve.",
+                f"of at least {format_vram(least)} ({where}), but only {_room(room)} is "
+                f"left after the other services and the {format_vram(reserve_mb)} reserve.",
                 name,
                 gpu.index,
             )
-            result[name] = _Budget(least, least / MB_PER_GB, True, warning)
+            result[name] = _Budget(least, least_budget_tenths(request.service) / 10, True, warning)
 
     adjusted_mb = sum(result[r.service.name].planned_mb for r in flexible)
     for request in fixed:
@@ -320,8 +319,8 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
             if demand > left:
                 too_large = PlanWarning(
                     WarningCode.BUDGET_OVERRIDE_TOO_LARGE,
-                    f"{name} VRAM budget override ({override:.1f} GB) exceeds the "
-                    f"{_room_gb(left)} left on GPU {gpu.index} ({capacity})",
+                    f"{name} VRAM budget override ({override:.1f} GiB) exceeds the "
+                    f"{_room(left)} left on GPU {gpu.index} ({capacity})",
                     name,
                     gpu.index,
                 )
@@ -330,7 +329,7 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
 
 
 def _shares(fitting: list[ServiceRequest], room: int) -> dict[str, int | None]:
-    """Budgets in tenths of a GB for adjustable services whose minimums fit into `room`.
+    """Budgets in tenths of a GiB for adjustable services whose minimums fit into `room`.
 
     None for all of them when their estimates fit (others that did not fit left the
     room). Otherwise the room is split in proportion to their estimates (for one service:
@@ -342,28 +341,27 @@ def _shares(fitting: list[ServiceRequest], room: int) -> dict[str, int | None]:
     if wanted <= room:
         return dict.fromkeys((r.service.name for r in fitting), None)
     tenths: dict[str, int | None] = {
-        r.service.name: math.floor(room * r.service.vram_estimate_mb / wanted / _MB_PER_TENTH)
+        # Integer arithmetic: floor(room * estimate / wanted) MiB in whole tenths of a GiB.
+        r.service.name: room * r.service.vram_estimate_mb * 10 // (wanted * MIB_PER_GIB)
         for r in fitting
     }
-    if all(
-        (tenths[r.service.name] or 0) * _MB_PER_TENTH >= least_budget_mb(r.service) for r in fitting
-    ):
+    if all(tenths_mib(tenths[r.service.name] or 0) >= least_budget_mb(r.service) for r in fitting):
         return tenths
     least = {r.service.name: least_budget_mb(r.service) for r in fitting}
     beyond = {r.service.name: r.service.vram_estimate_mb - least[r.service.name] for r in fitting}
     spare = room - sum(least.values())
     extra_total = sum(beyond.values())
     return {
-        name: (least[name] + (math.floor(spare * beyond[name] / extra_total) if extra_total else 0))
-        // _MB_PER_TENTH
+        name: tenths_within(
+            least[name] + (spare * beyond[name] // extra_total if extra_total else 0)
+        )
         for name in least
     }
 
 
-def _room_gb(mb: float) -> str:
-    """Room left on a GPU in GB, rounded down like budgets so the numbers agree."""
-    tenths = max(0, math.floor(mb / _MB_PER_TENTH))
-    return f"{tenths // 10}.{tenths % 10} GB"
+def _room(mib: int) -> str:
+    """Room left on a GPU, rounded down like the budgets cut to fit it, so the numbers agree."""
+    return format_vram(max(0, mib), round_down=True)
 
 
 def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
@@ -374,12 +372,12 @@ def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
     demand = demand_mb(request)
     if demand <= gpu.vram_total_mb:
         return []
-    capacity = format_gpu_capacity(gpu.vram_total_mb)
+    capacity = format_vram(gpu.vram_total_mb)
     if service.role == "llm":
         return [
             PlanWarning(
                 WarningCode.LLM_ON_SMALL_GPU,
-                f"{service.model} requires ~{format_gb(demand)}, "
+                f"{service.model} requires ~{format_vram(demand)}, "
                 f"GPU {gpu.index} only has {capacity}",
                 service.name,
                 gpu.index,
@@ -388,7 +386,7 @@ def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
     return [
         PlanWarning(
             WarningCode.SERVICE_EXCEEDS_GPU,
-            f"{service.name} needs ~{format_gb(demand)}, exceeds GPU {gpu.index} ({capacity})",
+            f"{service.name} needs ~{format_vram(demand)}, exceeds GPU {gpu.index} ({capacity})",
             service.name,
             gpu.index,
         )

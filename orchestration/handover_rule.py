@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuconfig.domain import MB_PER_GB, Configuration, ResolvedAssignment, format_gb
+from gpuconfig.domain import Configuration, ResolvedAssignment, budget_mib, format_vram
 from orchestration.podman import ContainerState
 
 
@@ -67,7 +67,7 @@ def planned_mb(entry: ResolvedAssignment, estimates: Mapping[str, int]) -> int:
     """What one service holds on its GPU by the plan: its budget when it has one, else its
     estimate (the numbers the validator planned with)."""
     if entry.vram_budget_gb is not None:
-        return round(entry.vram_budget_gb * MB_PER_GB)
+        return budget_mib(entry.vram_budget_gb)
     return estimates.get(entry.service, 0)
 
 
@@ -145,7 +145,7 @@ def choose_handovers(
             elif need > room:
                 why_not = (
                     "restarts, its target GPU has no room for a second copy (needs "
-                    f"{format_gb(need)} at once, has {format_gb(room)})"
+                    f"{format_vram(need)} at once, has {format_vram(room)})"
                 )
         if why_not is None and want is not None:
             choices[name] = HandoverChoice(

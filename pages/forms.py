@@ -66,18 +66,18 @@ def budget_gb(raw: str) -> float | None:
     if not _PLAIN_DECIMAL.fullmatch(text):
         shown = text if len(text) <= 12 else text[:12] + "…"
         raise forms.ValidationError(
-            f"Type a plain number of GB with a decimal point, such as 3.5 (not {shown!r})."
+            f"Type a plain number of GiB with a decimal point, such as 3.5 (not {shown!r})."
         )
     value = float(text)
     if not MIN_BUDGET_GB <= value <= MAX_BUDGET_GB:
         raise forms.ValidationError(
-            f"Must be between {MIN_BUDGET_GB:g} and {MAX_BUDGET_GB:g} GB, got {value:g}."
+            f"Must be between {MIN_BUDGET_GB:g} and {MAX_BUDGET_GB:g} GiB, got {value:g}."
         )
     return value
 
 
 class BudgetField(forms.CharField):
-    """A VRAM budget in GB, typed as a plain decimal with a point (``budget_gb``)."""
+    """A VRAM budget in GiB, typed as a plain decimal with a point (``budget_gb``)."""
 
     def __init__(self) -> None:
         super().__init__(required=False, max_length=32, strip=True)

@@ -11,15 +11,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from devices.services import Sample, gpu_sample
-from gpuconfig.domain import MB_PER_GB, format_gb
+from gpuconfig.domain import format_vram
 from gpuconfig.measured import gpu_memory_uses
 
 
 def mb_text(mb: int | None) -> str:
-    """The page's VRAM wording: "650 MB" below a gigabyte, "1.5 GB" above (1 GB = 1000 MB)."""
+    """`format_vram` ("650 MiB", "1.5 GiB"), or "?" when nothing was measured."""
     if mb is None:
         return "?"
-    return f"{mb} MB" if mb < MB_PER_GB else format_gb(mb)
+    return format_vram(mb)
 
 
 def gpu_card_memory(gpu: Mapping[str, Any]) -> dict[str, Any]:

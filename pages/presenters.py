@@ -9,7 +9,7 @@ from typing import Any
 
 from gpuconfig.changes import ServiceChange
 from gpuconfig.domain import (
-    MB_PER_GB,
+    MIB_PER_GIB,
     RECOMMENDED_STRATEGY,
     STRATEGY_DESCRIPTIONS,
     STRATEGY_LABELS,
@@ -17,8 +17,7 @@ from gpuconfig.domain import (
     PlanWarning,
     StrategyName,
     WarningCode,
-    format_gb,
-    format_gpu_capacity,
+    format_vram,
 )
 from gpuconfig.headroom import GpuHeadroom, headroom, outside_mb_by_index
 from gpuconfig.services import Draft
@@ -87,12 +86,14 @@ class AssignmentRow:
 
 
 def change_detail(change: ServiceChange) -> str:
-    """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GB"."""
+    """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GiB"."""
     before, after = change.before, change.after
     if not before.enabled and before.gpu_index is None and after.enabled:
         # Nothing saved for it yet: say where it goes, not "enabled; unassigned → GPU 0".
         where = "no GPU" if after.gpu_index is None else f"GPU {after.gpu_index}"
-        budget = f", budget {after.vram_budget_gb:g} GB" if after.vram_budget_gb is not None else ""
+        budget = (
+            f", budget {after.vram_budget_gb:g} GiB" if after.vram_budget_gb is not None else ""
+        )
         return f"new: {where}{budget}"
     return change.describe().removeprefix(f"{change.service}: ")
 
@@ -101,19 +102,12 @@ def described(changes: Sequence[ServiceChange]) -> list[dict[str, str]]:
     return [{"service": c.service, "text": change_detail(c)} for c in changes]
 
 
-def estimate_text(mb: int) -> str:
-    """The design's VRAM estimate column: "21.7 GB", and "650 MB" below a gigabyte."""
-    return f"{mb} MB" if mb < MB_PER_GB else format_gb(mb)
-
-
 def short_gpu_name(name: str) -> str:
     return name.removeprefix("NVIDIA ").strip() or name
 
 
 def _gpu_label(gpu: Gpu) -> str:
-    label = (
-        f"GPU {gpu.index} · {short_gpu_name(gpu.name)} ({format_gpu_capacity(gpu.vram_total_mb)})"
-    )
+    label = f"GPU {gpu.index} · {short_gpu_name(gpu.name)} ({format_vram(gpu.vram_total_mb)})"
     return label if gpu.present else f"{label}, not detected"
 
 
@@ -165,14 +159,14 @@ def assignment_rows(draft: Draft, *, refused: RefusedFields | None = None) -> li
         override = request.budget_override_gb
         effective = entry.vram_budget_gb
         if effective is None and adjustable:
-            effective = service.vram_estimate_mb / MB_PER_GB
+            effective = round(service.vram_estimate_mb / MIB_PER_GIB, 2)
         budget_name = f"budget-{service.name}"
         shown = _number(override if override is not None else effective)
         rows.append(
             AssignmentRow(
                 service=service.name,
                 model=service.model,
-                estimate=estimate_text(service.vram_estimate_mb),
+                estimate=format_vram(service.vram_estimate_mb),
                 role=service.role,
                 options=options,
                 budget_adjustable=adjustable,
@@ -215,8 +209,8 @@ def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
             PlannedGpu(
                 index=gpu.index,
                 name=short_gpu_name(gpu.name),
-                capacity=format_gpu_capacity(total) if total else "unknown size",
-                planned=format_gb(mb),
+                capacity=format_vram(total) if total else "unknown size",
+                planned=format_vram(mb),
                 percent=min(100, round(100 * mb / total)) if total else 0,
                 over=bool(total) and mb > total,
                 present=gpu.present,
@@ -238,18 +232,18 @@ def headroom_line(draft: Draft) -> str:
     room = headroom(draft.gpus, planned, outside_mb_by_index(draft.gpus, draft.registry.names()))
     largest = room.largest_addable_mb
     split = room.total_free_mb - largest
-    line = f"Largest service that could be added without moving anything: {format_gb(largest)}"
+    line = f"Largest service that could be added without moving anything: {format_vram(largest)}"
     if split > 0:
-        line += f" ({format_gb(split)} more is free, but split over other GPUs)"
+        line += f" ({format_vram(split)} more is free, but split over other GPUs)"
     return line + "."
 
 
 def free_text(room: GpuHeadroom) -> str:
-    """'Free for new services: 4.2 GB' (measured use outside GPU Config counted), or why 0."""
+    """'Free for new services: 4.2 GiB' (measured use outside GPU Config counted), or why 0."""
     if room.cordoned:
         return "Free for new services: none (in maintenance)"
     unmeasured = "" if room.outside_mb is not None else " (use outside GPU Config not measured)"
-    return f"Free for new services: {format_gb(room.free_mb)}{unmeasured}"
+    return f"Free for new services: {format_vram(room.free_mb)}{unmeasured}"
 
 
 def warning_note(warning: PlanWarning) -> str:
@@ -279,9 +273,9 @@ def gpu_cards(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cards.append(
             {
                 **gpu,
-                "capacity": format_gpu_capacity(total) if total else "unknown size",
-                "used_text": format_gb(used).removesuffix(" GB") if used is not None else "?",
-                "total_text": format_gpu_capacity(total) if total else "?",
+                "capacity": format_vram(total) if total else "unknown size",
+                "used_text": format_vram(used).removesuffix(" GiB") if used is not None else "?",
+                "total_text": format_vram(total) if total else "?",
                 "percent": min(100, round(100 * used / total)) if known else 0,
                 "known": known,
                 "memory": gpu_card_memory(gpu),  # measured use per service, outside use

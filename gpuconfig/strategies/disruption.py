@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from gpuconfig.domain import Disruption, format_gb
+from gpuconfig.domain import Disruption, format_vram
 from gpuconfig.strategies.budget import Budget, BudgetExhausted, Cap
 from gpuconfig.strategies.inventory import Inventory, Item
 from gpuconfig.strategies.packing import may_fit, pack
@@ -404,8 +404,8 @@ def _why(problem: _Problem, k: int, choice: Sequence[int]) -> str:
     staying = fixed[p] + sum(sizes[j] for j in range(len(items)) if now[j] == p and p in allowed[j])
     if staying > caps[p]:
         reason = (
-            f"with every service staying GPU {gpu} would hold {format_gb(staying)} "
-            f"of its {format_gb(caps[p])}"
+            f"with every service staying GPU {gpu} would hold {format_vram(staying)} "
+            f"of its {format_vram(caps[p])}"
         )
     elif staying > limits[p] and balanced and scratch_value is not None:
         reason = (
