@@ -75,6 +75,7 @@ class ApplyApi(BoundedBodyApi):
             strategy=StrategyName(data["strategy"]),
             changes=changes_of(data),
             expected_version=data.get("version"),
+            from_scratch=data["from_scratch"],
         )
         return _accepted(result.run.id)
 

@@ -437,13 +437,15 @@ def gpu_config_save_and_apply(
     expected_version: int | None = None,
     draft: Draft | None = None,
     enqueue: bool = True,
+    from_scratch: bool = False,
 ) -> SavedAndApplying:
     """Save the configuration asked for when it differs from the newest saved version, then
     start applying the newest saved version (the page's Apply, and the API's apply with a
     body). The save's own errors pass through (nothing saved, nothing applied); a refused
-    apply after a save is an ``ApplyRefused`` whose ``saved`` is the version kept."""
-    if draft is None or draft.strategy != strategy:
-        draft = gpu_config_draft(strategy=strategy, changes=changes)
+    apply after a save is an ``ApplyRefused`` whose ``saved`` is the version kept.
+    ``from_scratch``: save the full re-plan (gpuconfig.services.gpu_config_save)."""
+    if draft is None or draft.strategy != strategy or draft.from_scratch != from_scratch:
+        draft = gpu_config_draft(strategy=strategy, changes=changes, from_scratch=from_scratch)
     saved = None
     if config_selectors.draft_unsaved(draft, config_selectors.latest_version()):
         saved = gpu_config_save(
@@ -452,6 +454,7 @@ def gpu_config_save_and_apply(
             changes=changes,
             expected_version=expected_version,
             draft=draft,
+            from_scratch=from_scratch,
         ).version
     try:
         run = apply_run_start(user=user, enqueue=enqueue)

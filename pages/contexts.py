@@ -26,6 +26,7 @@ from orchestration import selectors as run_selectors
 from orchestration.models import RunKind, RunStatus, StepStatus
 from pages.forms import RefusedFields, SystemSettingsForm
 from pages.measured_vram import measured_text_by_service
+from pages.plan_restarts import plan_restarts
 from pages.presenters import (
     assignment_rows,
     described,
@@ -123,6 +124,10 @@ def config_context(
         "show_diff": show_diff,
         "confirm_apply": confirm_apply,
         "diff": described(draft.changes),
+        # What Apply would restart, and this plan beside the re-plan from scratch (issue 19).
+        "plan_restarts": plan_restarts(draft),
+        "from_scratch": draft.from_scratch,
+        "automatic": draft.strategy != StrategyName.MANUAL,
         "notices": notices or [],
         "conflict": conflict,
         # Apply is shown disabled while a run is active (the server refuses it anyway).

@@ -110,6 +110,9 @@ class GpuConfigForm(forms.Form):
     )
     version = forms.IntegerField(min_value=0, required=False)
     action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS], required=False)
+    # "Re-plan from scratch": an automatic strategy plans as if nothing ran yet, instead of
+    # keeping running services where they are (gpuconfig.drafts, issue 19).
+    from_scratch = forms.BooleanField(required=False)
 
     def __init__(self, *args: Any, services: Sequence[Service], **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -251,7 +254,10 @@ def parse_gpu_form(data: Mapping[str, Any]) -> GpuForm:
     changes = form.changes() if form.chosen_strategy is not None else []
     if form.chosen_strategy == StrategyName.MANUAL and form.strategy_switched():
         changes = _plan_on_screen(form, registry)
-    draft = gpu_config_draft(strategy=form.chosen_strategy, changes=changes)
+    from_scratch = bool(form.cleaned_data.get("from_scratch"))
+    draft = gpu_config_draft(
+        strategy=form.chosen_strategy, changes=changes, from_scratch=from_scratch
+    )
     errors = form.field_errors()
     problems = ["Choose one of the five strategies."] if "strategy" in form.errors else []
     try:

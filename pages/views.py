@@ -160,6 +160,7 @@ def gpu_save(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             expected_version=form.version,
             draft=form.draft,  # planned once for this request
             only_if_changed=True,
+            from_scratch=form.draft.from_scratch,
         )
     except Refusal as exc:
         return save_refused(request, form, exc)
@@ -189,6 +190,7 @@ def gpu_apply(request: HtmxHttpRequest, form: GpuForm) -> HttpResponse:
             changes=form.changes,
             expected_version=form.version,
             draft=form.draft,
+            from_scratch=form.draft.from_scratch,
         )
     except ApplyRefused as exc:
         return apply_refused(request, exc)
