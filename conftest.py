@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from common.data_dir import needs_of, prepare
 from devices.services import reset_sampler
+from orchestration import podman
+from orchestration import services as orchestration_services
 from orchestration.selectors import reset_container_health_cache, reset_dependency_health_cache
 
 # One Chromium for every browser test, wherever it lives (see tests/browser/fixtures.py).
@@ -115,3 +118,35 @@ def member_api(member_user: User) -> APIClient:
     client = APIClient()
     client.force_login(member_user)
     return client
+
+
+@pytest.fixture
+def staff(staff_user: User) -> Client:
+    """A browser logged in as staff (the pages' session login, not the API's)."""
+    client = Client()
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def member(member_user: User) -> Client:
+    """A browser logged in as a viewer."""
+    client = Client()
+    client.force_login(member_user)
+    return client
+
+
+@pytest.fixture
+def startable(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Apply and rollback can start without podman: their probe finds a podman-compose
+    1.6.0, and the run is not handed to Celery. The list collects the ids of the runs that
+    would have been enqueued, in order."""
+    orchestration_services.forget_probe()
+    enqueued: list[int] = []
+    monkeypatch.setattr(
+        orchestration_services,
+        "compose_tool",
+        lambda **kwargs: podman.ComposeTool(argv=("podman-compose",), version="1.6.0"),
+    )
+    monkeypatch.setattr(orchestration_services, "_enqueue", enqueued.append)
+    return enqueued

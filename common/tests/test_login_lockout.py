@@ -178,3 +178,36 @@ def test_a_trusted_proxy_that_is_not_an_address_stops_the_app_at_start():
     assert (
         "GPUCONFIG_TRUSTED_PROXIES: 'proxy.example' is not an address or a CIDR network"
     ) in result.stderr
+
+
+# The lockout as issue 12 set it up: a login of its own and the admin's both lock.
+
+
+@pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
+def test_repeated_wrong_passwords_lock_the_login(staff_user, settings, login_url):
+    settings.AXES_FAILURE_LIMIT = 3
+    client = Client()
+    for _ in range(2):
+        response = client.post(login_url, {"username": "operator", "password": "wrong"})
+        assert response.status_code == 200, "a wrong password is answered normally at first"
+
+    third = client.post(login_url, {"username": "operator", "password": "wrong"})
+    right = client.post(login_url, {"username": "operator", "password": "operator-pass-1"})
+
+    for locked in (third, right):
+        assert locked.status_code == 429
+        assert "Account locked: too many login attempts" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+    # Another user from the same address is not locked out with them.
+    User.objects.create_user("colleague", password="colleague-pass-1", is_staff=True)
+    other = client.post(login_url, {"username": "colleague", "password": "colleague-pass-1"})
+    assert other.status_code == 302
+
+
+def test_a_correct_password_before_the_limit_logs_in(staff_user):
+    client = Client()
+    client.post("/accounts/login/", {"username": "operator", "password": "wrong"})
+    response = client.post(
+        "/accounts/login/", {"username": "operator", "password": "operator-pass-1"}
+    )
+    assert response.status_code == 302

@@ -45,13 +45,6 @@ def _saved(db: Any) -> None:
     )
 
 
-@pytest.fixture
-def staff(staff_user: Any) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
 def _assignments_file() -> Path:
     return Path(django_settings.GPUCONFIG_OUTPUT_DIR) / ASSIGNMENTS_FILE
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from devices.services import gpu_inventory_rescan
 from gpuconfig.registry import RegistryError, load_registry, parse_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +145,87 @@ def test_the_registry_is_reread_when_the_file_changes(tmp_path):
     assert load_registry(path).services[0].vram_estimate_mb == 100
     path.write_text(_compose("      gpuconfig.vram_estimate_mb: '2500'\n"))
     assert load_registry(path).services[0].vram_estimate_mb == 2500
+
+
+# --- hostile and careless compose files (issue 12) ---------------------------------------------
+
+BASE = """services:
+  ai-llm:
+    image: localhost/llm:latest
+    labels:
+      gpuconfig.vram_estimate_mb: "1000"
+"""
+
+
+def test_a_service_name_with_a_trailing_newline_is_refused():
+    text = 'services:\n  "ai-llm\\n":\n    labels:\n      gpuconfig.vram_estimate_mb: "1000"\n'
+    with pytest.raises(RegistryError, match="names of managed services must be"):
+        parse_registry(Path("compose.yml"), text)
+
+
+def _laughs(depth: int) -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, depth + 1):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return "x-laughs:\n" + "\n".join("  " + line for line in lines) + "\n" + BASE
+
+
+def test_a_billion_laughs_compose_file_is_refused_quickly_with_a_short_message():
+    text = _laughs(8)  # 9**9 = 387 million values once expanded, from ~600 bytes
+    assert len(text) < 700
+
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(Path("compose.yml"), text)
+
+    message = str(caught.value)
+    assert "more than 100,000 values once its YAML aliases are expanded" in message
+    assert len(message) < 300
+
+
+def test_a_few_honest_aliases_still_parse():
+    text = "x-common: &common\n  restart: always\n" + BASE.replace(
+        "    image:", "    <<: *common\n    image:"
+    )
+    assert parse_registry(Path("compose.yml"), text).names() == ["ai-llm"]
+
+
+def test_a_huge_label_value_is_quoted_briefly_in_the_error():
+    text = BASE + f'      gpuconfig.role: "{"x" * 50_000}"\n'
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(Path("compose.yml"), text)
+    assert len(str(caught.value)) < 300
+    assert "is not one of llm, critical, standard" in str(caught.value)
+
+
+def test_a_failed_parse_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services: [")
+    calls = []
+    real = parse_registry
+
+    def counting(path: Path, text: str) -> Any:
+        calls.append(path)
+        return real(path, text)
+
+    monkeypatch.setattr("gpuconfig.registry.parse_registry", counting)
+    for _ in range(5):
+        with pytest.raises(RegistryError, match="not valid YAML"):
+            load_registry(compose)
+    assert len(calls) == 1
+
+    compose.write_text(BASE)
+    assert load_registry(compose).names() == ["ai-llm"]
+    assert len(calls) == 2
+
+
+@pytest.mark.django_db
+def test_the_api_answers_a_billion_laughs_compose_file_with_a_short_503(staff_api, settings):
+    gpu_inventory_rescan()
+    Path(settings.GPUCONFIG_COMPOSE_FILE).write_text(_laughs(8))
+
+    response = staff_api.get("/api/system/gpu-config")
+
+    assert response.status_code == 503
+    assert len(response.content) < 1000
+    assert "aliases are expanded" in response.json()["error"]

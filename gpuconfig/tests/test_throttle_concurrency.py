@@ -92,3 +92,10 @@ def test_the_429_says_when_to_come_back_and_other_users_are_not_counted(
     # Until the hour's window ends, and a third into the next while this one still weighs.
     assert 0 < int(refused["Retry-After"]) <= 3600 + 3600 / 3
     assert staff_api.get(URL).status_code == 200, "counted per user"
+
+
+def test_the_api_throttles_each_user(settings, member_api, staff_api):
+    cache.clear()  # throttle counts live in the cache: none left by an earlier test
+    settings.GPUCONFIG_API_RATE_USER = "2/minute"
+    assert [member_api.get("/api/system/gpus").status_code for _ in range(3)] == [200, 200, 429]
+    assert staff_api.get("/api/system/gpus").status_code == 200, "counted per user"

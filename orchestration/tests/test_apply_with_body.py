@@ -18,18 +18,9 @@ pytestmark = pytest.mark.django_db
 APPLY = "/api/system/gpu-config/apply"
 
 
-@pytest.fixture
-def startable(monkeypatch) -> list[Any]:
-    gpu_inventory_rescan()
-    orchestration_services.forget_probe()
-    enqueued: list[Any] = []
-    monkeypatch.setattr(
-        orchestration_services,
-        "compose_tool",
-        lambda **kwargs: podman.ComposeTool(argv=("podman-compose",), version="1.6.0"),
-    )
-    monkeypatch.setattr(orchestration_services, "_enqueue", enqueued.append)
-    return enqueued
+@pytest.fixture(autouse=True)
+def _inventory(db: Any) -> None:
+    gpu_inventory_rescan()  # apply can start: the fixture startable (conftest.py)
 
 
 def _post(client, body: dict[str, Any] | None):

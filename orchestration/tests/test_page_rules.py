@@ -13,23 +13,11 @@ from gpuconfig import selectors as config_selectors
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion
 from gpuconfig.services import AssignmentChange, ConfigConflict, gpu_config_draft, gpu_config_save
-from orchestration import podman, selectors
-from orchestration import services as orchestration_services
+from orchestration import selectors
 from orchestration.models import ApplyRun, RunStatus
 from orchestration.services import ApplyRefused, gpu_config_save_and_apply
 
 pytestmark = pytest.mark.django_db
-
-
-def _startable(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    enqueued: list[Any] = []
-    monkeypatch.setattr(
-        orchestration_services,
-        "compose_tool",
-        lambda **kwargs: podman.ComposeTool(argv=("podman-compose",), version="1.6.0"),
-    )
-    monkeypatch.setattr(orchestration_services, "_enqueue", enqueued.append)
-    return enqueued
 
 
 def test_a_draft_is_unsaved_until_saved_and_again_after_any_change():
@@ -76,26 +64,25 @@ def test_a_run_is_active_while_one_is_running():
 
 
 def test_save_and_apply_saves_what_differs_then_starts_the_run(
-    monkeypatch, django_capture_on_commit_callbacks
+    startable, django_capture_on_commit_callbacks
 ):
-    enqueued = _startable(monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         result = gpu_config_save_and_apply(user=None, strategy=StrategyName.VRAM_BASED)
     assert result.saved is not None and result.saved.number == 1
     assert result.run.version == result.saved
-    assert enqueued == [result.run.pk]
+    assert startable == [result.run.pk]
 
 
-def test_save_and_apply_does_not_save_again_what_is_saved_already(monkeypatch):
-    _startable(monkeypatch)
+@pytest.mark.usefixtures("startable")
+def test_save_and_apply_does_not_save_again_what_is_saved_already():
     gpu_config_save(user=None, strategy=StrategyName.VRAM_BASED)
     result = gpu_config_save_and_apply(user=None, strategy=StrategyName.VRAM_BASED)
     assert result.saved is None
     assert ConfigVersion.objects.count() == 1
 
 
-def test_a_refused_apply_after_a_save_says_which_version_was_kept(monkeypatch):
-    _startable(monkeypatch)
+@pytest.mark.usefixtures("startable")
+def test_a_refused_apply_after_a_save_says_which_version_was_kept():
     version = gpu_config_save(user=None, strategy=StrategyName.VRAM_BASED).version
     ApplyRun.objects.create(version=version, status=RunStatus.RUNNING, heartbeat_at=timezone.now())
     with pytest.raises(ApplyRefused) as refused:
@@ -104,8 +91,8 @@ def test_a_refused_apply_after_a_save_says_which_version_was_kept(monkeypatch):
     assert refused.value.saved is not None and refused.value.saved.number == 2
 
 
-def test_a_refused_save_applies_nothing(monkeypatch):
-    _startable(monkeypatch)
+@pytest.mark.usefixtures("startable")
+def test_a_refused_save_applies_nothing():
     gpu_config_save(user=None, strategy=StrategyName.VRAM_BASED)
     with pytest.raises(ConfigConflict):
         gpu_config_save_and_apply(user=None, strategy=StrategyName.BALANCED, expected_version=7)

@@ -26,8 +26,7 @@ from gpuconfig import drafts, strategies
 from gpuconfig.domain import StrategyName
 from gpuconfig.models import ConfigVersion, GpuConfiguration
 from gpuconfig.services import gpu_config_save
-from orchestration import podman, selectors
-from orchestration import services as orchestration_services
+from orchestration import selectors
 from orchestration.models import ApplyRun
 
 pytestmark = pytest.mark.django_db
@@ -60,19 +59,12 @@ PLANS = {"api_put": 1, "htmx_save": 1, "htmx_apply": 1}
 
 
 @pytest.fixture(autouse=True)
-def _startable(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+def _startable(startable: list[int], monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     """Apply and rollback pass their podman probe and enqueue nothing; no podman is read."""
     # The warm-up request's GPU sample stays fresh: a re-sample (its own queries) must not
     # land in a measured request just because a slow run crossed the 1 s sample age.
     settings.GPUCONFIG_SAMPLE_SECONDS = 3600
     gpu_inventory_rescan()
-    orchestration_services.forget_probe()
-    monkeypatch.setattr(
-        orchestration_services,
-        "compose_tool",
-        lambda **kwargs: podman.ComposeTool(argv=("podman-compose",), version="1.6.0"),
-    )
-    monkeypatch.setattr(orchestration_services, "_enqueue", lambda run_id: None)
     monkeypatch.setattr(
         selectors,
         "container_health",

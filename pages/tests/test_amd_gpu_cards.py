@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 from django.test import Client
@@ -14,13 +13,6 @@ from devices.services import gpu_inventory_rescan
 from devices.tests.test_inventory_vendors import MIXED
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(staff_user: Any) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
 
 
 def _card(html: str, index: int) -> str:

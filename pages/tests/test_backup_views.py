@@ -44,20 +44,6 @@ def _saved(db: Any) -> None:
     )
 
 
-@pytest.fixture
-def staff(staff_user: Any) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def member(member_user: Any) -> Client:
-    client = Client()
-    client.force_login(member_user)
-    return client
-
-
 def _text(response: Any) -> str:
     return html.unescape(response.content.decode())
 
