@@ -56,20 +56,6 @@ def _inventory(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     orchestration_services.forget_probe()
 
 
-@pytest.fixture
-def staff(staff_user: Any) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def member(member_user: Any) -> Client:
-    client = Client()
-    client.force_login(member_user)
-    return client
-
-
 def _form(strategy: str = "vram_based", table: str | None = None, **fields: str) -> dict[str, str]:
     """A post of the GPU Configuration form: every service on Auto unless given."""
     data = {"strategy": strategy, "table_strategy": table or strategy, "version": "0"}
@@ -457,24 +443,10 @@ def test_apply_while_another_run_is_active_is_a_409_message(staff):
     assert ConfigVersion.objects.count() == 1, "nothing changed, so nothing new was saved"
 
 
-def _startable(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Let apply_run_start pass its podman probe and record the runs it would enqueue."""
-    from orchestration import podman
-
-    enqueued: list[Any] = []
-    monkeypatch.setattr(
-        orchestration_services,
-        "compose_tool",
-        lambda **kwargs: podman.ComposeTool(argv=("podman-compose",), version="1.6.0"),
-    )
-    monkeypatch.setattr(orchestration_services, "_enqueue", enqueued.append)
-    return enqueued
-
-
 def test_apply_starts_a_run_and_the_status_polls_until_it_ends(
-    staff, monkeypatch, django_capture_on_commit_callbacks
+    staff, startable, django_capture_on_commit_callbacks
 ):
-    enqueued = _startable(monkeypatch)
+    enqueued = startable  # the runs handed to the worker (conftest.py)
     _save()
     with django_capture_on_commit_callbacks(execute=True):
         response = staff.post(URL, {**_form(version="1"), "action": "apply"}, headers=HX)
@@ -529,9 +501,9 @@ def test_after_a_finished_apply_a_manual_rollback_is_offered_and_refusals_are_re
 
 
 def test_a_manual_rollback_starts_and_the_form_shows_the_restored_version(
-    staff, monkeypatch, django_capture_on_commit_callbacks
+    staff, startable, django_capture_on_commit_callbacks
 ):
-    enqueued = _startable(monkeypatch)
+    enqueued = startable
     first = ConfigVersion.objects.get(number=_save("vram_based"))
     second = ConfigVersion.objects.get(number=_save("isolation_first"))
     ConfigVersion.objects.filter(pk=first.pk).update(applied_at=timezone.now())
