@@ -94,23 +94,34 @@ def _choices(
     services: list[str] | None = None,
 ) -> dict[str, HandoverChoice]:
     names = list(context.services if services is None else services)
+    choices, grace = handover_choices(names, target=target, previous=previous, env=context.env)
+    context.handovers.stop_grace_s.update(grace)
+    return choices
+
+
+def handover_choices(
+    names: list[str],
+    *,
+    target: Configuration,
+    previous: Configuration | None,
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, HandoverChoice], dict[str, float]]:
+    """How each of ``names`` would move to ``target`` now (handover or restart, and why),
+    and each one's stop grace period: what a run decides, and what a preview says."""
     try:
         registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
-        running = podman.inspect_services(
-            settings.GPUCONFIG_COMPOSE_PROJECT, names, env=context.env
-        )
+        running = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, names, env=env)
     except (RegistryError, podman.PodmanCommandError) as exc:
         # Not knowing is no reason to fail the run: move as before, and say why.
         reason = f"restarts, cannot tell whether a second copy can run: {exc}"
-        return {name: HandoverChoice(name, False, reason) for name in names}
+        return {name: HandoverChoice(name, False, reason) for name in names}, {}
     # The inventory's capacities, as the plan used them; whether a GPU answers now is the
     # copy's own check (a GPU that went away fails it and the old container stays).
     reserve = config_selectors.system_config().vram_reserve_mb
     room = {gpu.index: gpu.vram_total_mb - reserve for gpu in config_selectors.planning_gpus()}
     definitions = registry.compose.get("services") or {}
-    for name in names:
-        context.handovers.stop_grace_s[name] = stop_grace_s(definitions.get(name) or {})
-    return choose_handovers(
+    grace = {name: stop_grace_s(definitions.get(name) or {}) for name in names}
+    choices = choose_handovers(
         names,
         target=target,
         previous=previous,
@@ -119,6 +130,7 @@ def _choices(
         estimates={s.name: s.vram_estimate_mb for s in registry.services},
         room_mb=room,
     )
+    return choices, grace
 
 
 def move(context: ApplyContext, service: str, *, back: bool = False) -> None:

@@ -341,3 +341,18 @@ def apply_readiness() -> tuple[bool, str]:
     except podman.ComposeUnavailable as exc:
         return False, str(exc)
     return True, ""
+
+
+def planned_moves(target: Configuration, services: list[str]) -> dict[str, str]:
+    """How Apply would move each of ``services`` to ``target`` now, in the run's own words
+    ("moves without a gap: a second copy starts on GPU 1 ..." or "restarts, its target GPU
+    has no room for a second copy ..."), for the preview and Apply's confirmation."""
+    if not services:
+        return {}
+    # Imported here: the handover module builds on the executor, which a read need not load.
+    from orchestration.handover import handover_choices
+
+    applied = config_selectors.latest_applied_version()
+    previous = config_selectors.version_configuration(applied) if applied else None
+    choices, _grace = handover_choices(services, target=target, previous=previous)
+    return {name: choice.reason for name, choice in choices.items()}

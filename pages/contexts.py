@@ -26,7 +26,7 @@ from orchestration import selectors as run_selectors
 from orchestration.models import RunKind, RunStatus, StepStatus
 from pages.forms import RefusedFields, SystemSettingsForm
 from pages.measured_vram import measured_text_by_service
-from pages.plan_restarts import plan_restarts
+from pages.plan_restarts import plan_restarts, restarting
 from pages.presenters import (
     assignment_rows,
     described,
@@ -125,7 +125,13 @@ def config_context(
         "confirm_apply": confirm_apply,
         "diff": described(draft.changes),
         # What Apply would restart, and this plan beside the re-plan from scratch (issue 19).
-        "plan_restarts": plan_restarts(draft),
+        "plan_restarts": plan_restarts(
+            draft,
+            # Asked of podman only where the answer is shown: the preview and the confirmation.
+            run_selectors.planned_moves(draft.configuration, restarting(draft))
+            if (show_diff or confirm_apply) and running["available"]
+            else None,
+        ),
         "from_scratch": draft.from_scratch,
         "automatic": draft.strategy != StrategyName.MANUAL,
         "notices": notices or [],

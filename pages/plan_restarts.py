@@ -8,7 +8,8 @@ them; the API returns the same facts as JSON (``gpuconfig.apis._preview_body``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gpuconfig.drafts import Draft
 
@@ -37,18 +38,29 @@ class PlanRestarts:
     this_plan: PlanSide | None = None
     from_scratch: PlanSide | None = None
     is_from_scratch: bool = False
+    # How Apply would move each restart now (orchestration: a second copy first, or a stop
+    # then a start, and why): (service, sentence), empty when not asked or not known.
+    how: list[tuple[str, str]] = field(default_factory=list)
 
 
-def plan_restarts(draft: Draft) -> PlanRestarts:
-    """The restarts and moves of ``draft``, and its comparison with the full re-plan."""
+def restarting(draft: Draft) -> list[str]:
+    """The running services whose container Apply would recreate for ``draft``."""
+    return [c.service for c in draft.changes if c.restarts]
+
+
+def plan_restarts(draft: Draft, how: Mapping[str, str] | None = None) -> PlanRestarts:
+    """The restarts and moves of ``draft``, and its comparison with the full re-plan.
+    ``how``: by service, how Apply would move it (orchestration.selectors.planned_moves)."""
     disruption = draft.plan.disruption if draft.plan else None
     reasons = dict(zip(disruption.moved, disruption.reasons, strict=True)) if disruption else {}
+    how = how or {}
     result = PlanRestarts(
-        restarts=[c.service for c in draft.changes if c.restarts],
+        restarts=restarting(draft),
         moved=[
             MovedService(c.service, reasons.get(c.service, "")) for c in draft.changes if c.moves
         ],
         placed=[c.service for c in draft.changes if c.placed_first],
+        how=[(name, how[name]) for name in restarting(draft) if name in how],
     )
     if disruption is None:
         return result
@@ -65,6 +77,7 @@ def plan_restarts(draft: Draft) -> PlanRestarts:
             utilization=_utilization(disruption.scratch_max_utilization),
         ),
         is_from_scratch=disruption.from_scratch,
+        how=result.how,
     )
 
 
