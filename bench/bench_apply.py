@@ -149,11 +149,33 @@ def main() -> int:
             )  # fmt: skip
             return time.perf_counter() - start
 
+        def by_hand(commands: list[dict]) -> float:
+            """A make-before-break move done by hand: the run's own two commands (start the
+            copy, then compose's recreate) and the copy's removal, and between them, where
+            an operator must wait for the copy (then compose's new container) to be healthy
+            before going on, a `podman healthcheck run` that passes, as the run waits. The
+            run's network moves (the name switched from one container to the other) are left
+            out: they are GPU Config's cost of not dropping a request."""
+            start = time.perf_counter()
+            for command in commands:
+                argv = list(command["argv"])
+                if "network" in argv:
+                    continue
+                subprocess.run(
+                    argv, cwd=setup.compose_file.parent, capture_output=True, timeout=300,
+                    check=command["exit_code"] == 0,
+                )  # fmt: skip
+                started = _started_container(argv, setup.project)
+                if started:
+                    _wait_healthy(started)
+            return time.perf_counter() - start
+
         save()
         _, first = apply()
         assert first["status"] == "succeeded", first
         results: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in (1, 3, 5)}
         recreated_count: dict[int, int] = {}
+        handed_over: dict[int, int] = {}
         compose_times: dict[int, list[float]] = {}
         for _ in range(ROUNDS):
             for n in (1, 3, 5):
@@ -168,12 +190,17 @@ def main() -> int:
                 recreated = [st["service"] for st in run["steps"]]
                 assert set(moved) <= set(recreated), run
                 recreated_count[n] = len(recreated)
+                handed = [st["service"] for st in run["steps"] if "without a gap" in st["message"]]
+                handed_over[n] = len(handed)
                 results[n][0].append(took)
-                # The compose command's own duration, from its row (a run that succeeded ran
-                # exactly one command).
-                (command,) = run["commands"]
-                compose_times.setdefault(n, []).append(command["duration_s"])
-                results[n][1].append(bare(recreated))
+                # The commands' own time, from their rows.
+                compose_times.setdefault(n, []).append(
+                    sum(c["duration_s"] for c in run["commands"])
+                )
+                # The reference: the bare compose command for a plain recreate; the same
+                # commands by hand when some services moved without a gap.
+                reference = by_hand(run["commands"]) if handed else bare(recreated)
+                results[n][1].append(reference)
         noop_times = []
         for _ in range(ROUNDS):
             took, run = apply()
@@ -190,9 +217,10 @@ def main() -> int:
 
     print(f"Apply & Restart vs bare podman-compose (real containers, median of {ROUNDS} rounds)")
     print("reference: `podman-compose -f base -f override up -d --force-recreate --no-deps S...`")
+    print("make-before-break moves: the run's own commands by hand, waiting for health as it does")
     print(
-        f"{'moved':>5}  {'recreated':>9}  {'apply (POST->final)':>20}  {'bare command':>12}"
-        f"  {'ratio':>6}  {'of which compose':>16}"
+        f"{'moved':>5}  {'recreated':>9}  {'handed over':>11}  {'apply (POST->final)':>20}"
+        f"  {'by hand':>12}  {'ratio':>6}  {'of which commands':>17}"
     )
     ok = True
     for n, (applies, bares) in results.items():
@@ -202,8 +230,8 @@ def main() -> int:
         verdict = "PASS" if ratio <= 1.2 else "FAIL"
         inner = statistics.median(compose_times[n])
         print(
-            f"{n:>5}  {recreated_count[n]:>9}  {a:>18.2f} s  {b:>10.2f} s  {ratio:>5.2f}x"
-            f"  {inner:>14.2f} s  {verdict}"
+            f"{n:>5}  {recreated_count[n]:>9}  {handed_over[n]:>11}  {a:>18.2f} s"
+            f"  {b:>10.2f} s  {ratio:>5.2f}x  {inner:>15.2f} s  {verdict}"
         )
     noop = statistics.median(noop_times)
     ok &= noop < 1.0
@@ -212,6 +240,28 @@ def main() -> int:
         f"0 containers recreated  {'PASS' if noop < 1.0 else 'FAIL'} (target < 1 s)"
     )
     return 0 if ok else 1
+
+
+def _started_container(argv: list[str], project: str) -> str | None:
+    """The container a command started, when the run then waits for its health: the copy
+    (`... run ... --name X`) or compose's new container (`... up ... service`)."""
+    if "run" in argv and "--name" in argv:
+        return argv[argv.index("--name") + 1]
+    if "up" in argv:
+        return f"{project}_{argv[-1]}_1"
+    return None
+
+
+def _wait_healthy(container: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        checked = subprocess.run(
+            ["podman", "healthcheck", "run", container], capture_output=True, timeout=60
+        )
+        if checked.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{container} did not become healthy by hand")
 
 
 if __name__ == "__main__":
