@@ -252,7 +252,7 @@ def test_import_onto_a_host_with_the_gpus_swapped_follows_the_uuids(tmp_path: Pa
     assert rows["ai-enrichment"].gpu_index == 0  # still on the A400
     assert ConfigVersion.objects.count() == 2
     assert (
-        f"GPU 0 (NVIDIA RTX A5500, 24.6 GB, {A5500_UUID}) from the file is GPU 1 on this host "
+        f"GPU 0 (NVIDIA RTX A5500, 24.0 GiB, {A5500_UUID}) from the file is GPU 1 on this host "
         "(same UUID); its services follow it." in err
     )
 
@@ -275,17 +275,19 @@ def test_import_onto_a_smaller_host_matches_by_index_and_warns_about_missing_gpu
     assert rows["ai-enrichment"].resolved_gpu_index == 0
     assert rows["ai-enrichment"].vram_budget_override == 3.2
     assert (
-        f"Warning: GPU 0 (NVIDIA RTX A5500, 24.6 GB, {A5500_UUID}) from the file is not on this "
-        "host by UUID; matched by index to GPU 0 (NVIDIA RTX 6000 Ada, 49.1 GB, GPU-1234abcd-0000)."
+        f"Warning: GPU 0 (NVIDIA RTX A5500, 24.0 GiB, {A5500_UUID}) from the file is not on this "
+        "host by UUID; matched by index to GPU 0 "
+        "(NVIDIA RTX 6000 Ada, 48.0 GiB, GPU-1234abcd-0000)."
         in err
     )
     assert (
-        f"Warning: GPU 1 (NVIDIA RTX A400, 4.1 GB, {A400_UUID}) from the file is not on this host."
+        f"Warning: GPU 1 (NVIDIA RTX A400, 4.0 GiB, {A400_UUID}) from the file is not on this host."
         in err
     )
     assert (
-        f"Warning: ai-enrichment was pinned to GPU 1 (NVIDIA RTX A400, 4.1 GB, {A400_UUID}), which "
-        "this host lacks; the vram_based strategy places it." in err
+        "Warning: ai-enrichment was pinned to GPU 1 "
+        f"(NVIDIA RTX A400, 4.0 GiB, {A400_UUID}), which this host lacks; "
+        "the vram_based strategy places it." in err
     )
 
 
@@ -299,7 +301,7 @@ def test_import_where_the_a400_was_pulled_keeps_the_a5500_by_uuid(
     _, err = _import(path)
 
     assert GpuConfiguration.objects.get(service_name="ai-llm").gpu_index == 0
-    assert "GPU 1 (NVIDIA RTX A400, 4.1 GB, " in err
+    assert "GPU 1 (NVIDIA RTX A400, 4.0 GiB, " in err
     assert "from the file is not on this host." in err
     assert "matched by index" not in err  # the A5500 was matched by its UUID
 
@@ -324,7 +326,7 @@ def test_manual_pins_to_a_missing_gpu_go_to_the_largest_gpu_with_a_warning(
     _, err = _import(path)
 
     assert GpuConfiguration.objects.get(service_name="ai-clip").gpu_index == 0
-    assert "ai-clip was on GPU 1 (NVIDIA RTX A400, 4.1 GB, " in err
+    assert "ai-clip was on GPU 1 (NVIDIA RTX A400, 4.0 GiB, " in err
     assert "placed on GPU 0 (NVIDIA RTX A5500). Check it before applying." in err
 
 
@@ -400,7 +402,7 @@ BAD_DOCUMENTS = [
     (
         "negative budget",
         ("assignments.1.vram_budget_override", -2),
-        "assignments[1].vram_budget_override: must be a number of GB from 0.1 to 2000, or null; "
+        "assignments[1].vram_budget_override: must be a number of GiB from 0.1 to 2000, or null; "
         "got -2",
     ),
     (

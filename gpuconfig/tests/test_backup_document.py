@@ -38,7 +38,8 @@ def test_a_host_gpu_taken_by_uuid_is_not_matched_again_by_index():
     match = match_gpus(_file((0, X), (1, Y)), _host((0, Z), (1, X)))
     assert match.host_index == {0: 1, 1: None}
     assert (
-        match.warnings[-1] == "GPU 1 (card 1, 8.2 GB, " + Y + ") from the file is not on this host."
+        match.warnings[-1]
+        == "GPU 1 (card 1, 8.0 GiB, " + Y + ") from the file is not on this host."
     )
 
 

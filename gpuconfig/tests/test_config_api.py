@@ -25,7 +25,9 @@ DESIGN_BODY = {
         {"service": "ai-enrichment", "gpu_index": 1},
     ],
 }
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 3.5 GB."
+# The RTX A400 is 4094 MiB: a 4 GB card reads 4.0 GiB (it read "4.1 GB" at MiB / 1000), and
+# the 3582 MiB left beside the reserve hold 3.4 GiB of budget.
+ADJUSTED = "ai-enrichment VRAM budget (6.6 GiB) exceeds GPU 1 (4.0 GiB). Auto-adjusted to 3.4 GiB."
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +83,7 @@ def test_saving_the_designs_body_gives_the_designs_answer_and_file(staff_api):
 
     enrichment = GpuConfiguration.objects.get(service_name="ai-enrichment")
     assert (enrichment.gpu_index, enrichment.resolved_gpu_index) == (1, 1)
-    assert enrichment.vram_budget_gb == 3.5
+    assert enrichment.vram_budget_gb == 3.4
     assert enrichment.budget_auto_adjusted is True
     assert SystemSetting.objects.get(key="gpu_assignment_strategy").value == {"default": "manual"}
 
@@ -91,27 +93,27 @@ def test_saving_the_designs_body_gives_the_designs_answer_and_file(staff_api):
     assert data["strategy"] == "manual"
     assert data["version"] == 1
     assert data["assignments"]["ai-llm"] == {"gpu": 0, "vram_budget": None}
-    assert data["assignments"]["ai-enrichment"] == {"gpu": 1, "vram_budget": 3.5}
-    assert "ai-enrichment: {gpu: 1, vram_budget: 3.5}" in text, "the design's flow style"
+    assert data["assignments"]["ai-enrichment"] == {"gpu": 1, "vram_budget": 3.4}
+    assert "ai-enrichment: {gpu: 1, vram_budget: 3.4}" in text, "the design's flow style"
 
     shown = {a["service"]: a for a in staff_api.get(URL).json()["assignments"]}
-    assert shown["ai-enrichment"]["vram_budget"] == 3.5
+    assert shown["ai-enrichment"]["vram_budget"] == 3.4
     assert shown["ai-enrichment"]["auto_adjusted"] is True
 
 
 @pytest.mark.parametrize(
     ("strategy", "expected"),
     [
-        # Largest first onto the most free MB: the LLM fills the A5500, the 6.8 GB zoo then
-        # finds the A400 emptier, Florence and CLIP fit in the A5500's remaining 2.9 GB;
-        # YOLO no longer does, so it joins the zoo, whose budget shrinks (not below 2 GB).
+        # Largest first onto the most free MiB: the LLM fills the A5500, the 6.6 GiB zoo then
+        # finds the A400 emptier, Florence and CLIP fit in the A5500's remaining 2.8 GiB;
+        # YOLO no longer does, so it joins the zoo, whose budget shrinks (not below 2 GiB).
         (
             "vram_based",
             {"ai-llm": 0, "ai-enrichment": 1, "ai-florence": 0, "ai-clip": 0, "ai-yolo26": 1},
         ),
         # Critical path (LLM + detector) on the fastest GPU (same compute capability 8.6, so
         # the larger A5500); the rest go largest-first to the GPU with the most free MB: the
-        # zoo to the A400, then Florence to the A5500's 2.2 GB left, CLIP to the A400.
+        # zoo to the A400, then Florence to the A5500's 2.2 GiB left, CLIP to the A400.
         (
             "latency_optimized",
             {"ai-llm": 0, "ai-yolo26": 0, "ai-enrichment": 1, "ai-florence": 0, "ai-clip": 1},
@@ -445,9 +447,10 @@ def test_versions_list_and_diff(staff_api, staff_user):
     moved = {c["service"] for c in diff if c["from_gpu"] != c["to_gpu"]}
     assert moved == {"ai-florence", "ai-clip"}
     # The zoo stays on the A400 but shares it with more now: too little is left for it
-    # (0.2 GB), so it is planned at its 2.0 GB minimum and said not to fit.
+    # (232 MiB), so it is planned at its 2.0 GiB minimum and said not to fit. Beside YOLO
+    # alone it had the 2.8 GiB in 4094 - 650 - 512 = 2932 MiB.
     zoo = next(c for c in diff if c["service"] == "ai-enrichment")
-    assert (zoo["from_budget"], zoo["to_budget"]) == (2.9, 2.0)
+    assert (zoo["from_budget"], zoo["to_budget"]) == (2.8, 2.0)
     missing = staff_api.get(f"{URL}/versions", {"from": 1, "to": 9})
     assert missing.status_code == 400
 

@@ -86,7 +86,7 @@ def test_over_estimate_warning_respects_the_configured_margin(
     (warning,) = member_api.get("/api/system/gpus").json()["warnings"]
     assert warning == {
         "code": "service_over_estimate",
-        "message": "ai-clip holds 1.3 GB on GPU 1, more than its estimate of 1.2 GB (margin 5%): "
+        "message": "ai-clip holds 1.3 GiB on GPU 1, more than its estimate of 1.2 GiB (margin 5%): "
         "raise its gpuconfig.vram_estimate_mb label (see suggested estimates)",
         "service": "ai-clip",
         "gpu_index": 1,
@@ -105,7 +105,7 @@ def test_preview_warns_when_the_targets_real_free_memory_cannot_hold_a_move(
     measured: tuple[FakeGpu, FakeGpu, Listing], staff_api
 ) -> None:
     a5500, a400, _ = measured
-    # The zoo holds 6 GB on GPU 0; GPU 1 (the A400) has 4094 - 250 - 3500 = 344 MB free.
+    # The zoo holds 6000 MiB on GPU 0; GPU 1 (the A400) has 4094 - 250 - 3500 = 344 MiB free.
     a5500.compute_processes = [(ZOO_PID, 6000 * MIB)]
     a400.used_mib = 3750
     a400.compute_processes = [(HOST_PID, 3500 * MIB)]
@@ -126,8 +126,10 @@ def test_preview_warns_when_the_targets_real_free_memory_cannot_hold_a_move(
     assert len(moves) == 1, response.json()["warnings"]
     assert moves[0]["gpu_index"] == 1
     assert moves[0]["service"] == "ai-enrichment"
-    assert moves[0]["message"].startswith("GPU 1 has 0.3 GB really free now (measured)")
-    assert "ai-enrichment (6.0 GB) moving there" in moves[0]["message"]
+    assert moves[0]["message"] == (
+        "GPU 1 has 344 MiB really free now (measured): "
+        "not enough for ai-enrichment (5.9 GiB) moving there"
+    )
 
 
 def _reading(index: int, used: int, total: int = 24000, reserved: int = 0) -> GpuReading:
@@ -135,7 +137,7 @@ def _reading(index: int, used: int, total: int = 24000, reserved: int = 0) -> Gp
 
 
 def test_a_move_fits_when_the_services_leaving_the_target_free_enough() -> None:
-    gpus = [_reading(0, 20000), _reading(1, 21000, reserved=500)]  # GPU 1: 2500 MB free
+    gpus = [_reading(0, 20000), _reading(1, 21000, reserved=500)]  # GPU 1: 2500 MiB free
     measured = {"zoo": {"GPU-0": 6800}, "clip": {"GPU-1": 4000}}
 
     swap = real_free_move_warnings(
@@ -157,5 +159,5 @@ def test_a_move_fits_when_the_services_leaving_the_target_free_enough() -> None:
     (warning,) = no_room
     assert warning.code is WarningCode.MOVE_EXCEEDS_REAL_FREE
     assert warning.message == (
-        "GPU 1 has 2.5 GB really free now (measured): not enough for zoo (6.8 GB) moving there"
+        "GPU 1 has 2.4 GiB really free now (measured): not enough for zoo (6.6 GiB) moving there"
     )

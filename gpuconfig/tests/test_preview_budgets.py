@@ -46,9 +46,10 @@ def test_vram_based_fits_the_reference_pair_with_the_zoos_budget_adjusted(member
     assert not any(w["code"] == "combined_exceeds_gpu" for w in body["warning_details"])
     for index, planned in body["planned_vram_mb"].items():
         assert planned <= CAPACITY_MB[index]
-    assert body["planned_vram_mb"] == {"0": 24400, "1": 3550}
+    assert body["planned_vram_mb"] == {"0": 24400, "1": 650 + 2868}
     # The rule's order where it fits (LLM, Florence and CLIP on the A5500); YOLO, which no
-    # longer fits there, joins the zoo, whose budget shrinks to 4094 - 650 - 512 MB.
+    # longer fits there, joins the zoo, whose budget shrinks to the whole tenths of a GiB in
+    # 4094 - 650 - 512 = 2932 MiB: 2.8 GiB, 2868 MiB.
     assert _placed(body) == {
         "ai-llm": 0,
         "ai-yolo26": 1,
@@ -57,9 +58,9 @@ def test_vram_based_fits_the_reference_pair_with_the_zoos_budget_adjusted(member
         "ai-enrichment": 1,
     }
     zoo = _zoo(body)
-    assert (zoo["vram_budget"], zoo["auto_adjusted"]) == (2.9, True)
+    assert (zoo["vram_budget"], zoo["auto_adjusted"]) == (2.8, True)
     assert body["warnings"] == [
-        "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 2.9 GB."
+        "ai-enrichment VRAM budget (6.6 GiB) exceeds GPU 1 (4.0 GiB). Auto-adjusted to 2.8 GiB."
     ]
 
 
@@ -75,20 +76,20 @@ def test_automatic_strategies_that_can_fit_answer_within_capacity(member_api, st
 def test_isolation_first_says_the_zoo_will_not_fit_instead_of_a_0_2_gb_budget(member_api):
     body = _preview(member_api, "isolation_first")
 
-    # The rule keeps the four others on the A400, which leaves the zoo 0.2 GB: it used to
-    # say "Auto-adjusted to 0.2 GB". Now it is planned at its 2.0 GB minimum, and flagged.
-    assert not any("Auto-adjusted to 0.2 GB" in w for w in body["warnings"])
+    # The rule keeps the four others on the A400, which leaves the zoo 232 MiB: it used to
+    # say "Auto-adjusted to 0.2 GB". Now it is planned at its 2.0 GiB minimum, and flagged.
+    assert not any("Auto-adjusted" in w for w in body["warnings"])
     zoo = _zoo(body)
     assert (zoo["gpu_index"], zoo["vram_budget"]) == (1, 2.0)
     detail = next(w for w in body["warning_details"] if w["code"] == "budget_below_minimum")
     assert (detail["service"], detail["gpu_index"]) == ("ai-enrichment", 1)
     assert detail["message"] == (
-        "ai-enrichment will not fit on GPU 1 (4.1 GB): it needs a VRAM budget of at least "
-        "2.0 GB (its minimum), but only 0.2 GB is left after the other services and the "
-        "0.5 GB reserve."
+        "ai-enrichment will not fit on GPU 1 (4.0 GiB): it needs a VRAM budget of at least "
+        "2.0 GiB (its minimum), but only 232 MiB is left after the other services and the "
+        "512 MiB reserve."
     )
     # It counts as over capacity: the A400 is over, and the zoo is named as not placed.
-    assert body["planned_vram_mb"]["1"] == 650 + 1500 + 1200 + 2000
+    assert body["planned_vram_mb"]["1"] == 650 + 1500 + 1200 + 2048  # 2.0 GiB
     assert any(
         w["code"] == "not_placed_within_capacity" and w["service"] == "ai-enrichment"
         for w in body["warning_details"]

@@ -65,17 +65,19 @@ def test_a_move_to_a_gpu_with_room_hands_over():
 
 
 def test_a_gpu_without_room_for_the_copy_restarts():
-    # The zoo's budget fills the A400 (3.5 GB of 3.58 GB): no room for a second detector.
-    target = _config({"ai-yolo26": 1, "ai-enrichment": 1}, {"ai-enrichment": 2.9})
-    previous = _config({"ai-yolo26": 0, "ai-enrichment": 1}, {"ai-enrichment": 3.5})
+    # The zoo's budget fills the A400 (3.4 GiB, 3482 MiB, of the 3582 MiB beside the
+    # reserve): no room for a second detector.
+    target = _config({"ai-yolo26": 1, "ai-enrichment": 1}, {"ai-enrichment": 2.8})
+    previous = _config({"ai-yolo26": 0, "ai-enrichment": 1}, {"ai-enrichment": 3.4})
     assert _choose(target, previous) == {
-        "ai-yolo26": "restarts, its target GPU has no room for a second copy (needs 4.2 GB at "
-        "once, has 3.6 GB)"
+        # 650 + 2868 (2.8 GiB) + a second 650 = 4168 MiB; 4094 - 512 = 3582 MiB.
+        "ai-yolo26": "restarts, its target GPU has no room for a second copy (needs 4.1 GiB at "
+        "once, has 3.5 GiB)"
     }
 
 
 def test_what_still_leaves_the_target_gpu_counts_against_the_room():
-    # CLIP leaves the A400 in the same run; until it has gone, it still holds 1.2 GB there.
+    # CLIP leaves the A400 in the same run; until it has gone, it still holds 1.2 GiB there.
     previous = _config({"ai-yolo26": 0, "ai-clip": 1})
     target = _config({"ai-yolo26": 1, "ai-clip": 0})
     need = overlap_mb(
