@@ -277,8 +277,7 @@ def test_import_onto_a_smaller_host_matches_by_index_and_warns_about_missing_gpu
     assert (
         f"Warning: GPU 0 (NVIDIA RTX A5500, 24.0 GiB, {A5500_UUID}) from the file is not on this "
         "host by UUID; matched by index to GPU 0 "
-        "(NVIDIA RTX 6000 Ada, 48.0 GiB, GPU-1234abcd-0000)."
-        in err
+        "(NVIDIA RTX 6000 Ada, 48.0 GiB, GPU-1234abcd-0000)." in err
     )
     assert (
         f"Warning: GPU 1 (NVIDIA RTX A400, 4.0 GiB, {A400_UUID}) from the file is not on this host."
