@@ -41,7 +41,7 @@ FLORENCE = Service("ai-florence", "Florence-2-Large", 1500)
 
 
 CLIP = Service("ai-clip", "CLIP ViT-L", 1200)
-# As in docker-compose.prod.yml: the zoo takes a budget and works with 2.0 GB at the least.
+# As in docker-compose.prod.yml: the zoo takes a budget and works with 2000 MiB at the least.
 
 
 ENRICHMENT = Service(
@@ -82,7 +82,7 @@ ROLES = ("llm", "critical", "standard", "standard")
 def inventories(
     draw: st.DrawFn, max_gpus: int = 8, max_services: int = 10
 ) -> tuple[list[Gpu], list[ServiceRequest]]:
-    """1..max_gpus GPUs of 4..80 GB (some absent), services of 0.2..40 GB with pins."""
+    """1..max_gpus GPUs of 4000..80000 MiB (some absent), services of 200..40000 MiB with pins."""
     gpu_count = draw(st.integers(1, max_gpus))
     gpus = [
         Gpu(
@@ -171,7 +171,7 @@ def check_plan_shape(
 def plain(
     caps: Sequence[int], demands: Sequence[int], **pins: int
 ) -> tuple[list[Gpu], list[ServiceRequest]]:
-    """GPUs of the given MB and services s0, s1, ...; keyword arguments pin (s4=2)."""
+    """GPUs of the given MiB and services s0, s1, ...; keyword arguments pin (s4=2)."""
     gpus = [Gpu(i, f"GPU {i}", c) for i, c in enumerate(caps)]
     reqs = [
         ServiceRequest(Service(f"s{i}", "m", d), pinned_gpu=pins.get(f"s{i}"))

@@ -31,8 +31,8 @@ def test_balanced_preview_reports_the_proven_optimum(member_api: Any) -> None:
     assert optimality["label"] == "optimal"
     assert optimality["gap"] == 0.0
     assert optimality["lower_bound"] == optimality["max_utilization"]
-    # The reference pair cannot hold all 31.85 GB: the zoo is what does not fit, and what
-    # fits peaks at the LLM's 21.7 GB on the 24 GB A5500.
+    # The reference pair cannot hold all 31850 MiB: the zoo is what does not fit, and what
+    # fits peaks at the LLM's 21700 MiB on the 24564 MiB A5500.
     assert optimality["max_utilization"] == pytest.approx(21700 / 24564, rel=1e-3)
 
     # The page's re-validation posts the form's state: the same answer.

@@ -1,6 +1,6 @@
 """The Recommended mark is scored on the numbers the preview shows: the reserve in force.
 
-Issue 18: the planner's reserve defaulted to 0 and the validator's to 512 MB, and the
+Issue 18: the planner's reserve defaulted to 0 and the validator's to 512 MiB, and the
 mark's plans were made without the configured reserve, so on a configuration where the
 reserve changes the answer the page marked a strategy whose preview fits worse than
 another's.
@@ -21,9 +21,9 @@ from gpuconfig.system_settings import RESERVE_KEY
 PAGE = "/settings/gpu/"
 PREVIEW = "/api/system/gpu-config/preview"
 AUTOMATIC = [s for s in StrategyName if s is not StrategyName.MANUAL]
-# The reference setup (RTX A5500 24 GB + RTX A400 4 GB, the five services of
-# docker-compose.prod.yml) with an operator who keeps 2304 MB free beside an adjusted
-# budget. Without a reserve every strategy fits; with it the zoo needs 2000 + 2304 MB and
+# The reference setup (RTX A5500 24564 MiB + RTX A400 4094 MiB, the five services of
+# docker-compose.prod.yml) with an operator who keeps 2304 MiB free beside an adjusted
+# budget. Without a reserve every strategy fits; with it the zoo needs 2048 + 2304 MiB and
 # fits nowhere, and VRAM-based's own plan leaves YOLO over capacity besides, where the
 # other strategies' plans leave only the zoo.
 RESERVE_MB = 2304

@@ -8,8 +8,10 @@ Pure tests: no database, no Django models; the planner is plain dataclasses in a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
+from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -87,15 +89,15 @@ def test_manual_ignores_disabled_services_even_unpinned() -> None:
 
 
 def test_vram_based_on_reference_hardware() -> None:
-    # Largest first onto the GPU with the most free MB: the LLM (21.7 GB) takes the
-    # A5500 (2.9 GB left), then the enrichment zoo (6.8 GB) takes the A400, which has more
-    # free MB (4.1 GB) although it cannot hold it. Florence (1.5) and CLIP (1.2) then see
-    # more room on the A5500 than on the overfull A400, and so does YOLO (0.65), which no
-    # longer fits there: 21.7 + 1.5 + 1.2 + 0.65 = 25.05 GB > 24.56 GB. At full estimates
-    # (31.85 GB against 28.66) nothing fits; but the zoo works with 2.0 GB, so the rule's
-    # order is searched again with the zoo at that minimum (plus the 0.5 GB reserve kept
-    # beside a budget): YOLO, the first that no longer fits the A5500, goes to the A400,
-    # where the zoo keeps 4094 - 650 - 512 = 2932 MB (a 2.9 GB budget).
+    # Largest first onto the GPU with the most free MiB: the LLM (21700 MiB) takes the
+    # A5500 (2864 MiB left), then the enrichment zoo (6800) takes the A400, which has more
+    # free MiB (4094) although it cannot hold it. Florence (1500) and CLIP (1200) then see
+    # more room on the A5500 than on the overfull A400, and so does YOLO (650), which no
+    # longer fits there: 21700 + 1500 + 1200 + 650 = 25050 MiB > 24564. At full estimates
+    # (31850 MiB against 28658) nothing fits; but the zoo works with 2.0 GiB (2048 MiB), so
+    # the rule's order is searched again with the zoo at that minimum (plus the 512 MiB
+    # reserve kept beside a budget): YOLO, the first that no longer fits the A5500, goes to
+    # the A400, where the zoo keeps 4094 - 650 - 512 = 2932 MiB (a 2.8 GiB budget).
     result = plan(
         StrategyName.VRAM_BASED,
         REFERENCE_GPUS,
@@ -116,7 +118,7 @@ def test_vram_based_on_reference_hardware() -> None:
 
 
 def test_vram_based_without_the_zoo_fits_and_evens_free_megabytes() -> None:
-    # LLM -> A5500 (2864 MB free). Florence -> A400 (4094 > 2864 free). CLIP: 2864 free on
+    # LLM -> A5500 (2864 MiB free). Florence -> A400 (4094 > 2864 free). CLIP: 2864 free on
     # the A5500 vs 2594 on the A400 -> A5500 (1664 left). YOLO: 2594 > 1664 -> A400.
     result = plan(
         StrategyName.VRAM_BASED,
@@ -130,9 +132,9 @@ def test_vram_based_without_the_zoo_fits_and_evens_free_megabytes() -> None:
 
 def test_latency_optimized_on_reference_hardware() -> None:
     # Both cards are Ampere (8.6), so the bigger A5500 is the fastest: the LLM and the
-    # critical YOLO go there (22.35 GB). The rest prefers the A400: the zoo (6.8 GB) fits
-    # neither card, so it goes to its preferred one, the A400. Florence (1.5) no longer
-    # fits the A400 but fits the A5500's 2.2 GB left: the fallback. CLIP (1.2) then fits
+    # critical YOLO go there (22350 MiB). The rest prefers the A400: the zoo (6800 MiB) fits
+    # neither card, so it goes to its preferred one, the A400. Florence (1500) no longer
+    # fits the A400 but fits the A5500's 2214 MiB left: the fallback. CLIP (1200) then fits
     # neither, so it too goes to the preferred A400 (where the zoo's budget will shrink).
     result = plan(
         StrategyName.LATENCY_OPTIMIZED,
@@ -147,7 +149,7 @@ def test_latency_optimized_on_reference_hardware() -> None:
         "ai-clip": 1,
         "ai-enrichment": 1,
     }
-    # The zoo at its 2.0 GB minimum fits beside CLIP (1.2 + 2.0 + 0.5 reserve < 4.09 GB):
+    # The zoo at its 2.0 GiB minimum fits beside CLIP (1200 + 2048 + 512 reserve < 4094 MiB):
     # nothing is over capacity, and the rule's placement is kept as it is.
     assert result.over_capacity == ()
     assert result.notes == ()
@@ -155,8 +157,8 @@ def test_latency_optimized_on_reference_hardware() -> None:
 
 def test_isolation_first_on_reference_hardware() -> None:
     # The LLM alone on the biggest card; everything else shares the A400, which cannot
-    # hold the zoo even at its 2.0 GB minimum (0.65 + 1.5 + 1.2 + 2.0 + 0.5 reserve >
-    # 4.09 GB), and the rule allows no other GPU: the zoo is what does not fit.
+    # hold the zoo even at its 2.0 GiB minimum (650 + 1500 + 1200 + 2048 + 512 reserve >
+    # 4094 MiB), and the rule allows no other GPU: the zoo is what does not fit.
     result = plan(
         StrategyName.ISOLATION_FIRST,
         REFERENCE_GPUS,
@@ -340,9 +342,9 @@ def test_within_capacity_whenever_a_placement_within_capacity_exists(
 
 
 def test_vram_based_notes_say_the_truth_when_a_pin_overloads_a_gpu() -> None:
-    # 9 GB pinned on the 8 GB GPU 1. The rule puts 6 GB on GPU 0 and 5 GB on GPU 2, and the
-    # second 5 GB fits nowhere; rearranged, {5, 5} fill GPU 0 and 6 fills GPU 2. The note
-    # must not claim that every GPU is within capacity: GPU 1 is not, by its pin.
+    # 9000 MiB pinned on the 8000 MiB GPU 1. The rule puts 6000 on GPU 0 and 5000 on GPU 2,
+    # and the second 5000 fits nowhere; rearranged, {5000, 5000} fill GPU 0 and 6000 fills
+    # GPU 2. The note must not claim that every GPU is within capacity: GPU 1 is not, by its pin.
     gpus, reqs = plain([10000, 8000, 6000], [9000, 6000, 5000, 5000], s0=1)
     result = plan(StrategyName.VRAM_BASED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
     assert result.over_capacity == ()
@@ -371,13 +373,14 @@ def test_a_service_without_a_vram_figure_is_a_strategy_error() -> None:
 
 def least_of(request: ServiceRequest, reserve_mb: int) -> int:
     """What a service needs at the least, written from docs/strategies.md: an adjustable
-    budget (a budget variable, no override) its minimum (the label, else 1000 MB, up to
-    whole tenths of a GB, never above the estimate) plus the reserve kept free beside it;
-    anything else its demand."""
+    budget (a budget variable, no override) its minimum (the label, else 1024 MiB, up to
+    whole tenths of a GiB of 102.4 MiB, never above the estimate) plus the reserve kept free
+    beside it; anything else its demand."""
     service = request.service
     if service.budget_env and request.budget_override_gb is None:
-        least = service.vram_min_mb if service.vram_min_mb is not None else 1000
-        least = min(-(-least // 100) * 100, service.vram_estimate_mb)
+        least = service.vram_min_mb if service.vram_min_mb is not None else 1024
+        tenths = math.ceil(Fraction(least) / Fraction(1024, 10))
+        least = min(math.ceil(tenths * Fraction(1024, 10)), service.vram_estimate_mb)
         if least < service.vram_estimate_mb:
             return least + reserve_mb
     return demand_mb(request)
@@ -441,8 +444,8 @@ def test_within_capacity_whenever_a_fit_exists_with_budgets_at_their_minimum(
 
 
 def test_a_minimum_above_what_is_left_moves_the_service_where_it_fits() -> None:
-    # Beside the LLM 24564 - 21700 - 512 = 2352 MB are left; a zoo that needs 2.5 GB does
-    # not fit there, but does on the A400 (4094 - 512 = 3582 MB).
+    # Beside the LLM 24564 - 21700 - 512 = 2352 MiB are left; a zoo that needs 2.5 GiB (2560
+    # MiB) does not fit there, but does on the A400 (4094 - 512 = 3582 MiB).
     hungry = replace(ENRICHMENT, vram_min_mb=2500)
     reqs = requests(LLM, hungry)
     result = plan(StrategyName.BALANCED, REFERENCE_GPUS, reqs, reserve_mb=REFERENCE_RESERVE_MB)

@@ -46,7 +46,7 @@ def test_balanced_on_reference_hardware() -> None:
     # At full estimates the zoo fits nowhere: on the A400 it alone is 166%; next to the LLM
     # on the A5500 it is (21.7 + 6.8) / 24.564 = 116%, the least possible maximum. The
     # small services then go to the A400 (3.35 / 4.094 = 82%). Beside the LLM the zoo
-    # still gets 24564 - 21700 - 512 = 2352 MB, above its 2.0 GB minimum: it fits.
+    # still gets 24564 - 21700 - 512 = 2352 MiB, above its 2.0 GiB minimum: it fits.
     result = plan(
         StrategyName.BALANCED,
         REFERENCE_GPUS,
@@ -66,8 +66,8 @@ def test_balanced_on_reference_hardware() -> None:
 
 
 def test_balanced_evens_utilization_not_megabytes() -> None:
-    # 8 GB and 24 GB cards, 16 x 1 GB: even utilization is 4 on the small card and 12 on
-    # the big one (50% each); evening free MB would give 0 and 16 instead.
+    # 8000 and 24000 MiB cards, 16 x 1000 MiB: even utilization is 4 on the small card and
+    # 12 on the big one (50% each); evening free MiB would give 0 and 16 instead.
     gpus = [Gpu(0, "small", 8000), Gpu(1, "big", 24000)]
     reqs = [ServiceRequest(Service(f"s{i}", "m", 1000)) for i in range(16)]
     loads = loads_of(plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB), reqs)
@@ -125,7 +125,7 @@ def test_balanced_reaches_the_brute_force_least_harm_on_small_instances(
     inventory: tuple[list[Gpu], list[ServiceRequest]],
 ) -> None:
     # Fits: the least highest utilization. Does not fit: the fewest services flagged, the
-    # least MB of them, then the least highest utilization of the rest; the overflow on
+    # least MiB of them, then the least highest utilization of the rest; the overflow on
     # one GPU (one the pins overload already, if any).
     gpus, reqs = inventory
     result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
@@ -196,7 +196,7 @@ def test_balanced_fits_where_it_used_to_overload_a_gpu() -> None:
 
 
 def test_balanced_keeps_searching_when_a_pin_alone_overloads_its_gpu() -> None:
-    # The 6000 MB service pinned to the 4000 MB GPU 2 overloads it on its own; the others
+    # The 6000 MiB service pinned to the 4000 MiB GPU 2 overloads it on its own; the others
     # still fit on GPUs 0 and 1: only the pinned GPU is over.
     gpus, reqs = plain([16000, 24000, 4000], [13500, 7000, 11000, 6000, 6000], s4=2)
     result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
@@ -214,8 +214,8 @@ def test_balanced_finds_the_optimum_the_local_search_missed() -> None:
 
 
 def test_balanced_flags_one_service_on_one_gpu_when_the_pair_is_25_percent_short() -> None:
-    # The reference pair (28 658 MB) asked for 35 750 MB: one service (the 6.8 GB zoo
-    # plus the 3.9 GB one would be two) cannot fit; it alone is flagged, one GPU is over.
+    # The reference pair (28 658 MiB) asked for 35 750 MiB: one service (the 6800 MiB zoo
+    # plus the 3900 MiB one would be two) cannot fit; it alone is flagged, one GPU is over.
     services = [21700, 650, 1500, 1200, 6800, 3900]
     gpus, reqs = plain([24564, 4094], services)
     result = plan(StrategyName.BALANCED, gpus, reqs, reserve_mb=REFERENCE_RESERVE_MB)
@@ -227,7 +227,7 @@ def test_balanced_flags_one_service_on_one_gpu_when_the_pair_is_25_percent_short
 
 
 def test_balanced_flags_few_services_at_16_gpus_and_110_percent_demand() -> None:
-    # 16 GPUs of 24 GB, 256 services of 1.1 GB (and a few bigger): 110% of capacity. The
+    # 16 GPUs of 24000 MiB, 256 services of about 1100 MiB (and a few bigger): 110% of capacity. The
     # fewest that cannot fit is the fewest largest ones covering the 10% excess.
     rng = random.Random(9)
     caps = [24000] * 16
