@@ -16,7 +16,8 @@ from gpuconfig.domain import ResolvedAssignment
 from orchestration.executor import container_problem
 from orchestration.observed import Mismatch, difference, running_gpu
 from orchestration.override import host_has_cdi_kind
-from orchestration.podman import ContainerState, _requested_device_nodes
+from orchestration.podman import ContainerState
+from orchestration.podman.containers import _requested_device_nodes
 
 GENERATED_AT = datetime(2026, 11, 26, 21, 30, 5, tzinfo=UTC)
 RX_UUID = "GPU-5c88007d760374f3"

@@ -15,6 +15,7 @@ from gpuconfig.domain import StrategyName
 from gpuconfig.services import gpu_config_save
 from orchestration import executor, podman, probe
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus
+from orchestration.podman.commands import _trim
 
 pytestmark = pytest.mark.django_db
 
@@ -125,11 +126,11 @@ def test_the_status_api_shows_each_command_row(member_api):
 def test_podman_output_keeps_its_head_and_its_tail():
     text = "first error\n" + "x" * 10_000 + "\nlast line"
 
-    trimmed = podman._trim(text)
+    trimmed = _trim(text)
 
     assert trimmed.startswith("first error\n") and trimmed.endswith("\nlast line")
     assert f"[... {len(text) - 6000} characters cut ...]" in trimmed
-    assert podman._trim("short") == "short"
+    assert _trim("short") == "short"
 
 
 def test_the_page_shows_each_command_and_opens_the_one_that_failed(staff_user, monkeypatch):

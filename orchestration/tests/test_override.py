@@ -182,7 +182,7 @@ def test_services_with_own_devices_are_the_managed_ones_that_would_get_two_gpus(
 def test_podman_creation_times_parse_to_aware_datetimes():
     from datetime import UTC, datetime
 
-    from orchestration.podman import _parse_created
+    from orchestration.podman.containers import _parse_created
 
     assert _parse_created("2026-11-26T23:31:04.265261616Z") == datetime(
         2026, 11, 26, 23, 31, 4, 265261, tzinfo=UTC
