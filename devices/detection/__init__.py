@@ -8,7 +8,8 @@ The sources, consulted by :func:`detect` (``chain.py``):
 3. ``nvidia-smi`` as a subprocess (``nvidia_smi.py``): present on hosts where the Python
    process cannot load ``libnvidia-ml.so.1`` (e.g. the app runs in a container without the
    driver libraries mounted, but the binary is reachable).
-4. ROCm for AMD GPUs (``rocm.py``): the ``amdsmi`` bindings, else ``rocm-smi --json``, else
+4. ROCm for AMD GPUs (``rocm.py``, ``rocm_smi.py``, ``rocm_cards.py``): the ``amdsmi``
+   bindings, else ``rocm-smi --json``, else
    the kernel's sysfs. NVIDIA's and AMD's sources are both consulted: one host can hold
    both, and one vendor's failure never hides the other's GPUs.
 
