@@ -9,9 +9,9 @@ The sources, consulted by :func:`detect` (``chain.py``):
    process cannot load ``libnvidia-ml.so.1`` (e.g. the app runs in a container without the
    driver libraries mounted, but the binary is reachable).
 4. ROCm for AMD GPUs (``rocm.py``, ``rocm_smi.py``, ``rocm_cards.py``): the ``amdsmi``
-   bindings, else ``rocm-smi --json``, else
-   the kernel's sysfs. NVIDIA's and AMD's sources are both consulted: one host can hold
-   both, and one vendor's failure never hides the other's GPUs.
+   bindings, else ``rocm-smi --json``, else the kernel's sysfs. NVIDIA's and AMD's sources
+   are both consulted: one host can hold both, and one vendor's failure never hides the
+   other's GPUs.
 
 What they all report, and how they fail, is in ``types.py``. "Unavailable" (no library, no
 binary) and "broken" (garbage output, a GPU that fell off the bus) are different failures on
