@@ -90,10 +90,10 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec(
             RESERVE_KEY,
-            "VRAM reserve (MB)",
+            "VRAM reserve (MiB)",
             "Kept free on every GPU when budgets are auto-adjusted.",
             512,
-            _int_in(0, 65536, "MB"),
+            _int_in(0, 65536, "MiB"),
         ),
         SettingSpec(
             STATUS_POLL_KEY,

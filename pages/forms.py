@@ -377,7 +377,7 @@ class SystemSettingsForm(forms.Form):
             try:
                 validate_setting(key, self._stored(field, cleaned[field]))
             except SettingError as exc:
-                # "VRAM reserve (MB): must be between 0 and 65536 MB, got -1": the label is
+                # "VRAM reserve (MiB): must be between 0 and 65536 MiB, got -1": the label is
                 # printed beside the field already.
                 self.add_error(field, str(exc).removeprefix(f"{SPECS[key].label}: "))
         return cleaned

@@ -53,7 +53,8 @@ def test_a_bad_setting_value_is_refused_in_the_admin(admin_client):
         "/admin/gpuconfig/systemsetting/add/", {"key": "vram_reserve_mb", "value": "-5"}
     )
     assert response.status_code == 200
-    assert "VRAM reserve (MB): must be between 0 and 65536 MB, got -5" in response.content.decode()
+    page = response.content.decode()
+    assert "VRAM reserve (MiB): must be between 0 and 65536 MiB, got -5" in page
     assert not SystemSetting.objects.exists()
 
 

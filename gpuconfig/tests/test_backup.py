@@ -412,7 +412,7 @@ BAD_DOCUMENTS = [
     (
         "bad system setting",
         ("system_settings.vram_reserve_mb", -1),
-        "system_settings.vram_reserve_mb: VRAM reserve (MB): must be between 0 and 65536 MB, "
+        "system_settings.vram_reserve_mb: VRAM reserve (MiB): must be between 0 and 65536 MiB, "
         "got -1",
     ),
     (
@@ -570,7 +570,7 @@ def test_dry_run_prints_what_would_change_and_changes_nothing(tmp_path: Path):
     assert "Dry run: importing would save version 3. Nothing was changed." in out
     assert "  strategy: balanced → vram_based" in out
     assert "  ai-clip: disabled (no GPU reservation)" in out
-    assert "  VRAM reserve (MB): 0 → 1024" in out
+    assert "  VRAM reserve (MiB): 0 → 1024" in out
     _assert_nothing_changed(before, file_bytes)
 
 

@@ -143,7 +143,7 @@ def test_preview_shows_what_would_change_and_saves_nothing_until_confirmed(staff
     assert "Preview: importing would save version 3" in page
     assert "<li>strategy: balanced → vram_based</li>" in page
     assert "<li>ai-clip: enabled; unassigned → GPU 0</li>" in page
-    assert "<li>VRAM reserve (MB): 0 → 1024</li>" in page
+    assert "<li>VRAM reserve (MiB): 0 → 1024</li>" in page
     assert ConfigVersion.objects.count() == 2
     assert SystemSetting.objects.get(key=RESERVE_KEY).value == 0
     assert _file_bytes() == file_before
@@ -240,8 +240,8 @@ def test_a_bad_field_is_named_in_the_answer(staff: Client):
     response = staff.post(IMPORT_URL, {"action": "preview", "file": _upload(content)}, headers=HX)
     assert response.status_code == 400
     assert (
-        '<li class="field-error">system_settings.vram_reserve_mb: VRAM reserve (MB): must be '
-        "between 0 and 65536 MB, got -5</li>" in _text(response)
+        '<li class="field-error">system_settings.vram_reserve_mb: VRAM reserve (MiB): must be '
+        "between 0 and 65536 MiB, got -5</li>" in _text(response)
     )
 
 

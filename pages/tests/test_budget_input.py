@@ -26,15 +26,15 @@ def test_an_empty_field_means_automatic() -> None:
     [
         ("3,5", "Use a decimal point: 3.5."),
         (",5", "Use a decimal point: 0.5."),
-        ("1e3", "Type a plain number of GB with a decimal point, such as 3.5 (not '1e3')."),
+        ("1e3", "Type a plain number of GiB with a decimal point, such as 3.5 (not '1e3')."),
         ("3.5GB", "such as 3.5 (not '3.5GB')"),
         ("1,000.5", "such as 3.5"),
         ("-1", "such as 3.5"),
         ("inf", "such as 3.5"),
         ("nan", "such as 3.5"),
         ("\u0663.\u0665", "such as 3.5"),  # Arabic-Indic digits: float() would take them
-        ("0", "Must be between 0.1 and 2000 GB, got 0."),
-        ("2000.5", "Must be between 0.1 and 2000 GB, got 2000.5."),
+        ("0", "Must be between 0.1 and 2000 GiB, got 0."),
+        ("2000.5", "Must be between 0.1 and 2000 GiB, got 2000.5."),
     ],
 )
 def test_anything_else_is_refused_with_how_to_write_it(typed: str, message: str) -> None:

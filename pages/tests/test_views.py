@@ -34,7 +34,7 @@ pytestmark = pytest.mark.django_db
 URL = "/settings/gpu/"
 SYSTEM_URL = "/settings/system/"
 HX = {"HX-Request": "true"}
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 3.5 GB."
+ADJUSTED = "ai-enrichment VRAM budget (6.6 GiB) exceeds GPU 1 (4.0 GiB). Auto-adjusted to 3.4 GiB."
 SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
 RUNNING = {
     "available": True,
@@ -114,7 +114,11 @@ def test_the_page_is_reached_from_the_navigation_and_shows_the_design(staff):
     assert f'href="{SYSTEM_URL}"' in html, "the System tab"
     # Both GPU cards, with the design's used/total reading and the live extras.
     assert "GPU 0: NVIDIA RTX A5500" in html and "GPU 1: NVIDIA RTX A400" in html
-    assert "19.3/24.6 GB" in html and "0.3/4.1 GB" in html
+    assert "18.9/24.0 GiB" in html and "329 MiB/4.0 GiB" in html
+    # Issue 18: the RTX A5500's 24564 MiB read 24.0 GiB and the RTX A400's 4094 MiB 4.0 GiB,
+    # as nvidia-smi, nvtop and the box say, never MiB / 1000 called GB ("24.6 GB", "4.1 GB").
+    assert "GPU 0 · RTX A5500 (24.0 GiB)" in html and "GPU 1 · RTX A400 (4.0 GiB)" in html
+    assert "24.6" not in html and "4.1 G" not in html
     assert "47%" in html and "61 °C" in html
     # Five strategies with their one-line descriptions, the recommended one marked.
     for label, description in (
@@ -130,12 +134,13 @@ def test_the_page_is_reached_from_the_navigation_and_shows_the_design(staff):
     # The table: every service with model, estimate, a labelled GPU dropdown.
     for name in SERVICES:
         assert f'<label class="visually-hidden" for="gpu-{name}">GPU for {name}</label>' in html
-    assert "Nemotron-3-Nano-30B (Q4_K_M)" in html and "~21.7 GB" in html and "~650 MB" in html
+    # The labels' 21700 and 650 MiB.
+    assert "Nemotron-3-Nano-30B (Q4_K_M)" in html and "~21.2 GiB" in html and "~650 MiB" in html
     assert _selected(html, "ai-enrichment") == "Auto (GPU 1)"
     # VRAM-based puts YOLO beside the zoo on the A400 (the A5500 is full), so the zoo's
-    # budget shrinks to what is left: 4094 - 650 - 512 MB -> 2.9 GB.
-    assert 'value="2.9"' in html and "⚠ Adjusted" in html
-    assert ADJUSTED.replace("3.5 GB.", "2.9 GB.") in html
+    # budget shrinks to what is left: 4094 - 650 - 512 = 2932 MiB -> 2.8 GiB.
+    assert 'value="2.8"' in html and "⚠ Adjusted" in html
+    assert ADJUSTED.replace("3.4 GiB.", "2.8 GiB.") in html
     assert "Planned VRAM per GPU" in html
     for button in ("Preview Changes", "Save", "Apply &amp; Restart Services"):
         assert f">{button}</button>" in html
@@ -219,20 +224,20 @@ def test_choosing_a_strategy_previews_its_assignments_without_saving(staff):
 
 def test_moving_the_zoo_to_gpu_1_revalidates_with_the_designs_warning(staff):
     data = _form("balanced", **{_gpu("ai-enrichment"): "1"})
-    data["budget-ai-enrichment"] = "2.3"
-    data["budget_auto-ai-enrichment"] = "2.3"  # the automatic budget shown under Balanced
+    data["budget-ai-enrichment"] = "2.2"
+    data["budget_auto-ai-enrichment"] = "2.2"  # the automatic budget shown under Balanced
     html = _text(staff.post(URL, data, headers=HX))
     assert _selected(html, "ai-enrichment").startswith("GPU 1 · RTX A400")
     # The LLM, Florence and CLIP fill the A5500; balanced's least harm adds YOLO to the
     # A400 that the pinned zoo overloads anyway, rather than overload a second GPU. The
     # zoo's budget then shrinks to leave YOLO room, so both fit: no "could not be placed".
     assert _selected(html, "ai-yolo26") == "Auto (GPU 1)"
-    adjusted = ADJUSTED.replace("3.5 GB.", "2.9 GB.")
+    adjusted = ADJUSTED.replace("3.4 GiB.", "2.8 GiB.")
     row = re.search(
         r'<tr id="row-ai-enrichment".*?</tr>\s*<tr class="row-notes">.*?</tr>', html, re.S
     )
     assert row, "the zoo's warnings sit beside it"
-    assert 'value="2.9"' in row.group(0) and "⚠ Adjusted" in row.group(0)
+    assert 'value="2.8"' in row.group(0) and "⚠ Adjusted" in row.group(0)
     assert adjusted in row.group(0)
     warnings = re.search(r'<section id="warnings".*?</section>', html, re.S).group(0)
     assert f"{adjusted} Some models may not load." in warnings
@@ -247,9 +252,9 @@ def test_preview_changes_lists_what_moves_from_which_gpu_to_which(staff):
     diff = re.search(r'<section id="diff".*?</section>', html, re.S).group(0)
     assert "Changes from saved version 1" in diff
     assert "<strong>ai-clip</strong>: GPU 0 → GPU 1" in diff
-    # Isolation-first leaves the zoo too little on the A400 (0.2 GB): it is planned at its
-    # 2 GB minimum and said not to fit, rather than given a 0.2 GB budget.
-    assert "<strong>ai-enrichment</strong>: budget 2.9 GB → 2 GB" in diff
+    # Isolation-first leaves the zoo too little on the A400 (232 MiB): it is planned at its
+    # 2 GiB minimum and said not to fit, rather than given a 0.2 GiB budget.
+    assert "<strong>ai-enrichment</strong>: budget 2.8 GiB → 2 GiB" in diff
     assert "ai-llm" not in diff
     assert ConfigVersion.objects.count() == 1
 
@@ -263,7 +268,7 @@ def test_saving_without_javascript_redirects_and_the_page_shows_it(staff, staff_
     version = ConfigVersion.objects.get()
     assert (version.number, version.strategy, version.created_by) == (1, "manual", staff_user)
     assert version.assignments["ai-enrichment"]["gpu_index"] == 1
-    assert version.assignments["ai-enrichment"]["vram_budget_gb"] == 3.5
+    assert version.assignments["ai-enrichment"]["vram_budget_gb"] == 3.4
     html = _text(staff.get(response["Location"]))
     assert "Saved as version 1 with" in html
     assert re.search(r'value="manual" id="strategy-manual" checked', html)
@@ -326,7 +331,7 @@ def test_a_malformed_post_is_a_400_with_messages_not_an_error_page(staff):
     assert response.status_code == 400
     html = _text(response)
     assert "Choose one of the five strategies." in html
-    assert "VRAM budget: Type a plain number of GB with a decimal point, such as 3.5" in html
+    assert "VRAM budget: Type a plain number of GiB with a decimal point, such as 3.5" in html
     assert ConfigVersion.objects.count() == 0
 
 
@@ -570,7 +575,7 @@ def test_the_system_tab_edits_the_settings_with_validation(staff):
     assert 'aria-current="page">System</a>' in html
     for label in (
         "Default strategy",
-        "VRAM reserve (MB)",
+        "VRAM reserve (MiB)",
         "Apply status polling (seconds)",
         "GPU card refresh (seconds)",
     ):
@@ -583,7 +588,7 @@ def test_the_system_tab_edits_the_settings_with_validation(staff):
     }
     response = staff.post(SYSTEM_URL, {**data, "vram_reserve_mb": "-1"}, headers=HX)
     assert response.status_code == 400
-    assert "must be between 0 and 65536 MB, got -1" in _text(response)
+    assert "must be between 0 and 65536 MiB, got -1" in _text(response)
     assert not SystemSetting.objects.exists()
 
     response = staff.post(SYSTEM_URL, data)
@@ -653,8 +658,9 @@ def test_the_page_and_each_fragment_take_the_same_queries_for_5_and_60_services(
 def test_the_plan_says_the_largest_service_that_still_fits_without_moving_anything(staff):
     html = _text(staff.get(URL))
     assert 'id="headroom-line"' in html
-    # The reference pair under the default plan: 0.5 GB left on the A5500, 0.2 GB on the A400.
+    # The reference pair under the default plan: 4094 - 650 - 2868 (the zoo's 2.8 GiB) = 576
+    # MiB left on the A400, 24564 - 24400 = 164 MiB on the A5500.
     assert (
-        "Largest service that could be added without moving anything: 0.5 GB (0.2 GB more is "
+        "Largest service that could be added without moving anything: 576 MiB (164 MiB more is "
         "free, but split over other GPUs)." in html
     )
