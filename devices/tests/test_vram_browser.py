@@ -48,14 +48,14 @@ def test_gpu_card_shows_measured_use_beside_the_estimate_and_outside_use(
 
     card = page.locator("#gpu-1-memory")
     expect(card.locator('tr[data-service="ai-clip"]')).to_contain_text(
-        re.compile(r"ai-clip\s*1\.4 GB\s*~1\.2 GB\s*Over estimate")
+        re.compile(r"ai-clip\s*1\.4 GiB\s*~1\.2 GiB\s*Over estimate")
     )
     expect(card.locator('tr[data-service="ai-enrichment"]')).to_contain_text(
-        re.compile(r"ai-enrichment\s*2\.0 GB\s*~6\.8 GB")
+        re.compile(r"ai-enrichment\s*1\.9 GiB\s*~6\.6 GiB")
     )
     expect(card.locator("tr.outside")).to_contain_text("Outside GPU Config")
-    expect(card.locator("tr.outside")).to_contain_text("120 MB")
-    expect(page.locator("#row-ai-clip td.measured")).to_contain_text("1.4 GB on GPU 1")
-    expect(page.locator("#gpu-0-memory")).to_contain_text("18.9 GB")
+    expect(card.locator("tr.outside")).to_contain_text("120 MiB")
+    expect(page.locator("#row-ai-clip td.measured")).to_contain_text("1.4 GiB on GPU 1")
+    expect(page.locator("#gpu-0-memory")).to_contain_text("18.5 GiB")  # 18900 MiB
     assert page.js_errors == []
     screenshot(page, "measured-vram")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.containers, pytest.mark.django_db]
 
 MIB = 1024**2
-CLIP_BYTES = 1500 * MIB  # over ai-clip's 1200 MB estimate by more than the 10% margin
+CLIP_BYTES = 1500 * MIB  # over ai-clip's 1200 MiB estimate by more than the 10% margin
 HOST_BYTES = 300 * MIB
 
 
@@ -129,20 +129,20 @@ def test_a_real_containers_gpu_memory_is_its_services_on_the_right_gpu(
     assert body["warnings"][0]["service"] == "ai-clip"
     assert body["warnings"][0]["gpu_index"] == 1
 
-    # The page: GPU 1's card lists ai-clip's 1.5 GB beside its ~1.2 GB estimate, and the
-    # 300 MB outside GPU Config; the assignment table shows the same measurement.
+    # The page: GPU 1's card lists ai-clip's 1.5 GiB beside its ~1.2 GiB estimate, and the
+    # 300 MiB outside GPU Config; the assignment table shows the same measurement.
     card = re.search(r'id="gpu-1-memory".*?</div>', html, re.S)
     assert card is not None
     text = " ".join(re.sub(r"<[^>]+>", " ", card.group(0)).split())
-    assert "ai-clip 1.5 GB ~1.2 GB Over estimate" in text
-    assert "Outside GPU Config 300 MB" in text
-    assert f"PID {os.getpid()} (host process, 300 MB)" in text
+    assert "ai-clip 1.5 GiB ~1.2 GiB Over estimate" in text
+    assert "Outside GPU Config 300 MiB" in text
+    assert f"PID {os.getpid()} (host process, 300 MiB)" in text
     row = re.search(r'<tr id="row-ai-clip".*?</tr>', html, re.S)
     assert row is not None
-    assert "1.5 GB on GPU 1" in " ".join(re.sub(r"<[^>]+>", " ", row.group(0)).split())
+    assert "1.5 GiB on GPU 1" in " ".join(re.sub(r"<[^>]+>", " ", row.group(0)).split())
     gpu0_card = re.search(r'id="gpu-0-memory".*?</div>', html, re.S)
     assert gpu0_card is not None
-    assert "Outside GPU Config 100 MB" in " ".join(
+    assert "Outside GPU Config 100 MiB" in " ".join(
         re.sub(r"<[^>]+>", " ", gpu0_card.group(0)).split()
     )
 

@@ -173,14 +173,15 @@ def test_apply_moves_a_service_and_recreates_only_what_changed(stand, worker, st
     zoo = before["ai-enrichment"]
     assert zoo.cdi_devices == ("nvidia.com/gpu=1",)
     assert zoo.env["STANDIN_GPU"] == "1", "the CDI spec really resolved GPU 1"
-    assert zoo.env["VRAM_BUDGET_GB"] == "3.5"
+    assert zoo.env["VRAM_BUDGET_GB"] == "3.4"
     assert zoo.env["GPUCONFIG_GPU_UUID"] == REFERENCE_UUID[1]
 
     _put(staff_api, _body({**DESIGN, "ai-clip": 1}))
     second = _apply(staff_api, worker)
 
     assert second["run"]["status"] == "succeeded", second["run"]
-    # CLIP moves; the zoo stays but now shares the A400, so its budget shrinks to 2.3 GB.
+    # CLIP moves; the zoo stays but now shares the A400, so its budget shrinks to 2.3 GiB
+    # (4094 - 1200 - 512 = 2382 MiB; alone there it had 3.4 GiB of 3582 MiB).
     assert _steps(second) == {"ai-clip": "healthy", "ai-enrichment": "healthy"}
     after = _containers(stand)
     assert after["ai-clip"].cdi_devices == ("nvidia.com/gpu=1",)

@@ -266,7 +266,7 @@ def test_a_move_with_room_hands_over_without_a_failed_request(
     assert _apply(staff_api, worker, DESIGN)["run"]["status"] == "succeeded"
     before = _containers(stand)
 
-    # The detector moves to the A400, which holds CLIP (1.2 GB): room for two copies of it.
+    # The detector moves to the A400, which holds CLIP (1.2 GiB): room for two copies of it.
     body, seen = _move_with_client(
         stand, standin_image, staff_api, worker, {**DESIGN, "ai-yolo26": 1}
     )

@@ -124,7 +124,7 @@ def test_1_errors_render_in_place_with_debug_on(new_page, staff_user, settings):
     expect(polling).to_have_attribute("min", "1")
     expect(polling).to_have_attribute("max", "60")
     expect(page.get_by_label("GPU card refresh (seconds)")).to_have_attribute("max", "300")
-    expect(page.get_by_label("VRAM reserve (MB)")).to_have_attribute("max", "65536")
+    expect(page.get_by_label("VRAM reserve (MiB)")).to_have_attribute("max", "65536")
     polling.fill("0")
     page.get_by_role("button", name="Save settings").click()
     expect(page.locator("#system-form .field-error")).to_contain_text(
@@ -185,18 +185,22 @@ def test_3_the_recommended_strategy_fits_on_the_gpus_at_hand(new_page, staff_use
 
 
 def test_8_a_plan_that_fits_never_reads_as_more_than_the_gpu_holds(new_page, staff_user):
-    # VRAM-based puts the LLM, Florence and CLIP on the A5500: 24,400 of its 24,564 MB. With
+    # VRAM-based puts the LLM, Florence and CLIP on the A5500: 24,400 of its 24,564 MiB. With
     # the card's size printed as the size on the box (24564 / 1024 = "24 GB") beside loads
-    # divided by 1000, that read "24.4 GB of 24 GB" next to no warning.
+    # divided by 1000, that read "24.4 GB of 24 GB" next to no warning. Both in GiB (issue
+    # 18): 23.8 of 24.0.
     page = new_page(user=staff_user)
     page.goto("/settings/gpu/")
     page.locator("input[name=strategy][value=vram_based]").check()
     planned = page.locator("ul.planned li").first
-    expect(planned).to_contain_text("24.4 GB of 24.6 GB")
+    expect(planned).to_contain_text("23.8 GiB of 24.0 GiB")
     expect(planned).not_to_contain_text("Over capacity")
-    expect(page.locator("#gpu-cards")).to_contain_text("19.3/24.6 GB")
+    expect(page.locator("#gpu-cards")).to_contain_text("18.9/24.0 GiB")
     for text in page.locator("ul.planned li").all_inner_texts():
-        used, total = (float(x) for x in re.findall(r"([0-9.]+) GB", text)[:2])
+        used, total = (
+            float(x) * (1024 if unit == "GiB" else 1)
+            for x, unit in re.findall(r"([0-9.]+) (GiB|MiB)", text)[:2]
+        )
         assert ("Over capacity" in text) == (used > total), text
     assert page.js_errors == []
 

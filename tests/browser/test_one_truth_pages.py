@@ -39,7 +39,7 @@ def _inventory(transactional_db: Any) -> None:
 def test_an_import_redraws_the_settings_form_and_save_settings_keeps_the_import(
     new_page, staff_user, tmp_path: Path
 ):
-    # The backup: status polling every 9 s, a 2048 MB reserve. The host: 3 s and 512 MB.
+    # The backup: status polling every 9 s, a 2048 MiB reserve. The host: 3 s and 512 MiB.
     gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
     system_settings_update(values={STATUS_POLL_KEY: 9, RESERVE_KEY: 2048})
     backup = tmp_path / "backup.yml"
@@ -49,7 +49,7 @@ def test_an_import_redraws_the_settings_form_and_save_settings_keeps_the_import(
     page = new_page(user=staff_user)
     page.goto("/settings/system/")
     polling = page.get_by_label("Apply status polling (seconds)")
-    reserve = page.get_by_label("VRAM reserve (MB)")
+    reserve = page.get_by_label("VRAM reserve (MiB)")
     expect(polling).to_have_value("3")
     page.locator("#backup-file").set_input_files(str(backup))
     page.get_by_role("button", name="Import now").click()
@@ -83,7 +83,7 @@ def test_save_settings_from_a_page_loaded_before_an_import_is_refused_not_applie
     expect(notice).to_contain_text("Nothing was saved")
     # The form now shows what is stored; nothing of the old page was written over it.
     expect(polling).to_have_value("9")
-    expect(page.get_by_label("VRAM reserve (MB)")).to_have_value("2048")
+    expect(page.get_by_label("VRAM reserve (MiB)")).to_have_value("2048")
     config = system_config()
     assert (config.status_poll_seconds, config.vram_reserve_mb) == (9, 2048)
     assert config.gpu_poll_seconds != 7
@@ -232,7 +232,7 @@ def _type_budget(page: Any, text: str) -> Any:
     ("typed", "message"),
     [
         ("3,5", "Use a decimal point: 3.5"),
-        ("1e3", "Type a plain number of GB with a decimal point, such as 3.5"),
+        ("1e3", "Type a plain number of GiB with a decimal point, such as 3.5"),
     ],
 )
 def test_a_budget_typed_with_a_comma_or_an_exponent_is_refused_not_misread(
@@ -250,8 +250,8 @@ def test_a_budget_typed_with_a_comma_or_an_exponent_is_refused_not_misread(
     assert answer.status == 400
     expect(budget).to_have_value(typed)
     expect(page.locator("#budget-ai-enrichment-error")).to_contain_text(message)
-    expect(page.locator("#gpu-form")).not_to_contain_text("35 GB")
-    expect(page.locator("#gpu-form")).not_to_contain_text("1000 GB")
+    expect(page.locator("#gpu-form")).not_to_contain_text("35 GiB")
+    expect(page.locator("#gpu-form")).not_to_contain_text("1000 GiB")
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator("#gpu-form .notice.error")).to_contain_text("Nothing was saved")
     assert ConfigVersion.objects.count() == 1

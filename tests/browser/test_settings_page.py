@@ -25,9 +25,9 @@ from tests.browser.fixtures import PHONE
 pytestmark = pytest.mark.browser
 
 # Under Balanced with Isolation-first in force, ai-florence stays on the A400 beside the
-# pinned zoo (fewer restarts, issue 19: within 2% of the optimum), so the zoo gets its 2 GB
+# pinned zoo (fewer restarts, issue 19: within 2% of the optimum), so the zoo gets its 2 GiB
 # minimum while ai-clip and ai-yolo26 move to the A5500.
-ADJUSTED = "ai-enrichment VRAM budget (6.8 GB) exceeds GPU 1 (4.1 GB). Auto-adjusted to 2.0 GB."
+ADJUSTED = "ai-enrichment VRAM budget (6.6 GiB) exceeds GPU 1 (4.0 GiB). Auto-adjusted to 2.0 GiB."
 FINAL_LABELS = re.compile(r"Succeeded|Rolled back|Rollback failed|Failed|Interrupted")
 
 
@@ -60,7 +60,7 @@ def test_staff_user_previews_a_strategy_moves_the_zoo_and_saves(
     expect(page).to_have_url(re.compile(r"/settings/gpu/$"))
     expect(page.get_by_role("heading", name="GPU 0: NVIDIA RTX A5500")).to_be_visible()
     expect(page.get_by_role("heading", name="GPU 1: NVIDIA RTX A400")).to_be_visible()
-    expect(page.locator("#gpu-cards")).to_contain_text("19.3/24.6 GB")
+    expect(page.locator("#gpu-cards")).to_contain_text("18.9/24.0 GiB")
     # The cards refresh themselves (a poll of the fragment, not a page load).
     with page.expect_response(lambda r: "part=gpu-cards" in r.url, timeout=10_000) as poll:
         pass
@@ -320,13 +320,14 @@ def test_the_system_tab_saves_settings_with_validation(new_page, staff_user, scr
     page.goto("/settings/gpu/")
     page.get_by_role("navigation", name="Settings").get_by_role("link", name="System").click()
     expect(page).to_have_url(re.compile(r"/settings/system/$"))
-    page.get_by_label("VRAM reserve (MB)").fill("-5")
+    page.get_by_label("VRAM reserve (MiB)").fill("-5")
     page.get_by_role("button", name="Save settings").click()
-    expect(page.locator("#system-form")).to_contain_text("must be between 0 and 65536 MB, got -5")
-    page.get_by_label("VRAM reserve (MB)").fill("1024")
+    expect(page.locator("#system-form")).to_contain_text("must be between 0 and 65536 MiB, got -5")
+    page.get_by_label("VRAM reserve (MiB)").fill("1024")
     page.get_by_label("GPU card refresh (seconds)").fill("5")
     page.get_by_role("button", name="Save settings").click()
-    expect(page.locator("#system-form .notice.success")).to_contain_text("Saved: VRAM reserve (MB)")
+    saved = page.locator("#system-form .notice.success")
+    expect(saved).to_contain_text("Saved: VRAM reserve (MiB)")
     screenshot(page, "settings-system")
     page.get_by_role("link", name="GPU Configuration").click()
     expect(page.locator("#gpu-cards")).to_contain_text("Refreshes every 5 s")
