@@ -200,12 +200,12 @@ def gpu_config_import(
         new_number = saved.version.number
         logger.info("configuration imported from a backup as version %s", new_number)
     lines = _change_lines(
-        before_strategy,
-        backup.strategy.value,
-        before_configuration,
-        after,
-        before_settings,
-        {**before_settings, **values},
+        before_strategy=before_strategy,
+        after_strategy=backup.strategy.value,
+        before=before_configuration,
+        after=after,
+        before_settings=before_settings,
+        after_settings={**before_settings, **values},
     )
     return ImportResult(
         dry_run=dry_run,
@@ -231,6 +231,7 @@ def _file_errors(exc: ConfigInputError, planned: ImportPlan) -> BackupError:
 
 
 def _change_lines(
+    *,
     before_strategy: str | None,
     after_strategy: str,
     before: Configuration | None,

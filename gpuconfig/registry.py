@@ -146,15 +146,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     unknown = sorted(k for k in labels if k.startswith(LABEL_PREFIX) and k not in KNOWN_LABELS)
     if unknown:
         raise fail(unknown[0], f"unknown label (known: {', '.join(sorted(KNOWN_LABELS))})")
-    if LABEL_VRAM not in labels:
-        raise fail(LABEL_VRAM, "missing: every GPU-managed service needs a VRAM estimate in MB")
-    raw_vram = labels[LABEL_VRAM].strip()
-    try:
-        vram = int(raw_vram)
-    except ValueError:
-        raise fail(LABEL_VRAM, f"{quoted(raw_vram)} is not a whole number of MB") from None
-    if not 1 <= vram <= MAX_VRAM_ESTIMATE_MB:
-        raise fail(LABEL_VRAM, f"{vram} is out of range (1 to {MAX_VRAM_ESTIMATE_MB} MB)")
+    vram = _vram_estimate(labels, fail)
     role = labels.get(LABEL_ROLE, "standard").strip() or "standard"
     if role not in ROLES:
         raise fail(LABEL_ROLE, f"{quoted(role)} is not one of {', '.join(ROLES)}")
@@ -167,23 +159,7 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         raise fail(
             LABEL_BUDGET_ENV, f"{quoted(budget_env)} is not a valid environment variable name"
         )
-    vram_min: int | None = None
-    if LABEL_VRAM_MIN in labels:
-        raw_min = labels[LABEL_VRAM_MIN].strip()
-        if budget_env is None:
-            raise fail(
-                LABEL_VRAM_MIN,
-                f"only a service that takes a budget ({LABEL_BUDGET_ENV}) can have a minimum",
-            )
-        try:
-            vram_min = int(raw_min)
-        except ValueError:
-            raise fail(LABEL_VRAM_MIN, f"{quoted(raw_min)} is not a whole number of MB") from None
-        if not 1 <= vram_min <= vram:
-            raise fail(
-                LABEL_VRAM_MIN,
-                f"{vram_min} is out of range (1 MB to the estimate, {vram} MB)",
-            )
+    vram_min = _vram_min(labels, fail, budget_env=budget_env, vram=vram)
     restart_cost = _restart_cost(labels.get(LABEL_RESTART_COST), fail)
     return Service(
         name=name,
@@ -195,6 +171,49 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
         restart_cost_s=restart_cost,
         accelerator=accelerator,
     )
+
+
+def _vram_estimate(labels: dict[str, str], fail: Callable[[str, str], RegistryError]) -> int:
+    """The required VRAM estimate label, in MB."""
+    if LABEL_VRAM not in labels:
+        raise fail(LABEL_VRAM, "missing: every GPU-managed service needs a VRAM estimate in MB")
+    raw_vram = labels[LABEL_VRAM].strip()
+    try:
+        vram = int(raw_vram)
+    except ValueError:
+        raise fail(LABEL_VRAM, f"{quoted(raw_vram)} is not a whole number of MB") from None
+    if not 1 <= vram <= MAX_VRAM_ESTIMATE_MB:
+        raise fail(LABEL_VRAM, f"{vram} is out of range (1 to {MAX_VRAM_ESTIMATE_MB} MB)")
+    return vram
+
+
+def _vram_min(
+    labels: dict[str, str],
+    fail: Callable[[str, str], RegistryError],
+    *,
+    budget_env: str | None,
+    vram: int,
+) -> int | None:
+    """The optional minimum VRAM label, in MB: only for a service that takes a budget, and
+    never above its estimate."""
+    if LABEL_VRAM_MIN not in labels:
+        return None
+    raw_min = labels[LABEL_VRAM_MIN].strip()
+    if budget_env is None:
+        raise fail(
+            LABEL_VRAM_MIN,
+            f"only a service that takes a budget ({LABEL_BUDGET_ENV}) can have a minimum",
+        )
+    try:
+        vram_min = int(raw_min)
+    except ValueError:
+        raise fail(LABEL_VRAM_MIN, f"{quoted(raw_min)} is not a whole number of MB") from None
+    if not 1 <= vram_min <= vram:
+        raise fail(
+            LABEL_VRAM_MIN,
+            f"{vram_min} is out of range (1 MB to the estimate, {vram} MB)",
+        )
+    return vram_min
 
 
 def _accelerator(labels: dict[str, str], fail: Callable[[str, str], RegistryError]) -> Accelerator:

@@ -24,12 +24,13 @@ from common.errors import Refusal
 from common.parsers import version_number
 from gpuconfig.backup import (
     MAX_BYTES,
+    Backup,
     BackupError,
     backup_document,
     parse_backup,
     render_backup,
 )
-from gpuconfig.backup_services import gpu_config_export, gpu_config_import
+from gpuconfig.backup_services import ImportResult, gpu_config_export, gpu_config_import
 from gpuconfig.services import ConfigConflict
 from pages import contexts
 
@@ -93,26 +94,10 @@ def backup_import(request: HttpRequest) -> HttpResponse:
     action = request.POST.get("action", "preview")
     if action not in ACTIONS:
         return _refuse(request, f"Unknown action {quoted(action)}.", status=400)
-    expected_version: int | None = None
-    if action == "confirm":
-        # The previewed file comes back as the canonical document the preview showed, with the
-        # version it was compared against: a save in between is a conflict, not overwritten.
-        data: bytes = request.POST.get("document", "").encode()
-        expected_version = version_number(request.POST.get("base_version", ""))
-        if expected_version is None:
-            return _refuse(request, "The preview is incomplete: upload the file again.", status=400)
-    else:
-        upload = request.FILES.get("file")
-        if upload is None:
-            return _refuse(request, "Choose a backup file to upload.", status=400)
-        if upload.size is not None and upload.size > MAX_BYTES:
-            return _refuse(
-                request,
-                f"{upload.name} is {upload.size} bytes; a backup may be at most {MAX_BYTES} "
-                "bytes. Nothing was imported.",
-                status=413,
-            )
-        data = upload.read(MAX_BYTES + 1)
+    try:
+        data, expected_version = _submitted_file(request, action)
+    except _NotSubmitted as missing:
+        return _refuse(request, missing.message, status=missing.status)
     try:
         backup = parse_backup(data)
         result = gpu_config_import(
@@ -127,12 +112,55 @@ def backup_import(request: HttpRequest) -> HttpResponse:
         return _refuse(request, f"Nothing was imported. {exc}", status=409)
     except Refusal as exc:  # the file could not be written (500), the compose file (503)
         return _refuse(request, exc.user_message, status=exc.status_code)
-    context: dict[str, Any] = {"backup_result": result}
     if result.dry_run:
-        # The history is not imported: leave it out of what the confirm posts back.
-        context["backup_document"] = json.dumps(backup_document(replace(backup, versions=None)))
-        context["backup_history_note"] = backup.versions is not None
-        return _answer(request, context)
+        return _previewed(request, result, backup)
+    return _imported(request, result)
+
+
+class _NotSubmitted(Exception):
+    """The request brings no usable file: what to tell the user, with the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _submitted_file(request: HttpRequest, action: str) -> tuple[bytes, int | None]:
+    """The backup's bytes and, for a confirm, the version its preview was compared against.
+
+    Raises :class:`_NotSubmitted` when there is no file, it is too large, or the confirm lacks
+    its base version."""
+    if action == "confirm":
+        # The previewed file comes back as the canonical document the preview showed, with the
+        # version it was compared against: a save in between is a conflict, not overwritten.
+        expected_version = version_number(request.POST.get("base_version", ""))
+        if expected_version is None:
+            raise _NotSubmitted("The preview is incomplete: upload the file again.")
+        return request.POST.get("document", "").encode(), expected_version
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise _NotSubmitted("Choose a backup file to upload.")
+    if upload.size is not None and upload.size > MAX_BYTES:
+        raise _NotSubmitted(
+            f"{upload.name} is {upload.size} bytes; a backup may be at most {MAX_BYTES} "
+            "bytes. Nothing was imported.",
+            status=413,
+        )
+    return upload.read(MAX_BYTES + 1), None
+
+
+def _previewed(request: HttpRequest, result: ImportResult, backup: Backup) -> HttpResponse:
+    """The dry run's answer: what the import would change, and the document to confirm."""
+    context: dict[str, Any] = {"backup_result": result}
+    # The history is not imported: leave it out of what the confirm posts back.
+    context["backup_document"] = json.dumps(backup_document(replace(backup, versions=None)))
+    context["backup_history_note"] = backup.versions is not None
+    return _answer(request, context)
+
+
+def _imported(request: HttpRequest, result: ImportResult) -> HttpResponse:
+    """The answer to a saved import: a notice for htmx, else a redirect with messages."""
     done = (
         f"Imported as version {result.new_version}. Apply & Restart Services on the GPU "
         "Configuration tab puts it into effect."
@@ -143,7 +171,7 @@ def backup_import(request: HttpRequest) -> HttpResponse:
         for line in (*result.warnings, *result.config_warnings):
             messages.warning(request, line)
         return redirect(reverse("pages:system") + "#backup")
-    context["backup_notices"] = [("success", done)]
+    context: dict[str, Any] = {"backup_result": result, "backup_notices": [("success", done)]}
     return _answer(request, context, stored=True)
 
 
