@@ -1,13 +1,13 @@
 """Measured VRAM beside the plan: what each managed service really holds against its estimate.
 
-``devices.vram`` reports the facts (per GPU, the MB each managed service's processes hold,
+``devices.vram`` reports the facts (per GPU, the MiB each managed service's processes hold,
 use outside GPU Config, processes that could not be traced); this module compares them with
 the compose file's ``gpuconfig.vram_estimate_mb`` labels and the applied configuration: the
 GPUs API's ``memory_use`` and over-estimate warnings, and the preview's warnings about moves
 that a GPU's real free memory cannot hold. Nothing here calls NVML or podman per request.
 
-Units: the labels' MB are compared with NVML's MiB as they are, the way the planner has
-always compared estimates with capacities.
+Units: the labels are MiB, NVML's unit (docs/ui.md, "Units"), so they are compared with
+its readings as they are; sentences print `format_vram`'s GiB.
 """
 
 from __future__ import annotations
