@@ -549,7 +549,7 @@ def _gpus(raw: Any, errors: list[tuple[str, str]]) -> tuple[BackupGpu, ...]:
         vram = item.get("vram_total_mb")
         if vram is not None and (not _is_int(vram) or vram <= 0):
             errors.append(
-                (f"{where}.vram_total_mb", f"must be a positive number of MB, got {quoted(vram)}")
+                (f"{where}.vram_total_mb", f"must be a positive number of MiB, got {quoted(vram)}")
             )
         if len(errors) > before:
             continue

@@ -176,12 +176,12 @@ def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
 def _vram_estimate(labels: dict[str, str], fail: Callable[[str, str], RegistryError]) -> int:
     """The required VRAM estimate label, in MB."""
     if LABEL_VRAM not in labels:
-        raise fail(LABEL_VRAM, "missing: every GPU-managed service needs a VRAM estimate in MB")
+        raise fail(LABEL_VRAM, "missing: every GPU-managed service needs a VRAM estimate in MiB")
     raw_vram = labels[LABEL_VRAM].strip()
     try:
         vram = int(raw_vram)
     except ValueError:
-        raise fail(LABEL_VRAM, f"{quoted(raw_vram)} is not a whole number of MB") from None
+        raise fail(LABEL_VRAM, f"{quoted(raw_vram)} is not a whole number of MiB") from None
     if not 1 <= vram <= MAX_VRAM_ESTIMATE_MB:
         raise fail(LABEL_VRAM, f"{vram} is out of range (1 to {MAX_VRAM_ESTIMATE_MB} MB)")
     return vram
@@ -207,11 +207,11 @@ def _vram_min(
     try:
         vram_min = int(raw_min)
     except ValueError:
-        raise fail(LABEL_VRAM_MIN, f"{quoted(raw_min)} is not a whole number of MB") from None
+        raise fail(LABEL_VRAM_MIN, f"{quoted(raw_min)} is not a whole number of MiB") from None
     if not 1 <= vram_min <= vram:
         raise fail(
             LABEL_VRAM_MIN,
-            f"{vram_min} is out of range (1 MB to the estimate, {vram} MB)",
+            f"{vram_min} is out of range (1 MiB to the estimate, {vram} MiB)",
         )
     return vram_min
 

@@ -69,7 +69,7 @@ def check_requests(requests: Sequence[ServiceRequest]) -> list[ServiceRequest]:
         demand: object = demand_mb(request)
         if not isinstance(demand, int) or isinstance(demand, bool):
             raise StrategyError(
-                f"{request.service.name} has no VRAM figure: set its estimate in MB "
+                f"{request.service.name} has no VRAM figure: set its estimate in MiB "
                 "(label gpuconfig.vram_estimate_mb) or a budget"
             )
         if demand < 0:

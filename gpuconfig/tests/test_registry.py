@@ -73,7 +73,7 @@ def test_forty_services_just_work():
     ("labels", "message"),
     [
         ("      gpuconfig.role: llm\n", "label gpuconfig.vram_estimate_mb: missing"),
-        ("      gpuconfig.vram_estimate_mb: lots\n", "'lots' is not a whole number of MB"),
+        ("      gpuconfig.vram_estimate_mb: lots\n", "'lots' is not a whole number of MiB"),
         ("      gpuconfig.vram_estimate_mb: '-5'\n", "-5 is out of range"),
         ("      gpuconfig.vram_estimate_mb: '9999999999'\n", "out of range"),
         (
@@ -92,17 +92,17 @@ def test_forty_services_just_work():
         (
             "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.budget_env: B\n"
             "      gpuconfig.vram_min_mb: some\n",
-            "label gpuconfig.vram_min_mb: 'some' is not a whole number of MB",
+            "label gpuconfig.vram_min_mb: 'some' is not a whole number of MiB",
         ),
         (
             "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.budget_env: B\n"
             "      gpuconfig.vram_min_mb: '0'\n",
-            "label gpuconfig.vram_min_mb: 0 is out of range (1 MB to the estimate, 3000 MB)",
+            "label gpuconfig.vram_min_mb: 0 is out of range (1 MiB to the estimate, 3000 MiB)",
         ),
         (
             "      gpuconfig.vram_estimate_mb: '3000'\n      gpuconfig.budget_env: B\n"
             "      gpuconfig.vram_min_mb: '3001'\n",
-            "label gpuconfig.vram_min_mb: 3001 is out of range (1 MB to the estimate, 3000 MB)",
+            "label gpuconfig.vram_min_mb: 3001 is out of range (1 MiB to the estimate, 3000 MiB)",
         ),
         (
             "      gpuconfig.vram_estimte_mb: '10'\n",

@@ -34,7 +34,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         suggestions = suggested_estimates()
         self.stdout.write(f"Compose file: {settings.GPUCONFIG_COMPOSE_FILE}")
-        rows = [("Service", "Estimate MB", "Peak MB", "Now MB", "Suggested label")]
+        rows = [("Service", "Estimate MiB", "Peak MiB", "Now MiB", "Suggested label")]
         for s in suggestions:
             label = s.label_line or "(not measured yet)"
             if s.suggested_mb is not None and not s.changes_estimate:
