@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # DRF loads this renderer while rest_framework.views is being
     from rest_framework.views import APIView
 
 # The design's example request (docs/api.md): Manual, the LLM and the detector on GPU 0, the
-# enrichment zoo alone on GPU 1 with a 3.5 GB budget.
+# enrichment zoo alone on GPU 1 with a 3.4 GiB budget.
 DESIGN_BODY: dict[str, Any] = {
     "strategy": "manual",
     "assignments": [

@@ -96,7 +96,7 @@ def summarize_gpu_memory(
 
     ``estimates`` names the managed services (their label estimate, None if unknown);
     ``applied`` (service -> GPU index of the applied configuration) adds services that should
-    be on a GPU but hold nothing there, so "0 MB of ~1.2 GB" shows too.
+    be on a GPU but hold nothing there, so "0 MiB of ~1.2 GiB" shows too.
     """
     index_of = {r.uuid: r.index for r in sample.readings}
     result: dict[str, GpuMemoryUse] = {}

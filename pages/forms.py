@@ -53,7 +53,7 @@ _COMMA_DECIMAL = re.compile(r"[0-9]*,[0-9]+")
 
 
 def budget_gb(raw: str) -> float | None:
-    """The budget typed in a budget field, in GB (None: empty, automatic), or a
+    """The budget typed in a budget field, in GiB (None: empty, automatic), or a
     ValidationError saying how to write it."""
     text = raw.strip()
     if not text:

@@ -48,7 +48,7 @@ def gpu_card_memory(gpu: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def measured_text_by_service(sample: Sample | None = None) -> dict[str, dict[str, Any]]:
-    """For the assignment table: service -> {"text": "1.5 GB on GPU 1", "over": bool}.
+    """For the assignment table: service -> {"text": "1.5 GiB on GPU 1", "over": bool}.
 
     Empty when processes are not measured (simulated GPUs): the column then shows a dash.
     """

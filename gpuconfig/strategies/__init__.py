@@ -24,8 +24,8 @@ The strategies:
 
 * manual: every enabled service must be pinned; nothing moves.
 * vram_based (the design's rule): largest demand first, each onto the GPU with the most
-  free MB. This evens out free megabytes, not utilization: a 4 GB card with 1 GB free
-  looks fuller than an 80 GB card with 2 GB free. Balanced evens utilization instead.
+  free MiB. This evens out free megabytes, not utilization: a 4 GiB card with 1 GiB free
+  looks fuller than an 80 GiB card with 2 GiB free. Balanced evens utilization instead.
 * latency_optimized: "llm" and "critical" services on the fastest GPU (`fastest_gpu`);
   the rest by the vram_based rule on the other GPUs, falling back to the fastest one when
   they fit nowhere else or there is no other GPU.
