@@ -28,6 +28,7 @@ import logging
 import math
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -94,9 +95,22 @@ def _choices(
     services: list[str] | None = None,
 ) -> dict[str, HandoverChoice]:
     names = list(context.services if services is None else services)
-    choices, grace = handover_choices(names, target=target, previous=previous, env=context.env)
-    context.handovers.stop_grace_s.update(grace)
-    return choices
+    decided = handover_choices(names, target=target, previous=previous, env=context.env)
+    context.handovers.stop_grace_s.update(decided.grace)
+    # Kept for the check after the recreate: compose gives the new container the old one's
+    # name, so its health check can start before the inspect that confirms it (verify).
+    for name, state in decided.running.items():
+        if state.health is not None:
+            context.checked_names.setdefault(name, state.name)
+    return decided.choices
+
+
+class HandoverDecision(NamedTuple):
+    """How each service would move, each one's stop grace period, and what runs now."""
+
+    choices: dict[str, HandoverChoice]
+    grace: dict[str, float]
+    running: dict[str, podman.ContainerState]
 
 
 def handover_choices(
@@ -105,7 +119,7 @@ def handover_choices(
     target: Configuration,
     previous: Configuration | None,
     env: dict[str, str] | None = None,
-) -> tuple[dict[str, HandoverChoice], dict[str, float]]:
+) -> HandoverDecision:
     """How each of ``names`` would move to ``target`` now (handover or restart, and why),
     and each one's stop grace period: what a run decides, and what a preview says."""
     try:
@@ -114,7 +128,7 @@ def handover_choices(
     except (RegistryError, podman.PodmanCommandError) as exc:
         # Not knowing is no reason to fail the run: move as before, and say why.
         reason = f"restarts, cannot tell whether a second copy can run: {exc}"
-        return {name: HandoverChoice(name, False, reason) for name in names}, {}
+        return HandoverDecision({n: HandoverChoice(n, False, reason) for n in names}, {}, {})
     # The inventory's capacities, as the plan used them; whether a GPU answers now is the
     # copy's own check (a GPU that went away fails it and the old container stays).
     reserve = config_selectors.system_config().vram_reserve_mb
@@ -130,7 +144,7 @@ def handover_choices(
         estimates={s.name: s.vram_estimate_mb for s in registry.services},
         room_mb=room,
     )
-    return choices, grace
+    return HandoverDecision(choices, grace, running)
 
 
 def move(context: ApplyContext, service: str, *, back: bool = False) -> None:

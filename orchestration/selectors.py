@@ -354,5 +354,5 @@ def planned_moves(target: Configuration, services: list[str]) -> dict[str, str]:
 
     applied = config_selectors.latest_applied_version()
     previous = config_selectors.version_configuration(applied) if applied else None
-    choices, _grace = handover_choices(services, target=target, previous=previous)
-    return {name: choice.reason for name, choice in choices.items()}
+    decided = handover_choices(services, target=target, previous=previous)
+    return {name: choice.reason for name, choice in decided.choices.items()}

@@ -59,7 +59,7 @@ from orchestration.podman.containers import (
     inspect_services,
     project_container_ids,
 )
-from orchestration.podman.health import run_healthcheck, wait_healthy
+from orchestration.podman.health import check_health_once, run_healthcheck, wait_healthy
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
@@ -79,6 +79,7 @@ __all__ = [
     "ComposeUnavailable",
     "ContainerState",
     "PodmanCommandError",
+    "check_health_once",
     "compose_run_copy",
     "compose_up",
     "first_error_line",

@@ -76,6 +76,14 @@ def wait_healthy(
         time.sleep(interval_s)
 
 
+def check_health_once(
+    container: str, *, timeout_s: float, env: Mapping[str, str] | None = None
+) -> bool:
+    """``podman healthcheck run CONTAINER`` (an id or a name), once, with no inspect first:
+    True only when it passed. For a caller that knows the container has a check."""
+    return _check_once(container, env=_environment(env), timeout_s=timeout_s)
+
+
 def _check_once(container_id: str, *, env: Mapping[str, str], timeout_s: float) -> bool:
     """``podman healthcheck run``: exit 0 healthy; anything else is not."""
     result = _run(
