@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from gpuconfig.domain import Gpu, Plan, Service, ServiceRequest
 from gpuconfig.strategies import plan
+from gpuconfig.strategies.disruption import DEFAULT_TOLERANCE
 
 SEED = 19
 INSTANCES = 30
@@ -89,12 +90,36 @@ def _gap(result: Plan) -> float | None:
     return optimality.max_utilization / optimality.lower_bound - 1
 
 
+def _old_plan_fits(
+    gpus: list[Gpu], requests: list[ServiceRequest], current: Mapping[str, int | None], bound: float
+) -> bool:
+    """Whether keeping every running service where it is (a new one on the least-used GPU)
+    stays within the tolerance of the optimum: where the target is 0 moves."""
+    present = {g.index: g for g in gpus if g.present}
+    load = dict.fromkeys(present, 0)
+    newcomers = []
+    for request in requests:
+        gpu = current.get(request.service.name)
+        if gpu is None:
+            newcomers.append(request)
+        elif gpu not in present:
+            return False  # its GPU is gone: it must move
+        else:
+            load[gpu] += request.service.vram_estimate_mb
+    for request in newcomers:
+        least = min(present, key=lambda i: load[i] / present[i].vram_total_mb)
+        load[least] += request.service.vram_estimate_mb
+    worst = max(load[i] / present[i].vram_total_mb for i in present)
+    return worst <= bound * (1 + float(DEFAULT_TOLERANCE)) + 1e-9
+
+
 def main() -> list[str]:
     rng = random.Random(SEED)
     header = (
         f"{'change':26} {'pins':>4} {'n':>3} {'harm':>4} | {'moved: re-plan med/mean/max':>27} | "
         f"{'least disruption med/mean/max':>29} | "
         f"{'max util over optimum: re-plan / least (mean, max)':>50} | proven"
+        " | old plan fits: n, least moves med/max"
     )
     lines = [header]
     print(header)
@@ -110,6 +135,7 @@ def main() -> list[str]:
             scratch_gaps: list[float] = []
             least_gaps: list[float] = []
             harm = proven = 0
+            where_fits: list[int] = []
             for gpus, requests, current in bases:
                 new_gpus, new_requests = change(rng, gpus, requests)
                 result = plan("balanced", new_gpus, new_requests, reserve_mb=0, current=current)
@@ -129,6 +155,9 @@ def main() -> list[str]:
                 scratch_moves.append(len(d.scratch_moved))
                 least_moves.append(len(d.moved))
                 proven += d.proven
+                bound = scratch.optimality.lower_bound if scratch.optimality else None
+                if bound and _old_plan_fits(new_gpus, new_requests, current, bound):
+                    where_fits.append(len(d.moved))
                 for gaps, plan_result in ((scratch_gaps, scratch), (least_gaps, result)):
                     gap = _gap(plan_result)
                     if gap is not None:
@@ -137,6 +166,8 @@ def main() -> list[str]:
                 f"{label:26} {'yes' if pins else 'no':>4} {len(scratch_moves):>3} {harm:>4} | "
                 f"{_stats(scratch_moves):>27} | {_stats(least_moves):>29} | "
                 f"{_pct(scratch_gaps):>24} / {_pct(least_gaps):<23} | {proven}/{len(least_moves)}"
+                f" | {len(where_fits):>3}, "
+                + (f"{statistics.median(where_fits):g}/{max(where_fits)}" if where_fits else "-")
             )
             lines.append(line)
             print(line, flush=True)
