@@ -240,16 +240,3 @@ def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory.mkdir()
     monkeypatch.setenv("PATH", str(directory))
     return directory
-
-
-# Real podman containers, as the orchestration tests run them (podman, runc, a busybox
-# stand-in image, this VM's containers.conf): the same fixtures, not a copy of them.
-from orchestration.tests.conftest import (  # noqa: E402
-    cdi_spec,
-    compose_command,
-    compose_project,
-    podman_env,
-    standin_image,
-)
-
-__all__ = ["cdi_spec", "compose_command", "compose_project", "podman_env", "standin_image"]

@@ -75,3 +75,10 @@ def compose_project(
         yield project
     finally:
         project.remove()
+
+
+# NVML faked at its function boundary, for the tests that read the VRAM real containers use
+# (test_vram_*): the detection tests' fixture, not a copy of it.
+from devices.tests.conftest import fake_nvml  # noqa: E402
+
+__all__ = ["fake_nvml"]

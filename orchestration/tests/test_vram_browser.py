@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devices.tests.test_vram_containers import _host_pid, _service_container, running_project
+from orchestration.tests.test_vram_containers import _host_pid, _service_container, running_project
 
 if TYPE_CHECKING:
     from devices.tests.conftest import FakeNvml
