@@ -33,7 +33,7 @@ class GpuConfiguration(models.Model):
     gpu_index = models.IntegerField(null=True, blank=True, help_text="Pinned GPU; empty = auto")
     strategy = models.CharField(max_length=32, choices=Strategy.choices, default=Strategy.MANUAL)
     vram_budget_override = models.FloatField(
-        null=True, blank=True, help_text="VRAM budget in GB chosen by the user (overrides auto)"
+        null=True, blank=True, help_text="VRAM budget in GiB chosen by the user (overrides auto)"
     )
     enabled = models.BooleanField(default=True)
     resolved_gpu_index = models.IntegerField(null=True, blank=True, editable=False)
