@@ -75,7 +75,7 @@ def _gpu_gone(
 
 
 CHANGES: list[tuple[str, Change]] = [
-    ("(a) add a 0.8 GB service", _add),
+    ("(a) add an 800 MiB service", _add),
     ("(b) one estimate +10%", _grow),
     ("(c) remove a service", _remove),
     ("(d) a GPU disappears", _gpu_gone),

@@ -2,14 +2,14 @@
 
 Run: .venv/bin/python -m bench.bench_strategies   (exits non-zero when a target fails)
 
-Instances are random but seeded: GPU sizes uniform in 4..80 GB, service sizes log-uniform
-in 200 MB..40 GB (at most the largest GPU), scaled so the services add up to a given share
-of the total capacity ("load"; over 100% nothing can fit). "pins": 20% of the services
-are pinned to a random GPU. 1 GB = 1000 MB.
+Instances are random but seeded: GPU sizes uniform in 4,000..80,000 MiB, service sizes
+log-uniform in 200..40,000 MiB (at most the largest GPU), scaled so the services add up to a
+given share of the total capacity ("load"; over 100% nothing can fit). "pins": 20% of the services
+are pinned to a random GPU. Every size is MiB, as the planner counts.
 
 References (bench/reference.py, independent of the product's search):
 * exact: OR-Tools CP-SAT, each optimum proven, of the least-harm objective (fewest
-  services that cannot fit, their least MB, then the least highest utilization of what
+  services that cannot fit, their least MiB, then the least highest utilization of what
   fits). "optimal" counts plans whose objective equals it.
 * bound: where CP-SAT cannot prove the optimum in its time limit (most of 8 GPUs x 30
   services on this machine), a proven lower bound: CP-SAT's own or the
@@ -59,7 +59,7 @@ RETRY_FACTOR = 5  # ... and this many times longer for the deciding question, if
 
 @dataclass(frozen=True)
 class Instance:
-    """Capacities, demands (MB) and pins (service -> GPU) of one random instance."""
+    """Capacities, demands (MiB) and pins (service -> GPU) of one random instance."""
 
     caps: tuple[int, ...]
     demands: tuple[int, ...]
@@ -77,7 +77,7 @@ class Instance:
         ]
 
     def fixed(self) -> list[int]:
-        """MB the pinned services put on each GPU."""
+        """MiB the pinned services put on each GPU."""
         loads = [0] * len(self.caps)
         for d, pin in zip(self.demands, self.pins, strict=True):
             if pin is not None:
@@ -368,7 +368,7 @@ def overflow_check(rng: random.Random) -> tuple[str, bool]:
 
 
 def _over(instance: Instance, result: Plan, gpu: int) -> int:
-    """MB over capacity on one GPU under the plan (0 when it fits)."""
+    """MiB over capacity on one GPU under the plan (0 when it fits)."""
     load = sum(
         d
         for r, d in zip(instance.requests(), instance.demands, strict=True)
@@ -382,7 +382,8 @@ def main() -> int:
     rng = random.Random(SEED)
     verdicts: list[tuple[str, bool]] = []
     began = time.perf_counter()
-    print(f"Balanced strategy benchmark (seed {SEED}; GPUs 4-80 GB, services 0.2-40 GB)")
+    sizes = "GPUs 4,000-80,000 MiB, services 200-40,000 MiB"
+    print(f"Balanced strategy benchmark (seed {SEED}; {sizes})")
     print(LEGEND)
 
     print("\n(1) Exact reference (CP-SAT, proven), loads 50/70/90/97%")
