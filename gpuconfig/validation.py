@@ -144,33 +144,11 @@ def evaluate(
                 )
             )
 
-    for index, sharing in sorted(on_gpu.items()):
-        gpu = present[index]
-        if len(sharing) > 1 and planned[index] > gpu.vram_total_mb:
-            warnings.append(
-                PlanWarning(
-                    WarningCode.COMBINED_EXCEEDS_GPU,
-                    f"Combined VRAM (~{format_vram(planned[index])}) exceeds GPU {index} "
-                    f"capacity ({format_vram(gpu.vram_total_mb)})",
-                    None,
-                    index,
-                )
-            )
-        # Without a record of what runs where (nothing applied yet), used VRAM cannot be
-        # split into ours and theirs: say nothing rather than blame the services' own use.
-        external = _external_use(gpu, requests, applied) if applied is not None else None
-        if external is not None and external > reserve_mb:
-            real_free = max(0, gpu.vram_total_mb - external)
-            warnings.append(
-                PlanWarning(
-                    WarningCode.EXTERNAL_VRAM_USE,
-                    f"GPU {index} has {format_vram(external)} in use by processes outside the "
-                    f"managed services; real free VRAM is {format_vram(real_free)}",
-                    None,
-                    index,
-                )
-            )
-
+    warnings.extend(
+        _gpu_warnings(
+            present, on_gpu, planned, requests=requests, applied=applied, reserve_mb=reserve_mb
+        )
+    )
     warnings.extend(_accelerator_warnings(requests, assignments, present))
 
     if strategy is StrategyName.ISOLATION_FIRST and len(present) == 1:
@@ -188,6 +166,46 @@ def evaluate(
     return Evaluation(
         assignments=tuple(resolved), warnings=tuple(warnings), planned_vram_mb=planned
     )
+
+
+def _gpu_warnings(
+    present: Mapping[int, Gpu],
+    on_gpu: Mapping[int, list[ServiceRequest]],
+    planned: Mapping[int, int],
+    *,
+    requests: Sequence[ServiceRequest],
+    applied: Mapping[str, int] | None,
+    reserve_mb: int,
+) -> list[PlanWarning]:
+    """The warnings about a whole GPU: what its services add up to, and outside use."""
+    found: list[PlanWarning] = []
+    for index, sharing in sorted(on_gpu.items()):
+        gpu = present[index]
+        if len(sharing) > 1 and planned[index] > gpu.vram_total_mb:
+            found.append(
+                PlanWarning(
+                    WarningCode.COMBINED_EXCEEDS_GPU,
+                    f"Combined VRAM (~{format_vram(planned[index])}) exceeds GPU {index} "
+                    f"capacity ({format_vram(gpu.vram_total_mb)})",
+                    None,
+                    index,
+                )
+            )
+        # Without a record of what runs where (nothing applied yet), used VRAM cannot be
+        # split into ours and theirs: say nothing rather than blame the services' own use.
+        external = _external_use(gpu, requests, applied) if applied is not None else None
+        if external is not None and external > reserve_mb:
+            real_free = max(0, gpu.vram_total_mb - external)
+            found.append(
+                PlanWarning(
+                    WarningCode.EXTERNAL_VRAM_USE,
+                    f"GPU {index} has {format_vram(external)} in use by processes outside the "
+                    f"managed services; real free VRAM is {format_vram(real_free)}",
+                    None,
+                    index,
+                )
+            )
+    return found
 
 
 def accelerator_mismatch(service: str, accelerator: str, gpu_index: int, vendor: str) -> str:
