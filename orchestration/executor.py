@@ -66,9 +66,11 @@ class ApplyContext:
     say: Callable[[str], None]
     # Which services move make-before-break, and what the run did with them (for the rollback).
     handovers: HandoverState = field(default_factory=HandoverState)
-    # service -> its container's name, for services whose container had a health check
-    # before the run (set when the handovers are chosen; used by verify).
-    checked_names: dict[str, str] = field(default_factory=dict)
+    # service -> its container's name before the run (compose gives the new container the
+    # same name), and the services whose container had a health check: set when the
+    # handovers are chosen, so that verify reads by name and starts health checks at once.
+    container_names: dict[str, str] = field(default_factory=dict)
+    checked: set[str] = field(default_factory=set)
 
     def set_step(self, service: str, status: StepStatus, message: str = "") -> None:
         ServiceStep.objects.filter(run=self.run, service_name=service).update(
@@ -269,15 +271,18 @@ def verify(
         early = {
             name: pool.submit(
                 podman.check_health_once,
-                context.checked_names[name],
+                context.container_names[name],
                 timeout_s=timeout_s,
                 env=context.env,
             )
             for name in services
-            if name in context.checked_names
+            if name in context.checked and name in context.container_names
         }
-        after = podman.inspect_services(
-            settings.GPUCONFIG_COMPOSE_PROJECT, services, env=context.env
+        after = podman.read_containers(
+            settings.GPUCONFIG_COMPOSE_PROJECT,
+            services,
+            names=context.container_names,
+            env=context.env,
         )
         if report:
             context.set_steps(services, StepStatus.VERIFYING)
@@ -289,7 +294,8 @@ def verify(
                 state, want, recreated_after, check_gpu=expected is not None
             )
             if problem is None and state is not None and state.health is not None:
-                first = early.get(name) if state.name == context.checked_names.get(name) else None
+                named = context.container_names.get(name)
+                first = early.get(name) if state.name == named else None
                 if first is not None and first.result():
                     return None
                 healthy, why = podman.wait_healthy(

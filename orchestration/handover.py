@@ -100,8 +100,9 @@ def _choices(
     # Kept for the check after the recreate: compose gives the new container the old one's
     # name, so its health check can start before the inspect that confirms it (verify).
     for name, state in decided.running.items():
+        context.container_names.setdefault(name, state.name)
         if state.health is not None:
-            context.checked_names.setdefault(name, state.name)
+            context.checked.add(name)
     return decided.choices
 
 
@@ -122,9 +123,17 @@ def handover_choices(
 ) -> HandoverDecision:
     """How each of ``names`` would move to ``target`` now (handover or restart, and why),
     and each one's stop grace period: what a run decides, and what a preview says."""
+    project = settings.GPUCONFIG_COMPOSE_PROJECT
     try:
         registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
-        running = podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, names, env=env)
+        definitions = registry.compose.get("services") or {}
+        # By the names compose gives (one podman call), else by label.
+        running = podman.read_containers(
+            project,
+            names,
+            names=podman.compose_container_names(project, names, definitions),
+            env=env,
+        )
     except (RegistryError, podman.PodmanCommandError) as exc:
         # Not knowing is no reason to fail the run: move as before, and say why.
         reason = f"restarts, cannot tell whether a second copy can run: {exc}"
@@ -133,7 +142,6 @@ def handover_choices(
     # copy's own check (a GPU that went away fails it and the old container stays).
     reserve = config_selectors.system_config().vram_reserve_mb
     room = {gpu.index: gpu.vram_total_mb - reserve for gpu in config_selectors.planning_gpus()}
-    definitions = registry.compose.get("services") or {}
     grace = {name: stop_grace_s(definitions.get(name) or {}) for name in names}
     choices = choose_handovers(
         names,

@@ -150,9 +150,19 @@ def _running(tool: podman.ComposeTool) -> dict[str, podman.ContainerState] | Non
     """The managed services' containers now, read fresh (never the shared status cache)."""
     if tool.podman is None:
         return None
-    managed = load_registry(settings.GPUCONFIG_COMPOSE_FILE).names()
+    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
+    managed = registry.names()
+    project = settings.GPUCONFIG_COMPOSE_PROJECT
+    definitions = registry.compose.get("services") or {}
     try:
-        return podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, managed, env=os.environ)
+        # By the names compose gives (one podman call); by label when anything is not plain
+        # (a container gone, stopped, or not compose's), which is how drift is found too.
+        return podman.read_containers(
+            project,
+            managed,
+            names=podman.compose_container_names(project, managed, definitions),
+            env=os.environ,
+        )
     except podman.PodmanCommandError as exc:
         raise ApplyRefused(f"Cannot apply: cannot read the containers: {exc}", 503) from exc
 

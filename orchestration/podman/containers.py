@@ -95,6 +95,69 @@ def inspect_services(
     return {state.service: state for state in sorted(states, key=lambda s: s.service)}
 
 
+def inspect_services_named(
+    project_name: str, names: Mapping[str, str], *, env: Mapping[str, str] | None = None
+) -> dict[str, ContainerState] | None:
+    """The containers of ``names`` (service -> container name) in one ``podman container
+    inspect``, without the ``ps`` that finds them by label first: for a caller that knows the
+    names (the ones a read just gave, or compose's ``<project>_<service>_1``).
+
+    None when anything is not plain: a name not found, a container of another project or
+    service, a handover copy, one that is not running. The caller then reads by label
+    (``inspect_services``), which also chooses among several containers of one service.
+    """
+    if not names:
+        return {}
+    done = _query(("podman", "container", "inspect", *names.values()), env=_environment(env))
+    if not done.result.ok:
+        return None  # a name not found: podman exits 125
+    try:
+        data = json.loads(done.stdout or "[]")
+    except json.JSONDecodeError:
+        return None
+    found: dict[str, ContainerState] = {}
+    for item in data if isinstance(data, list) else []:
+        labels = ((item.get("Config") or {}).get("Labels") or {}) if isinstance(item, dict) else {}
+        if labels.get(PROJECT_LABEL) != project_name or HANDOVER_LABEL in labels:
+            return None
+        state = _container_state(item)
+        if not state.running or names.get(state.service) != state.name:
+            return None
+        found[state.service] = state
+    return found if set(found) == set(names) else None
+
+
+def read_containers(
+    project_name: str,
+    services: Sequence[str],
+    *,
+    names: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, ContainerState]:
+    """The containers of ``services`` now: by name in one podman call when every name is
+    known (``names``: service -> container name) and all is plain, else found by their
+    compose labels (``inspect_services``)."""
+    if names is not None and all(s in names for s in services):
+        found = inspect_services_named(project_name, {s: names[s] for s in services}, env=env)
+        if found is not None:
+            return found
+    return inspect_services(project_name, services, env=env)
+
+
+def compose_container_names(
+    project_name: str, services: Sequence[str], definitions: Mapping[str, Any]
+) -> dict[str, str]:
+    """The name podman-compose gives each service's first container: its
+    ``container_name``, else ``<project>_<service>_1`` (``definitions``: the compose file's
+    services)."""
+    names = {}
+    for service in services:
+        definition = definitions.get(service)
+        given = definition.get("container_name") if isinstance(definition, dict) else None
+        names[service] = given if isinstance(given, str) else f"{project_name}_{service}_1"
+    return names
+
+
 def inspect_container(name: str, *, env: Mapping[str, str] | None = None) -> ContainerState | None:
     """One container by name or id, or None when it does not exist."""
     data = _inspect_one(name, env=_environment(env))

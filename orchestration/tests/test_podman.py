@@ -23,9 +23,12 @@ from orchestration.podman import (
     CommandResult,
     ComposeTool,
     ComposeUnavailable,
+    compose_container_names,
     compose_up,
     inspect_services,
+    inspect_services_named,
     probe_compose,
+    read_containers,
     run_healthcheck,
     wait_healthy,
 )
@@ -280,6 +283,35 @@ def test_compose_up_past_its_timeout_is_killed_and_reported(
 @containers
 def test_inspect_services_of_an_unknown_project_finds_nothing(podman_env: dict[str, str]) -> None:
     assert inspect_services(new_project_name(), env=podman_env) == {}
+
+
+@containers
+def test_containers_read_by_name_are_those_found_by_label_and_anything_odd_falls_back(
+    compose_project: ComposeProject,
+) -> None:
+    compose_project.start()
+    project, env = compose_project.name, compose_project.env
+    services = list(STANDIN_SERVICES)
+    names = compose_container_names(project, services, {})
+    by_label = inspect_services(project, env=env)
+
+    # One `podman container inspect` by compose's names: the same containers, the same facts.
+    assert inspect_services_named(project, names, env=env) == by_label
+    assert read_containers(project, services, names=names, env=env) == by_label
+
+    # A container gone, or stopped: not plain, so the read by name declines and the read by
+    # label answers (it is how drift is found: the gone one is absent, the stopped one shown).
+    gone, stopped = services[0], services[1]
+    subprocess.run(["podman", "rm", "-f", names[gone]], env=env, check=True, capture_output=True)
+    subprocess.run(
+        ["podman", "stop", "-t", "0", names[stopped]], env=env, check=True, capture_output=True
+    )
+    assert inspect_services_named(project, names, env=env) is None
+    now = read_containers(project, services, names=names, env=env)
+    assert gone not in now and not now[stopped].running
+    assert now == inspect_services(project, env=env)
+    # A name of another project's container is not taken for this project's service.
+    assert inspect_services_named("someone-else", {stopped: names[stopped]}, env=env) is None
 
 
 # --- health checks -----------------------------------------------------------------------
