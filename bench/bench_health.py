@@ -23,37 +23,19 @@ Target: the health reads add below 1% of a core at one sample a second on 8 GPUs
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench.standalone import standalone_django
+
 ROOT = Path(__file__).resolve().parent.parent
-_TMP = Path(tempfile.mkdtemp(prefix="gpuconfig-bench-health-"))
-atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
-os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'bench.sqlite3'}"
-os.environ["GPUCONFIG_DATA_DIR"] = str(_TMP / "data")
-os.environ["DJANGO_SECRET_KEY"] = "bench-only-" + "x" * 50  # nothing here outlives the run
-os.environ.pop("GPUCONFIG_SIMULATED_GPUS", None)
-os.environ.setdefault("GPUCONFIG_LOG_LEVEL", "WARNING")
-
-import django  # noqa: E402  (settings come from the environment set just above)
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-
-from common.data_dir import needs_of  # noqa: E402
-from common.data_dir import prepare as prepare_data_dir  # noqa: E402
-
-prepare_data_dir(needs_of(settings))
+_TMP = standalone_django("gpuconfig-bench-health-")
 
 import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the tests)
+from django.conf import settings  # noqa: E402  (configured by standalone_django above)
 from django.core.management import call_command  # noqa: E402
 
 from devices import gpu_health, services  # noqa: E402

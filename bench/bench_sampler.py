@@ -23,40 +23,22 @@ It runs on a throwaway SQLite database in a temporary folder (DATABASE_URL is ov
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.standalone import standalone_django
+
 ROOT = Path(__file__).resolve().parent.parent
-_TMP = Path(tempfile.mkdtemp(prefix="gpuconfig-bench-sampler-"))
-atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
-os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'bench.sqlite3'}"
-os.environ["GPUCONFIG_DATA_DIR"] = str(_TMP / "data")
-os.environ["DJANGO_SECRET_KEY"] = "bench-only-" + "x" * 50  # nothing here outlives the run
-os.environ.pop("GPUCONFIG_SIMULATED_GPUS", None)
-os.environ.setdefault("GPUCONFIG_LOG_LEVEL", "WARNING")
-
-import django  # noqa: E402  (settings come from the environment set just above)
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-
-from common.data_dir import needs_of  # noqa: E402
-from common.data_dir import prepare as prepare_data_dir  # noqa: E402
-
-# As bin/run's `manage.py prepare_data_dir`: the SQLite file and the broker's folders.
-prepare_data_dir(needs_of(settings))
+_TMP = standalone_django("gpuconfig-bench-sampler-")
 
 import pytest  # noqa: E402  (its MonkeyPatch installs the fake NVML, as in the tests)
+from django.conf import settings  # noqa: E402  (configured by standalone_django above)
 from django.core.management import call_command  # noqa: E402
 
 from bench.inputs import compose_with  # noqa: E402
