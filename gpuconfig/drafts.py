@@ -381,3 +381,23 @@ def validate_changes(
             errors.append(FieldError("vram_budget_override", message, i, name))
     if errors:
         raise ConfigInputError(errors)
+
+
+def version_restore_draft(version: ConfigVersion) -> Draft:
+    """A draft that puts back ``version``'s placement (issue 19, "restore any version"): under
+    Manual, each service of the version on the GPU it had, with the budget the user had typed
+    and its switch; services the version did not know keep what is saved now, and those the
+    compose file no longer defines are left out. Like any draft it saves nothing: the preview
+    shows what restoring it moves, Save or Apply restores it."""
+    defined = set(load_registry(settings.GPUCONFIG_COMPOSE_FILE).names())
+    changes = [
+        AssignmentChange(
+            service=entry.service,
+            gpu_index=entry.gpu_index if entry.enabled else None,
+            vram_budget_override=entry.vram_budget_override,
+            enabled=entry.enabled,
+        )
+        for entry in selectors.version_configuration(version).assignments
+        if entry.service in defined
+    ]
+    return gpu_config_draft(strategy=StrategyName.MANUAL, changes=changes)

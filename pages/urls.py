@@ -13,6 +13,7 @@ urlpatterns = [
     path("gpu/rollback/", views.gpu_rollback, name="gpu-rollback"),
     path("gpu/discard/", views.gpu_discard, name="gpu-discard"),
     path("gpu/compare/", views.gpu_compare, name="gpu-compare"),
+    path("gpu/restore/", views.gpu_restore, name="gpu-restore"),
     path(
         "gpu/<int:gpu_index>/maintenance/",
         maintenance_views.gpu_maintenance,

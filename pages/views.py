@@ -26,7 +26,9 @@ from django.views.decorators.http import (
 )
 
 from common.errors import Refusal
+from common.parsers import version_number
 from gpuconfig import selectors
+from gpuconfig.drafts import version_restore_draft
 from gpuconfig.services import (
     gpu_config_save,
     system_settings_update,
@@ -245,6 +247,31 @@ def gpu_discard(request: HtmxHttpRequest) -> HttpResponse:
         f"running, is saved again as version {done.restored.number} and shown in the form."
     )
     return written(request, message, anchor="#gpu-form", oob=["history", "apply-status"])
+
+
+@require_POST
+@readable_errors
+@staff_only
+def gpu_restore(request: HtmxHttpRequest) -> HttpResponse:
+    """Load a saved version's placement into the form (as Manual choices) and preview what
+    restoring it moves; nothing is saved until Save or Apply & Restart."""
+    number = version_number(request.POST.get("version_to_restore", ""))
+    version = selectors.version_list().filter(number=number).first() if number else None
+    if version is None:
+        return alert(request, "Choose a saved version to restore.", status=400)
+    draft = version_restore_draft(version)
+    latest = selectors.latest_version()
+    notice = (
+        f"Version {version.number}'s placement is in the form as Manual choices; the changes "
+        "below are what restoring it moves. Save, or Apply & Restart Services, to restore it."
+    )
+    return config_answer(
+        request,
+        draft,
+        form_version=latest.number if latest else 0,
+        show_diff=True,
+        notices=[("info", notice)],
+    )
 
 
 ACTIONS: dict[str, View] = {

@@ -56,3 +56,23 @@ def test_the_preview_names_the_restarts_and_the_box_re_plans_from_scratch(
     expect(page.locator("#from-scratch")).to_be_checked()  # kept across the swap
     assert ConfigVersion.objects.count() == 1, "a preview saves nothing"
     assert page.js_errors == []
+
+
+def test_a_version_from_the_history_is_loaded_into_the_form_and_previewed(new_page, staff_user):
+    gpu_config_save(user=staff_user, strategy=StrategyName.VRAM_BASED)
+    gpu_config_save(user=staff_user, strategy=StrategyName.ISOLATION_FIRST)
+    page = new_page(user=staff_user)
+    page.goto("/settings/gpu/")
+
+    page.get_by_role("link", name="Compare with current (version 1)").click()
+    expect(page.locator("#version-diff")).to_contain_text("Version 1 → current (version 2)")
+    page.get_by_role("button", name="Load version 1 into the form").click()
+
+    expect(page.locator("#gpu-form .notice.info")).to_contain_text(
+        "Version 1's placement is in the form as Manual choices"
+    )
+    expect(page.locator("#strategy-manual")).to_be_checked()
+    expect(page.locator("#diff")).to_contain_text("Changes from saved version 2")
+    expect(page.locator("#restarts-line")).to_contain_text("Restarts:")
+    assert ConfigVersion.objects.count() == 2, "loading saves nothing"
+    assert page.js_errors == []
