@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.conf import settings as django_settings
 
 from config.celery import app as celery_app
@@ -13,6 +14,9 @@ from config.celery import app as celery_app
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Loading Celery's task modules runs Django's system checks, which ask the database on
+# SQLite: the mark the module had before the tests moved here (test_hardening_faults).
+@pytest.mark.django_db
 def test_stale_runs_are_reaped_by_a_periodic_task_in_the_beat_schedule() -> None:
     celery_app.loader.import_default_modules()
     schedule: dict[str, Any] = django_settings.CELERY_BEAT_SCHEDULE["reap-stale-apply-runs"]
