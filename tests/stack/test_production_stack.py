@@ -649,8 +649,21 @@ def test_the_proxy_terminates_tls_with_the_mounted_certificate(stack: Stack) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
+    # First through nginx from inside the container (its TLS port on the loopback there):
+    # a failure below then says whether the proxy or the published port did not answer. CI
+    # once saw the published port time out for 30 s after the recreate.
+    proxy = f"{stack.project}_gpuconfig-proxy_1"
+    inside = ["exec", proxy, "curl", "-ksS", "-o", "/dev/null", "-w", "%{http_code}"]
+    deadline = time.monotonic() + 60
+    while stack.podman(*inside, "https://127.0.0.1:8443/health", check=False) != "200":
+        assert time.monotonic() < deadline, (
+            "nginx did not answer on its TLS port within 60 s:\n" + stack.logs("gpuconfig-proxy")
+        )
+        time.sleep(0.5)
+
     context = ssl.create_default_context(cafile=str(tls / "cert.pem"))
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
+    attempts: list[str] = []
     while True:
         try:
             with urllib.request.urlopen(
@@ -658,9 +671,17 @@ def test_the_proxy_terminates_tls_with_the_mounted_certificate(stack: Stack) -> 
             ) as response:
                 assert response.status == 200
                 break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            attempts.append(repr(error))
             if time.monotonic() > deadline:
-                raise
+                within = stack.podman(*inside, "https://127.0.0.1:8443/health", check=False)
+                raise AssertionError(
+                    f"the published TLS port {stack.https_port} did not answer within 60 s "
+                    f"({len(attempts)} tries, last {attempts[-1]}); inside the container "
+                    f"https://127.0.0.1:8443/health answers {within!r}:\n"
+                    + stack.podman("port", proxy, check=False)
+                    + stack.logs("gpuconfig-proxy")
+                ) from error
             time.sleep(0.5)
     answer = _raw_request(
         stack.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
