@@ -15,7 +15,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.views import APIView
 
 from config.api_root import ApiRootView
-from devices import maintenance_apis
+from devices import host_apis, maintenance_apis
 from gpuconfig import apis as gpuconfig_apis
 from gpuconfig import backup_apis as gpuconfig_backup_apis
 from gpuconfig import gpu_apis, headroom_apis
@@ -33,6 +33,14 @@ urlpatterns = [
     path("", _api(ApiRootView), name="api-root"),
     # The inventory with what each GPU really runs: composed above devices (orchestration).
     path("system/gpus", _api(orchestration_apis.GpuListApi), name="api-gpus"),
+    # GPU hosts: list and add (staff), revoke, a new join token; an agent's join and report.
+    path("hosts", _api(host_apis.HostListApi), name="api-hosts"),
+    path("hosts/join", _api(host_apis.HostJoinApi), name="api-host-join"),
+    path("hosts/report", _api(host_apis.HostReportApi), name="api-host-report"),
+    path("hosts/<str:name>/revoke", _api(host_apis.HostRevokeApi), name="api-host-revoke"),
+    path(
+        "hosts/<str:name>/join-token", _api(host_apis.HostJoinTokenApi), name="api-host-join-token"
+    ),
     path("system/gpus/headroom", _api(headroom_apis.HeadroomApi), name="api-gpus-headroom"),
     path(
         "system/gpus/<str:gpu_index>/maintenance",

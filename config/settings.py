@@ -379,7 +379,13 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-apply-runs": {
         "task": "orchestration.reap_stale_runs",
         "schedule": max(5, envint("GPUCONFIG_STALE_RUN_SECONDS", 60, minimum=5) // 2),
-    }
+    },
+    # Several hosts: ping every joined agent (Celery remote control) and write offline those
+    # silent for GPUCONFIG_HOST_OFFLINE_SECONDS; a dead agent reads offline within 1.5 x that.
+    "check-gpu-hosts": {
+        "task": "orchestration.check_hosts",
+        "schedule": max(2, envint("GPUCONFIG_HOST_OFFLINE_SECONDS", 30, minimum=4) // 2),
+    },
 }
 
 # --- GPU Config itself -------------------------------------------------------------------
@@ -414,6 +420,12 @@ GPUCONFIG_COMPOSE_COMMAND = envlist(
 GPUCONFIG_COMPOSE_PROJECT = envstr("GPUCONFIG_COMPOSE_PROJECT", GPUCONFIG_COMPOSE_FILE.parent.name)
 GPUCONFIG_COMPOSE_TIMEOUT_SECONDS = envint("GPUCONFIG_COMPOSE_TIMEOUT_SECONDS", 300, minimum=5)
 GPUCONFIG_HEALTH_TIMEOUT_SECONDS = envint("GPUCONFIG_HEALTH_TIMEOUT_SECONDS", 120, minimum=1)
+# Several hosts (docs/development/multi-gpu.md, "Adding a host"): an agent not heard from for
+# this long is offline; a join token works once, for this many hours.
+GPUCONFIG_HOST_OFFLINE_SECONDS = envint("GPUCONFIG_HOST_OFFLINE_SECONDS", 30, minimum=4)
+GPUCONFIG_JOIN_TOKEN_HOURS = envint("GPUCONFIG_JOIN_TOKEN_HOURS", 24, minimum=1)
+# The broker's address as the other hosts reach it (shown in the agent's start command).
+GPUCONFIG_AGENT_BROKER_URL = envstr("GPUCONFIG_AGENT_BROKER_URL", "")
 # A running apply whose heartbeat is older than this is considered interrupted.
 GPUCONFIG_STALE_RUN_SECONDS = envint("GPUCONFIG_STALE_RUN_SECONDS", 60, minimum=5)
 # Whether the app runs inside the production stack's containers (the image sets it): advice

@@ -1,4 +1,5 @@
-"""The GPU inventory: one row per GPU index ever detected (the design's ``gpu_devices``)."""
+"""The GPU inventory: the GPU hosts of the AI system and one row per GPU ever detected on
+each (the design's ``gpu_devices``)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,120 @@ class GpuVendorChoice(models.TextChoices):
     AMD = "amd", "AMD"
 
 
+# A host's GPUs take the global indexes base .. base + 99 (base = 100 x the host's number;
+# the local host is number 0), so the indexes every plan, pin and version already use stay
+# unique and stable across hosts, and a one-host install keeps its numbers.
+HOST_INDEX_STRIDE = 100
+LOCAL_HOST_NAME = "local"
+
+
+class HostStatus(models.TextChoices):
+    JOINING = "joining", "Joining"  # added; its agent has not joined with the token yet
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"  # its agent stopped answering (offline_since says when)
+    REVOKED = "revoked", "Revoked"  # its credential is refused everywhere
+
+
+class Host(models.Model):
+    """A machine whose GPUs GPU Config manages. The machine GPU Config runs on is the
+    implicit local host (no agent: detection and podman run here); every other host runs
+    an agent, a Celery worker that consumes only that host's queue."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.SlugField(max_length=63, unique=True)
+    number = models.PositiveIntegerField(
+        unique=True, help_text="0 for the local host; its GPUs' indexes start at 100 x this."
+    )
+    is_local = models.BooleanField(default=False, editable=False)
+    status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.JOINING)
+    maintenance = models.BooleanField(
+        default=False, help_text="In maintenance: no plan places services on its GPUs."
+    )
+    agent_version = models.CharField(max_length=64, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    offline_since = models.DateTimeField(null=True, blank=True)
+    # Only hashes (SHA-256) are kept: the join token and the credential are shown once.
+    join_token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    join_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    joined_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credential_hash = models.CharField(max_length=64, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    compose_project = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "gpu_hosts"
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_local"], condition=Q(is_local=True), name="gpu_hosts_one_local"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[choice.value for choice in HostStatus]),
+                name="gpu_hosts_status_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_local=False) | Q(number=0), name="gpu_hosts_local_is_number_0"
+            ),
+            models.CheckConstraint(
+                condition=Q(is_local=True) | Q(number__gt=0), name="gpu_hosts_agents_number_1_up"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def index_base(self) -> int:
+        return self.number * HOST_INDEX_STRIDE
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue its agent consumes (the local host has none: no agent)."""
+        return f"host.{self.name}"
+
+
+def local_host_pk() -> uuid.UUID:
+    """The local host's key (created on first use): the default host of a GPU row, so that
+    a one-host install and every existing caller need not know hosts exist."""
+    host, _ = Host.objects.get_or_create(
+        is_local=True,
+        defaults={"name": LOCAL_HOST_NAME, "number": 0, "status": HostStatus.ONLINE},
+    )
+    return host.pk
+
+
+class HostService(models.Model):
+    """A labelled service of a host's compose file, as its agent last reported it: a service
+    can be placed only on a host whose compose file defines it."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="services")
+    service_name = models.CharField(max_length=64)
+    labels = models.JSONField(default=dict, help_text="Its gpuconfig.* labels, as reported.")
+    reported_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "gpu_host_services"
+        ordering = ["host__number", "service_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host", "service_name"], name="gpu_host_services_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_name} on {self.host}"
+
+
 class GpuDevice(models.Model):
     """A GPU as last detected. Rows are never deleted by a re-scan: a GPU that disappears is
     marked ``present=False`` so that assignments pointing at it can be flagged."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.ForeignKey(
+        Host, on_delete=models.PROTECT, related_name="gpus", default=local_host_pk
+    )
+    # Global: host.index_base + the index on its host (device_index below, for agents' GPUs).
     gpu_index = models.IntegerField(unique=True)
     vendor = models.CharField(
         max_length=16, choices=GpuVendorChoice.choices, default=GpuVendorChoice.NVIDIA
