@@ -1,8 +1,9 @@
 #!/bin/sh
 # gpuconfig-proxy's entrypoint (docker-compose.prod.yml mounts this folder at
 # /etc/gpuconfig-proxy): picks plain HTTP or TLS from GPUCONFIG_HTTPS, points nginx at the
-# container's DNS server (so a recreated gpuconfig-web is found at its new address), and runs
-# nginx in the foreground. Works on the official nginx image and on the Debian stand-in.
+# web's fixed address (GPUCONFIG_WEB_UPSTREAM; podman's DNS server misses queries while
+# containers come and go, and every request would depend on it), and runs nginx in the
+# foreground. Works on the official nginx image and on the Debian stand-in.
 set -eu
 here=/etc/gpuconfig-proxy
 tls=/etc/gpuconfig-proxy-tls
@@ -26,16 +27,14 @@ case "$https_port" in
   ''|*[!0-9]*) echo "GPUCONFIG_HTTPS_PORT must be a port number, got '$https_port'" >&2; exit 1 ;;
 esac
 
-resolver="$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf)"
-if [ -z "$resolver" ]; then
-  echo "no nameserver in /etc/resolv.conf: cannot resolve gpuconfig-web" >&2
-  exit 1
-fi
-case "$resolver" in *:*) resolver="[$resolver]" ;; esac
+upstream="${GPUCONFIG_WEB_UPSTREAM:-}"
+case "$upstream" in
+  *[!0-9.:]*|'') echo "GPUCONFIG_WEB_UPSTREAM must be ADDRESS:PORT of gpuconfig-web, got '$upstream'" >&2; exit 1 ;;
+esac
 
 # What differs between starts, in one generated file that the static configuration includes.
 cat > "$run/generated.conf" <<CONF
-resolver $resolver valid=10s;
+map "" \$gpuconfig_web_upstream { default "$upstream"; }
 map "" \$gpuconfig_https_port { default "$https_port"; }
 include $here/$site;
 CONF
