@@ -88,6 +88,9 @@ class Gpu:
     # until it is drained (gpuconfig.strategies.cordon).
     cordoned: bool = False
     draining: bool = False  # cordoned and drained: the services on it move elsewhere too
+    # The GPU host it is on, by name; "": the local host (or a host not named). Its index is
+    # global: host number x 100 + its index on the host.
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,14 @@ class Service:
     # Seconds a restart takes it out of service (its gpuconfig.restart_cost label); None:
     # `restart_cost_ms` stands in with its VRAM estimate.
     restart_cost_s: float | None = None
+    # The GPU hosts whose compose file defines the service: it can run only on their GPUs.
+    # None: no such constraint (one host, or not known).
+    hosts: frozenset[str] | None = None
+
+
+def defined_on(service: Service, gpu: Gpu) -> bool:
+    """Whether the service may run on this GPU: its host defines the service."""
+    return service.hosts is None or gpu.host in service.hosts
 
 
 def restart_cost_ms(service: Service) -> int:

@@ -3,6 +3,7 @@ budget allows, then evened out; when not everything fits, the least harm first."
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -79,6 +80,9 @@ def _balance(
     `local_search` (leximax: the second highest, and so on, without raising the highest).
     A GPU that its pinned services alone overload is left to them.
 
+    An item goes only to the GPUs of its `Item.tiers` (those of the hosts that define the
+    service): the searches treat the others as closed to it (`_Constrained`).
+
     When not everything can fit, the least harm, in this order: the fewest services that
     do not fit (`fewest_unfit`), and among as many, the least MB of them; then the fewest
     overloaded GPUs (they all go to one GPU, one that pins already overload if there is
@@ -92,11 +96,13 @@ def _balance(
         # Pins alone overload every GPU: nothing placed can fit; spread it thinly.
         loads = list(fixed)
         choice = []
-        for d in demands:
-            p = min(inventory.positions, key=lambda q: ((loads[q] + d) / caps[q], -caps[q], q))
+        for item, d in zip(items, demands, strict=True):
+            p = min(item.tiers, key=lambda q: ((loads[q] + d) / caps[q], -caps[q], q))
             loads[p] += d
             choice.append(p)
         return choice, {item.name for item in items}, None
+    if inventory.constrained(items):
+        return _balance_within_hosts(inventory, items, usable, budget)
 
     sub_caps = [caps[p] for p in usable]
     sub_fixed = [fixed[p] for p in usable]
@@ -155,12 +161,108 @@ def _balance(
     return choice, {items[k].name for k in unfit}, optimality
 
 
-def _greedy(caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int]) -> list[int]:
-    """Largest first, each onto the GPU where its resulting utilization is lowest."""
+def _balance_within_hosts(
+    inventory: Inventory, items: list[Item], usable: list[int], budget: Budget
+) -> tuple[list[int], set[str], Optimality | None]:
+    """`_balance` when some item may go only to some of the GPUs (its `Item.tiers`: the
+    GPUs of the hosts that define it). The same objective, each search over the GPUs open
+    to the item, and the lower bound over the GPUs each group of items is confined to.
+
+    When not everything fits, the least harm is proven only in the usual case: the items
+    that fit on none of their GPUs even alone are left out (every plan leaves them out)
+    and the rest fits. Otherwise the most items a best-fit smallest-first pass places are
+    kept, without proof that no fewer could be left out (`Optimality` then has no bound).
+    """
+    caps, fixed = inventory.caps, inventory.fixed
+    demands = [item.demand for item in items]
+    slot = {p: q for q, p in enumerate(usable)}
+    allowed = [[slot[p] for p in sorted(item.tiers) if p in slot] for item in items]
+    sub_caps = [caps[p] for p in usable]
+    sub_fixed = [fixed[p] for p in usable]
+    free = [c - f for c, f in zip(sub_caps, sub_fixed, strict=True)]
+    # Items too big for every GPU open to them (or with none left to them): no plan fits them.
+    unfit = {k for k in range(len(items)) if not any(free[q] >= demands[k] for q in allowed[k])}
+    placed = [k for k in range(len(items)) if k not in unfit]
+    unfit_proven = True
+
+    def of(ks: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+        return [demands[k] for k in ks], [allowed[k] for k in ks]
+
+    sizes, options = of(placed)
+    start = _greedy(sub_caps, sub_fixed, sizes, options)
+    if _value(sub_caps, sub_fixed, sizes, start) > 1:
+        fit: list[int] | None = None
+        with contextlib.suppress(BudgetExhausted):  # then the least harm below, unproven
+            fit = pack(free, sizes, budget, options)
+        if fit is not None:
+            start = fit
+        else:
+            unfit_proven = False
+            where = _most_placed(free, demands, allowed, placed)
+            unfit |= {k for k in placed if k not in where}
+            placed = [k for k in placed if k in where]
+            sizes, options = of(placed)
+            start = [where[k] for k in placed]
+
+    loads = _loads(sub_caps, sub_fixed, sizes, start)
+    local_search(sub_caps, loads, sizes, start, options)
+    best, bound, proven = _min_max(sub_caps, sub_fixed, sizes, start, budget, allowed=options)
+    loads = _loads(sub_caps, sub_fixed, sizes, best)
+    local_search(sub_caps, loads, sizes, best, options)
+
+    choice = [0] * len(items)
+    full_loads = list(fixed)
+    for k, q in zip(placed, best, strict=True):
+        choice[k] = usable[q]
+        full_loads[usable[q]] += demands[k]
+    # What does not fit stays on the GPUs open to it, onto one already over capacity if any.
+    for k in sorted(unfit, key=lambda k: (-demands[k], k)):
+        targets = [p for p in sorted(items[k].tiers) if full_loads[p] > caps[p]]
+        p = min(
+            targets or items[k].tiers,
+            key=lambda q: ((full_loads[q] + demands[k]) / caps[q], -caps[q], q),
+        )
+        choice[k] = p
+        full_loads[p] += demands[k]
+    value = _value(sub_caps, sub_fixed, sizes, best)
+    optimality = Optimality(
+        proven=proven and unfit_proven,
+        max_utilization=float(value),
+        lower_bound=float(bound) if unfit_proven else 0.0,
+    )
+    return choice, {items[k].name for k in unfit}, optimality
+
+
+def _most_placed(
+    free: Sequence[int], demands: Sequence[int], allowed: Sequence[Sequence[int]], ks: list[int]
+) -> dict[int, int]:
+    """Smallest first, each onto the tightest GPU open to it where it fits (or left out):
+    {item: GPU} of those placed."""
+    room = list(free)
+    where: dict[int, int] = {}
+    for k in sorted(ks, key=lambda k: (demands[k], k)):
+        fitting = [q for q in allowed[k] if room[q] >= demands[k]]
+        if fitting:
+            q = min(fitting, key=lambda q: (room[q], q))
+            room[q] -= demands[k]
+            where[k] = q
+    return where
+
+
+def _greedy(
+    caps: Sequence[int],
+    fixed: Sequence[int],
+    demands: Sequence[int],
+    allowed: Sequence[Sequence[int]] | None = None,
+) -> list[int]:
+    """Largest first, each onto the GPU (of those open to it) where its resulting
+    utilization is lowest."""
     loads = list(fixed)
     choice = []
-    for d in demands:
-        p = min(range(len(caps)), key=lambda q: ((loads[q] + d) / caps[q], -caps[q], q))
+    everywhere = range(len(caps))
+    for k, d in enumerate(demands):
+        candidates = everywhere if allowed is None else allowed[k]
+        p = min(candidates, key=lambda q: ((loads[q] + d) / caps[q], -caps[q], q))
         loads[p] += d
         choice.append(p)
     return choice
@@ -190,6 +292,8 @@ def _min_max(
     demands: Sequence[int],
     start: list[int],
     budget: Budget,
+    *,
+    allowed: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[int], Fraction, bool]:
     """The least highest utilization: (placement, proven lower bound, proven optimal).
 
@@ -199,10 +303,11 @@ def _min_max(
     none exists raises the bound); once it is narrow, strictly below the best plan's value
     (a proof that none exists proves that plan optimal). Targets are exact fractions, so
     the proof is exact. A step that cannot decide within its share of the budget moves
-    the next target up. Stops with the best so far when the budget runs out.
+    the next target up. Stops with the best so far when the budget runs out. `allowed`:
+    the GPUs open to each demand (None: all).
     """
     best, upper = start, _value(caps, fixed, demands, start)
-    lower = _lower_bound(caps, fixed, demands, upper)
+    lower = _lower_bound(caps, fixed, demands, upper, allowed)
     narrow = Fraction(1000 + round(_BISECT_MIN_GAP * 1000), 1000)
     # Where a bisection step gave up (neither a placement nor a proof within its share of
     # the budget): the next target goes above it, where placements are easier to find.
@@ -221,7 +326,7 @@ def _min_max(
             free = [(num * c) // den - f for c, f in zip(caps, fixed, strict=True)]
             step = Cap(budget, max(_MIN_STEP_NODES, budget.nodes_left // _STEP_SHARE))
         try:
-            found = None if min(free) < 0 else pack(free, demands, step)
+            found = None if min(free) < 0 else pack(free, demands, step, allowed)
         except BudgetExhausted:
             if strict or budget.nodes_left <= 0:
                 break
@@ -236,15 +341,49 @@ def _min_max(
 
 
 def _lower_bound(
-    caps: Sequence[int], fixed: Sequence[int], demands: Sequence[int], upper: Fraction
+    caps: Sequence[int],
+    fixed: Sequence[int],
+    demands: Sequence[int],
+    upper: Fraction,
+    allowed: Sequence[Sequence[int]] | None = None,
 ) -> Fraction:
     """A value no placement's highest utilization is below.
 
     The larger of the pinned load's utilization, the total over the total capacity, and
     the least target utilization that passes `may_fit`'s relaxations (bisected; the
     targets there get one MB of slack per GPU so that float rounding never overstates it).
+    With `allowed` (the GPUs open to each demand), the same for every group of GPUs that
+    some demand is confined to, over the demands confined to it: they must fit there.
     """
+    bound = _group_bound(caps, fixed, demands, upper, Fraction(0))
+    if allowed is None or not demands or bound >= upper:
+        return bound
+    groups = sorted({tuple(options) for options in allowed if len(options) < len(caps)})
+    confined = [frozenset(options) for options in allowed]
+    for group in groups:
+        members = frozenset(group)
+        inside = sorted(
+            (d for d, options in zip(demands, confined, strict=True) if options <= members),
+            reverse=True,
+        )
+        bound = _group_bound(
+            [caps[q] for q in group], [fixed[q] for q in group], inside, upper, bound
+        )
+        if bound >= upper:
+            break
+    return bound
+
+
+def _group_bound(
+    caps: Sequence[int],
+    fixed: Sequence[int],
+    demands: Sequence[int],
+    upper: Fraction,
+    known: Fraction,
+) -> Fraction:
+    """`_lower_bound` over these GPUs and demands (largest first) alone, at least `known`."""
     base = max(
+        known,
         max(Fraction(f, c) for f, c in zip(fixed, caps, strict=True)),
         Fraction(sum(fixed) + sum(demands), sum(caps)),
     )

@@ -8,7 +8,15 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpuconfig.domain import Gpu, ServiceRequest, adjustable, demand_mb, least_demand_mb
+from gpuconfig.domain import (
+    Gpu,
+    Service,
+    ServiceRequest,
+    adjustable,
+    defined_on,
+    demand_mb,
+    least_demand_mb,
+)
 
 
 class StrategyError(ValueError):
@@ -19,7 +27,9 @@ class StrategyError(ValueError):
 class Item:
     """A service the strategy places: its demand and the GPUs it may go to.
 
-    `tiers` maps GPU position -> preference tier (0 = preferred). A strategy's rule picks,
+    `tiers` maps GPU position -> preference tier (0 = preferred); its keys are the only GPUs
+    the item may go to (every strategy, balanced too, keeps it off the others: a GPU of a
+    host that does not define the service is never among them). A strategy's rule picks,
     among the GPUs of the best tier where the service fits, the one with the most free MB.
     `need` is the least it can run with (`need_of`): below `demand` for a service whose
     budget the validator may shrink.
@@ -52,6 +62,18 @@ class Inventory:
     def positions(self) -> range:
         """All GPU positions."""
         return range(len(self.gpus))
+
+    def open_to(self, service: Service) -> list[int]:
+        """The positions of the GPUs the service may run on: those of the hosts that define
+        it (`domain.defined_on`); every position when it names no hosts."""
+        if service.hosts is None:
+            return list(self.positions)
+        return [p for p, gpu in enumerate(self.gpus) if defined_on(service, gpu)]
+
+    def constrained(self, items: Sequence[Item]) -> bool:
+        """Whether some item may not go to some GPU (`Item.tiers` short of every position)."""
+        count = len(self.gpus)
+        return any(len(item.tiers) < count for item in items)
 
 
 def check_requests(requests: Sequence[ServiceRequest]) -> list[ServiceRequest]:

@@ -12,7 +12,11 @@ _LOCAL_SEARCH_STEPS_PER_SERVICE = 50
 
 
 def local_search(
-    caps: Sequence[int], loads: list[int], demands: Sequence[int], choice: list[int]
+    caps: Sequence[int],
+    loads: list[int],
+    demands: Sequence[int],
+    choice: list[int],
+    allowed: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Improve `choice` (and `loads`) in place by leximax-improving moves and swaps.
 
@@ -21,8 +25,11 @@ def local_search(
     them: the one that brings the pair's utilizations closest together. A transfer of
     `delta` MB from `high` to `low` improves the leximax order exactly when
     0 < delta < (u_high - u_low) * cap_low, i.e. `low` stays below the old `u_high`.
+
+    `allowed`: the GPUs open to each item (None: all); a move or swap never takes an item
+    to a GPU not open to it.
     """
-    spread = _Spread(caps, loads, demands, choice)
+    spread = _Spread(caps, loads, demands, choice, allowed)
     for _ in range(_LOCAL_SEARCH_STEPS_PER_SERVICE * len(demands) + 10):
         found = spread.improving_transfer()
         if found is None:
@@ -42,9 +49,23 @@ class _Spread:
     (demand, item) sorted ascending, for bisection; all kept in step by `shift`."""
 
     def __init__(
-        self, caps: Sequence[int], loads: list[int], demands: Sequence[int], choice: list[int]
+        self,
+        caps: Sequence[int],
+        loads: list[int],
+        demands: Sequence[int],
+        choice: list[int],
+        allowed: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.caps, self.loads, self.demands, self.choice = caps, loads, demands, choice
+        self.allowed = None if allowed is None else [frozenset(a) for a in allowed]
+        # Confined items: per GPU, the items open to it; and the GPUs that may have an
+        # improving transfer with a less utilized GPU (a GPU found to have none keeps none
+        # until it, or a GPU one of its items may go to, changes).
+        self.open_to: list[list[int]] = [[] for _ in caps]
+        for i, options in enumerate(self.allowed or ()):
+            for p in options:
+                self.open_to[p].append(i)
+        self.unsettled = set(range(len(caps)))
         self.held: list[list[tuple[int, int]]] = [[] for _ in range(len(caps))]
         for i, p in enumerate(choice):
             self.held[p].append((demands[i], i))
@@ -56,6 +77,8 @@ class _Spread:
         admits an improving one: ((item from a, item from b or -1), a, b); or None."""
         caps, loads = self.caps, self.loads
         order = sorted(range(len(caps)), key=lambda p: (-loads[p] / caps[p], p))
+        if self.allowed is not None:
+            return self._improving_confined(order)
         for rank, a in enumerate(order):
             ua = loads[a] / caps[a]
             for b in reversed(order[rank + 1 :]):
@@ -64,6 +87,25 @@ class _Spread:
                 transfer = self.best_transfer(a, b)
                 if transfer is not None:
                     return transfer, a, b
+        return None
+
+    def _improving_confined(self, order: list[int]) -> tuple[tuple[int, int], int, int] | None:
+        """`improving_transfer` when items are confined: for each GPU a, only the GPUs open
+        to one of its items can take part in a transfer with it."""
+        assert self.allowed is not None
+        caps, loads = self.caps, self.loads
+        for a in order:
+            if a not in self.unsettled:
+                continue
+            ua = loads[a] / caps[a]
+            reachable = set().union(*(self.allowed[i] for _, i in self.held[a])) - {a}
+            for b in sorted(reachable, key=lambda q: (loads[q] / caps[q], -q)):
+                if loads[b] / caps[b] >= ua:
+                    break
+                transfer = self.best_transfer(a, b)
+                if transfer is not None:
+                    return transfer, a, b
+            self.unsettled.discard(a)
         return None
 
     def best_transfer(self, a: int, b: int) -> tuple[int, int] | None:
@@ -84,6 +126,10 @@ class _Spread:
                     best_score, best = score, (i, j)
 
         from_a, from_b = self.held[a], self.held[b]
+        if self.allowed is not None:
+            allowed = self.allowed
+            from_a = [entry for entry in from_a if b in allowed[entry[1]]]
+            from_b = [entry for entry in from_b if a in allowed[entry[1]]]
         # Moves: the pair's worse utilization is V-shaped in delta around `target`, so
         # the closest item on each side of it is the best on that side.
         k = bisect.bisect_right(from_a, target, key=_demand_of)
@@ -110,3 +156,10 @@ class _Spread:
         self.loads[src] -= demand
         self.loads[dst] += demand
         self.choice[item] = dst
+        if self.allowed is not None:
+            # What a GPU can trade depends on its load and items and on those of the GPUs
+            # its items may go to: both ends change, and so may every GPU holding an item
+            # open to either end.
+            for p in (src, dst):
+                self.unsettled.add(p)
+                self.unsettled.update(self.choice[i] for i in self.open_to[p])

@@ -72,8 +72,14 @@ def _kinds(positions: range, options: Sequence[Sequence[int]] | None) -> list[in
     interchangeable while equally free."""
     if options is None:
         return [0] * len(positions)
-    signatures = [tuple(p in option for option in options) for p in positions]
-    return [signatures.index(signature) for signature in signatures]
+    # Per GPU, the items open to it (in item order): built from the options, not by asking
+    # every GPU about every item, which is slow with hundreds of both.
+    open_to: list[list[int]] = [[] for _ in positions]
+    for k, option in enumerate(options):
+        for p in option:
+            open_to[p].append(k)
+    labels: dict[tuple[int, ...], int] = {}
+    return [labels.setdefault(tuple(items), p) for p, items in enumerate(open_to)]
 
 
 def _unsorted(choice: Sequence[int], order: Sequence[int]) -> list[int]:

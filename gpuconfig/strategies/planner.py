@@ -16,6 +16,7 @@ from gpuconfig.domain import (
     Plan,
     ServiceRequest,
     StrategyName,
+    defined_on,
     demand_mb,
     restart_cost_ms,
     runs_on,
@@ -95,6 +96,7 @@ def plan(
         return Plan(
             assignments={r.service.name: r.pinned_gpu for r in enabled if r.pinned_gpu is not None},
             over_capacity=(),
+            notes=tuple(_pins_off_their_hosts(gpus, enabled)),
         )
 
     present = check_gpus(gpus)
@@ -114,13 +116,14 @@ def plan(
         return _plan_by_accelerator(
             strategy, present, enabled, reserve_mb=reserve_mb, time_budget_ms=time_budget_ms
         )
+    notes: list[str] = _pins_off_their_hosts(gpus, enabled)
+    enabled, movable = _without_homeless(present, enabled, movable, notes)
     inventory = _pinned_inventory(present, enabled, reserve_mb)
 
     # Keeping services in place gets its own share of the time budget, so that the
     # strategy's search cannot leave it nothing.
     share = _keep_share(time_budget_ms, current)
     budget = Budget(time_budget_ms - share)
-    notes: list[str] = []
     optimality: Optimality | None = None
     if strategy is StrategyName.BALANCED:
         items = vram_based_items(inventory, movable)
@@ -248,10 +251,57 @@ def _pinned_inventory(
     )
 
 
+def _host_names(hosts: frozenset[str]) -> str:
+    return ", ".join(sorted(host or "the local host" for host in hosts)) or "no host"
+
+
+def _without_homeless(
+    present: Sequence[Gpu],
+    enabled: list[ServiceRequest],
+    movable: list[ServiceRequest],
+    notes: list[str],
+) -> tuple[list[ServiceRequest], list[ServiceRequest]]:
+    """The host rule's last word: a service none of whose hosts has a GPU here is left
+    unplaced with a note, never put on another host's GPU. (Enabled, movable) without them."""
+    homeless = [r for r in movable if not any(defined_on(r.service, g) for g in present)]
+    if not homeless:
+        return enabled, movable
+    for request in homeless:
+        hosts = request.service.hosts or frozenset()
+        notes.append(
+            f"{request.service.name} is defined only on {_host_names(hosts)}, and no GPU "
+            "there can take it: it is not placed."
+        )
+    return (
+        [r for r in enabled if r not in homeless],
+        [r for r in movable if r not in homeless],
+    )
+
+
+def _pins_off_their_hosts(gpus: Sequence[Gpu], enabled: Sequence[ServiceRequest]) -> list[str]:
+    """A note per service pinned to a GPU of a host that does not define it (the pin stands:
+    it is the user's choice; the validator warns)."""
+    by_index = {gpu.index: gpu for gpu in gpus}
+    notes = []
+    for request in enabled:
+        gpu = by_index.get(request.pinned_gpu) if request.pinned_gpu is not None else None
+        hosts = request.service.hosts
+        if gpu is None or hosts is None or defined_on(request.service, gpu):
+            continue
+        notes.append(
+            f"{request.service.name} is pinned to GPU {gpu.index} on "
+            f"{_host_names(frozenset({gpu.host}))}, which does not define it (it is "
+            f"defined on {_host_names(hosts)}): the pin stands."
+        )
+    return notes
+
+
 def _vendor_bound(movable: Sequence[ServiceRequest], present: Sequence[Gpu]) -> bool:
     """Whether some service to place cannot run on some present GPU (else: no vendor rule
     to apply, and every strategy plans exactly as it did before AMD GPUs existed)."""
-    return any(not runs_on(r.service.accelerator, g.vendor) for r in movable for g in present)
+    vendors = {g.vendor for g in present}  # a few vendors, not hundreds of GPUs
+    accelerators = {r.service.accelerator for r in movable}
+    return any(not runs_on(a, v) for a in accelerators for v in vendors)
 
 
 def _plan_by_accelerator(
@@ -315,7 +365,7 @@ def _plan_by_accelerator(
         names = {r.service.name for r in requests}
         placed |= {name: index for name, index in sub.assignments.items() if name in names}
         over |= set(sub.over_capacity) & names
-        notes.extend(sub.notes)
+        notes.extend(note for note in sub.notes if note not in notes)
         optimality.append(sub.optimality)
     order = {r.service.name: i for i, r in enumerate(enabled)}
     return Plan(

@@ -7,7 +7,7 @@ them in the rule's own order of preference (`repair`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from gpuconfig.domain import Gpu, ServiceRequest
 from gpuconfig.strategies.budget import Budget, BudgetExhausted, Cap
@@ -50,54 +50,82 @@ def _negated(values: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def vram_based_items(inventory: Inventory, movable: list[ServiceRequest]) -> list[Item]:
-    """Every GPU is equally allowed; largest service first."""
-    everywhere = dict.fromkeys(inventory.positions, 0)
-    return [inventory.item(r, everywhere) for r in by_size(movable)]
+    """Every GPU the service may run on is equally allowed; largest service first."""
+    return [
+        inventory.item(r, dict.fromkeys(inventory.open_to(r.service), 0)) for r in by_size(movable)
+    ]
+
+
+def _pick(inventory: Inventory, rank: Callable[[Iterable[Gpu]], Gpu], positions: list[int]) -> int:
+    """The position of the GPU `rank` picks among `positions`."""
+    chosen = rank(inventory.gpus[p] for p in positions)
+    return next(p for p in positions if inventory.gpus[p].index == chosen.index)
 
 
 def latency_items(
     inventory: Inventory, movable: list[ServiceRequest], notes: list[str]
 ) -> list[Item]:
-    """LLM and critical services on the fastest GPU; the rest elsewhere, fastest as fallback."""
-    fast = inventory.gpus.index(fastest_gpu(inventory.gpus))
-    others = [p for p in inventory.positions if p != fast]
-    if others:
-        rest_tiers = dict.fromkeys(others, 0) | {fast: 1}
-    else:
-        rest_tiers = {fast: 0}
+    """LLM and critical services on the fastest GPU; the rest elsewhere, fastest as fallback.
+
+    With GPU hosts: a critical service on the fastest GPU of the hosts that define it; the
+    rest keep off every GPU a critical service is given (and off the fastest of all), on
+    the GPUs of their hosts, those GPUs as the fallback."""
+    fast_all = _pick(inventory, fastest_gpu, list(inventory.positions))
+    if len(inventory.gpus) == 1:
         notes.append(
-            f"Only one GPU detected: every service runs on GPU {inventory.gpus[fast].index}."
+            f"Only one GPU detected: every service runs on GPU {inventory.gpus[fast_all].index}."
         )
     critical = [r for r in movable if r.service.role in ("llm", "critical")]
     rest = [r for r in movable if r.service.role not in ("llm", "critical")]
+    fast_of = {
+        r.service.name: _pick(inventory, fastest_gpu, inventory.open_to(r.service))
+        for r in critical
+    }
+    fast = {fast_all, *fast_of.values()}
+
+    def rest_tiers(request: ServiceRequest) -> dict[int, int]:
+        open_ = inventory.open_to(request.service)
+        others = [p for p in open_ if p not in fast]
+        if not others:
+            return dict.fromkeys(open_, 0)
+        return dict.fromkeys(others, 0) | {p: 1 for p in open_ if p in fast}
+
     # Critical services first: they have no choice, and the rest then sees the real
     # free memory of the fastest GPU when it needs it as a fallback.
-    return [inventory.item(r, {fast: 0}) for r in by_size(critical)] + [
-        inventory.item(r, rest_tiers) for r in by_size(rest)
+    return [inventory.item(r, {fast_of[r.service.name]: 0}) for r in by_size(critical)] + [
+        inventory.item(r, rest_tiers(r)) for r in by_size(rest)
     ]
 
 
 def isolation_items(
     inventory: Inventory, enabled: list[ServiceRequest], notes: list[str]
 ) -> list[Item]:
-    """LLM services alone on the largest GPU; everything else on the remaining GPUs."""
+    """LLM services alone on the largest GPU; everything else on the remaining GPUs.
+
+    With GPU hosts: an LLM on the largest GPU of the hosts that define it; the others off
+    every GPU an LLM is given or pinned to, on the GPUs of their hosts (sharing one with an
+    LLM only when their hosts have no other)."""
     gpus = inventory.gpus
     position = {g.index: p for p, g in enumerate(gpus)}
     movable = [r for r in enabled if r.pinned_gpu is None]
     llms = [r for r in movable if r.service.role == "llm"]
     rest = [r for r in movable if r.service.role != "llm"]
-    everywhere = dict.fromkeys(inventory.positions, 0)
     if len(gpus) == 1:
         notes.append(
             f"Only one GPU detected: the LLM cannot be isolated and shares GPU {gpus[0].index} "
             "with every other service."
         )
-        return [inventory.item(r, everywhere) for r in by_size(movable)]
+        return [
+            inventory.item(r, dict.fromkeys(inventory.open_to(r.service), 0))
+            for r in by_size(movable)
+        ]
 
-    big = position[largest_gpu(gpus).index]
-    # GPUs holding an LLM: the largest one (if an LLM is to be placed) and those that
-    # an LLM is pinned to. The other services stay off all of them.
-    llm_gpus = {big} if llms else set()
+    big_of = {
+        r.service.name: _pick(inventory, largest_gpu, inventory.open_to(r.service)) for r in llms
+    }
+    # GPUs holding an LLM: the largest one of each LLM's hosts (the largest of all without
+    # hosts) and those that an LLM is pinned to. The other services stay off all of them.
+    llm_gpus = set(big_of.values())
     llm_gpus |= {
         position[r.pinned_gpu]
         for r in enabled
@@ -121,9 +149,20 @@ def isolation_items(
                 f"{request.service.name} is pinned to GPU {request.pinned_gpu}, "
                 "which it shares with the LLM."
             )
-    shared_tiers = dict.fromkeys(shared, 0)
-    return [inventory.item(r, {big: 0}) for r in by_size(llms)] + [
-        inventory.item(r, shared_tiers) for r in by_size(rest)
+
+    def shared_tiers(request: ServiceRequest) -> dict[int, int]:
+        open_ = inventory.open_to(request.service)
+        mine = [p for p in open_ if p in shared]
+        if mine:
+            return dict.fromkeys(mine, 0)
+        notes.append(
+            f"Every GPU of the hosts that define {request.service.name} holds an LLM: "
+            "it shares one with the LLM."
+        )
+        return dict.fromkeys(open_, 0)
+
+    return [inventory.item(r, {big_of[r.service.name]: 0}) for r in by_size(llms)] + [
+        inventory.item(r, shared_tiers(r)) for r in by_size(rest)
     ]
 
 
