@@ -368,7 +368,25 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis hands an unacknowledged task (acks_late) to another worker after this long: well
+    # above the longest apply (compose + health checks, forward and rollback) and a host's
+    # part of one, so a long recreate is never run twice. Agents also answer a repeated
+    # (run, phase) from their record instead of running it again (orchestration.fanout).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": envint("GPUCONFIG_BROKER_VISIBILITY_SECONDS", 3600, minimum=1200)
+    }
 CELERY_TASK_IGNORE_RESULT = True  # state lives in ApplyRun rows, not in a result backend
+# ...except a host's part of an apply (several hosts): its agent has no database, and answers
+# the worker that waits for it through the broker's Redis (the same server, its own keys).
+CELERY_RESULT_BACKEND = (
+    envstr(
+        "CELERY_RESULT_BACKEND",
+        CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+    )
+    or None
+)
+CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)

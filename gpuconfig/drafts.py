@@ -28,9 +28,10 @@ from gpuconfig.domain import (
     StrategyName,
     WarningCode,
 )
+from gpuconfig.fleet import system_registry
 from gpuconfig.measured import measured_vram_warnings
 from gpuconfig.models import ConfigVersion, GpuConfiguration
-from gpuconfig.registry import Registry, load_registry
+from gpuconfig.registry import Registry
 from gpuconfig.strategies import StrategyError, plan
 from gpuconfig.strategies.cordon import maintenance_warnings
 from gpuconfig.strategies.disruption import DEFAULT_TOLERANCE
@@ -174,7 +175,8 @@ def gpu_config_draft(
     version, or before any apply the newest saved one) on their GPU where its goal allows
     (``Plan.disruption``); ``from_scratch=True`` asks for the full re-plan instead.
     """
-    registry = load_registry(settings.GPUCONFIG_COMPOSE_FILE)
+    # Every host's services (with the hosts that define each), not only the local file's.
+    registry = system_registry()
     config = selectors.system_config()
     latest = selectors.latest_version()
     saved_strategy = StrategyName(latest.strategy) if latest else None
@@ -389,7 +391,7 @@ def version_restore_draft(version: ConfigVersion) -> Draft:
     and its switch; services the version did not know keep what is saved now, and those the
     compose file no longer defines are left out. Like any draft it saves nothing: the preview
     shows what restoring it moves, Save or Apply restores it."""
-    defined = set(load_registry(settings.GPUCONFIG_COMPOSE_FILE).names())
+    defined = set(system_registry().names())
     changes = [
         AssignmentChange(
             service=entry.service,

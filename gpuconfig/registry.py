@@ -132,6 +132,12 @@ def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
     raise RegistryError(f"{where}: 'labels' must be a mapping or a list of key=value")
 
 
+def service_from_labels(where: Path, name: str, labels: dict[str, str]) -> Service:
+    """A managed service from its name and gpuconfig.* labels (a compose file's, or a host
+    agent's report); `where` names the source in errors."""
+    return _service(where, name, labels)
+
+
 def _service(compose_file: Path, name: str, labels: dict[str, str]) -> Service:
     def fail(label: str, problem: str) -> RegistryError:
         return RegistryError(

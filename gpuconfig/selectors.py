@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db.models import QuerySet
 
+from devices.hosts import HostState, host_state
 from devices.models import GpuDevice
 from devices.services import gpu_sample
 from devices.vram import planning_capacity_mb
@@ -48,7 +49,7 @@ def planning_gpus() -> tuple[Gpu, ...]:
     """
     sample = gpu_sample()
     live = {r.index: r for r in sample.readings}
-    devices = list(GpuDevice.objects.order_by("gpu_index"))
+    devices = list(GpuDevice.objects.select_related("host").order_by("gpu_index"))
     if not devices:
         return tuple(
             Gpu(
@@ -67,9 +68,17 @@ def planning_gpus() -> tuple[Gpu, ...]:
             if not r.integrated
         )
     gpus = []
+    # Several hosts: each GPU names its host. Another host's GPUs are read from its agent's
+    # last report (not the local sample); an offline, joining or in-maintenance host's GPUs
+    # take no new services (cordoned: those already there stay, shown "host offline", never
+    # silently moved), and a revoked host's are gone.
+    states = {d.host_id: host_state(d.host) for d in devices} if _several_hosts(devices) else None
     # An integrated GPU (a small VRAM carve-out) is planned only once the operator includes
     # it (GpuDevice.planned); left out, a pin to it reads as a GPU that is not there.
     for d in (d for d in devices if d.planned):
+        if states is not None and not d.host.is_local:
+            gpus.append(_remote_gpu(d, states[d.host_id]))
+            continue
         reading = live.get(d.gpu_index)
         present = d.present and (reading is not None or bool(sample.error))
         gpus.append(
@@ -92,9 +101,38 @@ def planning_gpus() -> tuple[Gpu, ...]:
                 vendor=d.vendor,
                 device_index=d.device_index,
                 render_node=d.render_node,
+                host=d.host.name if states is not None else "",
             )
         )
     return tuple(gpus)
+
+
+def _several_hosts(devices: Sequence[GpuDevice]) -> bool:
+    return any(not d.host.is_local for d in devices)
+
+
+def _remote_gpu(d: GpuDevice, state: HostState) -> Gpu:
+    """Another host's GPU as its agent last reported it."""
+    used = (
+        None
+        if d.vram_total_mb is None or d.vram_available_mb is None
+        else d.vram_total_mb - d.vram_available_mb
+    )
+    return Gpu(
+        index=d.gpu_index,
+        name=d.name,
+        vram_total_mb=planning_capacity_mb(d.vram_total_mb, d.vram_reserved_mb),
+        vram_used_mb=used,
+        compute_capability=d.compute_capability or None,
+        present=d.present and state.label != "revoked",
+        uuid=d.uuid,
+        cordoned=d.maintenance or not state.plannable,
+        draining=d.maintenance and d.maintenance_drain,
+        vendor=d.vendor,
+        device_index=d.device_index,
+        render_node=d.render_node,
+        host=d.host.name,
+    )
 
 
 def saved_rows() -> dict[str, GpuConfiguration]:

@@ -31,7 +31,8 @@ from gpuconfig import selectors as config_selectors
 from gpuconfig.config_files import AMD_CDI_KIND, render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.models import ConfigVersion
-from orchestration import podman, probe
+from orchestration import fanout, podman, probe
+from orchestration.fanout import Split
 from orchestration.handover_rule import HandoverState
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus
 from orchestration.observed import Mismatch, expected_devices, gpu_devices, gpu_difference
@@ -71,6 +72,12 @@ class ApplyContext:
     # handovers are chosen, so that verify reads by name and starts health checks at once.
     container_names: dict[str, str] = field(default_factory=dict)
     checked: set[str] = field(default_factory=set)
+    # Several hosts: the whole version's configurations (target/previous above then hold the
+    # local host's part only), the run's services by host, and the hosts done so far.
+    split: Split | None = None
+    whole_target: Configuration | None = None
+    whole_previous: Configuration | None = None
+    hosts_done: list[int] = field(default_factory=list)
 
     def set_step(self, service: str, status: StepStatus, message: str = "") -> None:
         ServiceStep.objects.filter(run=self.run, service_name=service).update(
@@ -114,16 +121,29 @@ def _context(run_id: Any, say: Callable[[str], None]) -> ApplyContext:
     run = ApplyRun.objects.select_related("version", "previous_version").get(pk=run_id)
     previous = run.previous_version
     path = override_path()
-    return ApplyContext(
+    target = config_selectors.version_configuration(run.version)
+    before = config_selectors.version_configuration(previous) if previous else None
+    services = list(run.steps.values_list("service_name", flat=True))
+    context = ApplyContext(
         run=run,
-        target=config_selectors.version_configuration(run.version),
-        previous=config_selectors.version_configuration(previous) if previous else None,
-        services=list(run.steps.values_list("service_name", flat=True)),
+        target=target,
+        previous=before,
+        services=services,
         override=path,
         previous_text=_read(path),
         env=dict(os.environ),
         say=say,
     )
+    if fanout.services_elsewhere(target, before):
+        # Several hosts: the local override and the executor's steps hold the local host's
+        # part; the other hosts' parts go to their agents (orchestration.fanout).
+        split = fanout.split_services(services, target, before)
+        context.split = split
+        context.whole_target, context.whole_previous = target, before
+        context.target = fanout.local_part(target)
+        context.previous = fanout.local_part(before) if before is not None else None
+        context.services = split.local
+    return context
 
 
 @contextmanager
@@ -159,6 +179,11 @@ def _heartbeat(run_id: Any) -> Iterator[None]:
 
 
 def _forward(context: ApplyContext) -> None:
+    # Hosts that services arrive on first, then this host, then those they leave: a service
+    # that moves between hosts starts on the new one and is verified before the old one stops.
+    from orchestration import host_steps  # built from this module's steps, like handover
+
+    host_steps.forward(context, arriving=True)
     write_override(context)
     if context.services:
         # Imported here: the handover's steps are built from this module's.
@@ -170,6 +195,7 @@ def _forward(context: ApplyContext) -> None:
             recreate_and_verify(context, restarting)
         for service in context.handovers.handing_over(context.services):
             handover.move(context, service)
+    host_steps.forward(context, arriving=False)
     _succeed(context)
 
 
@@ -432,7 +458,10 @@ def roll_back(context: ApplyContext, error: str) -> str:
             "service_name", "message"
         )
     )
+    from orchestration import host_steps
+
     try:
+        host_steps.back(context)
         _restore_previous(context)
     except Exception as exc:
         logger.error("ROLLBACK FAILED for apply run %s: %s (after: %s)", run.pk, exc, error)
@@ -444,7 +473,7 @@ def roll_back(context: ApplyContext, error: str) -> str:
         )
         context.say(f"ROLLBACK FAILED: {exc}")
         return RunStatus.ROLLBACK_FAILED if moved else _lost(run.pk)
-    for name in context.services:
+    for name in context.services + host_steps.remote_services(context):
         reason = failed_steps.get(name, "")
         # A handover that failed before compose replaced the old container never stopped it.
         if name in context.handovers.untouched:

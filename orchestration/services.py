@@ -21,7 +21,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.errors import Refusal
+from devices.hosts import host_state
 from devices.maintenance import gpu_maintenance_states
+from devices.models import Host
 from gpuconfig import selectors as config_selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import Configuration, StrategyName, runs_on
@@ -37,7 +39,7 @@ from gpuconfig.services import (
     saving_user,
 )
 from gpuconfig.validation import accelerator_mismatch
-from orchestration import podman
+from orchestration import fanout, podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
     ApplyRun,
@@ -127,14 +129,22 @@ def _steps(
     containers could not be observed (a compose tool that was not probed names no podman),
     so the difference between the two versions stands in."""
     configuration = config_selectors.version_configuration(target)
+    before = config_selectors.version_configuration(previous) if previous else None
+    # Services on other hosts (now or before) are not observed here: the difference between
+    # the two versions says what their hosts must do (and a host with no change gets nothing).
+    elsewhere = fanout.services_elsewhere(configuration, before)
+    remote = [
+        _Step(c.service, c.before.container_gpu, c.after.container_gpu, "")
+        for c in config_changes(before, configuration)
+        if c.service in elsewhere
+    ]
     if running is None:
-        changes = config_changes(
-            config_selectors.version_configuration(previous) if previous else None,
-            configuration,
-        )
+        changes = config_changes(before, configuration)
         return [
-            _Step(c.service, c.before.container_gpu, c.after.container_gpu, "") for c in changes
-        ]
+            _Step(c.service, c.before.container_gpu, c.after.container_gpu, "")
+            for c in changes
+            if c.service not in elsewhere
+        ] + remote
     return [
         _Step(
             service,
@@ -143,7 +153,8 @@ def _steps(
             why.reason,
         )
         for service, why in services_to_recreate(configuration, running).items()
-    ]
+        if service not in elsewhere
+    ] + remote
 
 
 def _running(tool: podman.ComposeTool) -> dict[str, podman.ContainerState] | None:
@@ -400,6 +411,33 @@ def _refuse_onto_cordoned(target: ConfigVersion) -> None:
         )
 
 
+def _refuse_unreachable_hosts(target: ConfigVersion, previous: ConfigVersion | None) -> None:
+    """An apply that would touch a host whose agent is not online is refused before anything
+    changes anywhere, in one sentence naming the host."""
+    configuration = config_selectors.version_configuration(target)
+    before = config_selectors.version_configuration(previous) if previous else None
+    changed = [c.service for c in config_changes(before, configuration)]
+    split = fanout.split_services(changed, configuration, before)
+    for number in split.touched_numbers():
+        host = Host.objects.filter(number=number).first()
+        state = host_state(host) if host is not None else None
+        if host is None or state is None:
+            raise ApplyRefused(
+                f"Cannot apply: GPU Config knows no host number {number} for GPU indexes "
+                f"{number * 100}-{number * 100 + 99}. Nothing was changed.",
+                409,
+            )
+        if state.label != "online":
+            since = f" since {state.since:%Y-%m-%d %H:%M:%S %Z}" if state.since else ""
+            there = split.remote[number]
+            raise ApplyRefused(
+                f"Cannot apply: host {host.name} is {state.label}{since}, and this apply would "
+                f"change {', '.join(sorted(there.recreate + there.stop))} there. "
+                "Nothing was changed.",
+                409,
+            )
+
+
 def apply_run_start(
     *, user: AbstractBaseUser | AnonymousUser | None, enqueue: bool = True
 ) -> ApplyRun:
@@ -418,6 +456,7 @@ def apply_run_start(
             raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
         _refuse_wrong_vendor(target)
         _refuse_onto_cordoned(target)
+        _refuse_unreachable_hosts(target, config_selectors.latest_applied_version())
         _preflight_images(tool)
         return _start_run(
             kind=RunKind.APPLY,

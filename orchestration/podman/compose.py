@@ -113,6 +113,29 @@ def compose_up(
     return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
 
 
+def compose_stop(
+    tool: ComposeTool,
+    *,
+    base: Path,
+    override: Path | None,
+    services: Sequence[str],
+    project_name: str,
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    """Stop exactly ``services`` (a service that moved to another host): the container stays,
+    so a rollback starts it again with ``compose_up``."""
+    if not services:
+        raise ValueError("compose_stop needs at least one service")
+    _check_project_name(project_name)
+    files = ["-f", str(base)]
+    if override is not None:
+        files += ["-f", str(override)]
+    argv = (*tool.argv, "-p", project_name, *files, "stop", *services)
+    return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
+
+
 def compose_run_copy(
     tool: ComposeTool,
     *,

@@ -1,0 +1,130 @@
+"""Several hosts: which host does what in a run (pure), and an apply that would touch a host
+whose agent is not online is refused before anything changes anywhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from devices.hosts import host_add, host_join, host_report_record, report_parse
+from devices.models import Host
+from devices.services import gpu_inventory_rescan
+from gpuconfig.domain import Configuration, ResolvedAssignment
+from gpuconfig.models import ConfigVersion
+from orchestration.fanout import host_part, local_part, split_services
+from orchestration.models import ApplyRun
+from orchestration.services import forget_probe
+
+
+def _config(**placed: int | None) -> Configuration:
+    return Configuration(
+        tuple(
+            ResolvedAssignment(service=name, gpu_index=gpu, enabled=gpu is not None)
+            for name, gpu in placed.items()
+        )
+    )
+
+
+def test_a_move_between_hosts_starts_on_the_new_one_and_stops_on_the_old() -> None:
+    before = _config(llm=0, clip=101, det=1, emb=201, off=102)
+    after = _config(llm=100, clip=201, det=0, emb=201, off=None)
+    split = split_services(["llm", "clip", "det", "off"], after, before)
+    assert split.local == ["det"]
+    assert split.local_stop == ["llm"]  # llm leaves this host for host 1
+    assert split.remote[1].recreate == ["llm", "off"]  # off: switched off where it ran
+    assert split.remote[1].stop == ["clip"]
+    assert split.remote[2].recreate == ["clip"]
+    assert split.remote[2].stop == []
+    # emb did not change: no step, and host 2 gets only clip.
+    assert split.touched_numbers() == [1, 2]
+
+
+def test_a_host_gets_its_part_with_its_own_gpu_indexes() -> None:
+    config = Configuration(
+        (
+            ResolvedAssignment(service="llm", gpu_index=0, gpu_uuid="GPU-a"),
+            ResolvedAssignment(service="clip", gpu_index=101, gpu_uuid="GPU-b1"),
+            ResolvedAssignment(service="det", gpu_index=203, gpu_device_index=3),
+        )
+    )
+    part = host_part(config, 1)
+    assert [(a.service, a.gpu_index, a.gpu_uuid) for a in part.assignments] == [
+        ("clip", 1, "GPU-b1")
+    ]
+    assert [a.gpu_index for a in host_part(config, 2).assignments] == [3]
+    assert [a.service for a in local_part(config).assignments] == ["llm"]
+
+
+def test_one_host_runs_split_nothing() -> None:
+    before = _config(llm=0, clip=1)
+    after = _config(llm=1, clip=1)
+    split = split_services(["llm"], after, before)
+    assert split.local == ["llm"]
+    assert split.remote == {}
+
+
+REPORT: dict[str, Any] = {
+    "agent_version": "1.0",
+    "gpus": [{"index": 0, "uuid": "GPU-b0", "name": "NVIDIA L4", "vram_total_mb": 23034}],
+    "services": {
+        "ai-clip": {"gpuconfig.model": "clip", "gpuconfig.vram_estimate_mb": "1200"},
+    },
+}
+
+
+@pytest.fixture
+def fake_compose(settings, tmp_path: Path) -> Iterator[None]:
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed: apt-get install podman (the probe comes first)")
+    fake = tmp_path / "podman-compose"
+    fake.write_text("#!/bin/sh\necho 'podman-compose version 1.6.0'\n")
+    fake.chmod(0o755)
+    settings.GPUCONFIG_COMPOSE_COMMAND = [str(fake)]
+    forget_probe()
+    yield
+    forget_probe()
+
+
+@pytest.mark.django_db
+def test_an_apply_that_touches_an_offline_host_is_refused_naming_it(
+    staff_api: APIClient, fake_compose: None, settings
+) -> None:
+    host, token = host_add("gpu-box-2")
+    host, _ = host_join(token, agent_version="1.0")
+    gpus, services, version = report_parse(REPORT)
+    host_report_record(host, gpus, services, agent_version=version)
+    gpu_inventory_rescan()
+    body = {
+        "strategy": "manual",
+        "assignments": [
+            {"service": "ai-llm", "gpu_index": 0},
+            {"service": "ai-yolo26", "gpu_index": 0},
+            {"service": "ai-florence", "gpu_index": 0},
+            {"service": "ai-clip", "gpu_index": 100},
+            {"service": "ai-enrichment", "gpu_index": 1},
+        ],
+    }
+    saved = staff_api.put(
+        "/api/system/gpu-config", data=json.dumps(body), content_type="application/json"
+    )
+    assert saved.status_code == 200, saved.json()
+    assert ConfigVersion.objects.get().assignments["ai-clip"]["gpu_index"] == 100
+
+    heard = timezone.now() - timedelta(minutes=5)
+    Host.objects.filter(pk=host.pk).update(last_heartbeat_at=heard)
+    answer = staff_api.post("/api/system/gpu-config/apply")
+
+    assert answer.status_code == 409, answer.json()
+    error = answer.json()["error"]
+    assert error.startswith("Cannot apply: host gpu-box-2 is offline since ")
+    assert "this apply would change ai-clip there. Nothing was changed." in error
+    assert ApplyRun.objects.count() == 0
+    assert not (Path(settings.GPUCONFIG_OUTPUT_DIR) / "docker-compose.gpu-override.yml").exists()
