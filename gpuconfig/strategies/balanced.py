@@ -50,7 +50,10 @@ def balance_flexibly(
         return choice, over, optimality
     # At the least: the items largest first again, as `_balance` expects.
     order = sorted(range(len(items)), key=lambda k: (-items[k].need, k))
-    least_items = [Item(items[k].name, items[k].need, items[k].tiers, items[k].need) for k in order]
+    least_items = [
+        Item(items[k].name, items[k].need, items[k].tiers, items[k].need, items[k].hosts)
+        for k in order
+    ]
     least_inventory = Inventory(
         inventory.gpus, inventory.caps, inventory.fixed_need, inventory.fixed_need, 0
     )

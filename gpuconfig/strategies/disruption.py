@@ -396,6 +396,9 @@ def _why(problem: _Problem, k: int, choice: Sequence[int]) -> str:
     gpu = inventory.gpus[p].index
     if fixed[p] > caps[p]:
         return f"pinned services alone overload GPU {gpu}"
+    hosts, host = items[k].hosts, inventory.gpus[p].host
+    if hosts is not None and host not in hosts:
+        return f"GPU {gpu} is on {host or 'the local host'}, which does not define it"
     if p not in allowed[k]:
         return f"the strategy's rule keeps it off GPU {gpu}"
     comers = list(arrivals.get(p, [])) + [

@@ -39,6 +39,8 @@ class Item:
     demand: int
     tiers: dict[int, int]
     need: int
+    # The hosts that define the service (`domain.Service.hosts`), for the reasons given.
+    hosts: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,13 @@ class Inventory:
     def item(self, request: ServiceRequest, tiers: dict[int, int]) -> Item:
         """The request as an item with these tiers."""
         need = need_of(request, self.reserve_mb)
-        return Item(request.service.name, max(demand_mb(request), need), tiers, need)
+        return Item(
+            request.service.name,
+            max(demand_mb(request), need),
+            tiers,
+            need,
+            request.service.hosts,
+        )
 
     @property
     def positions(self) -> range:

@@ -145,7 +145,8 @@ def test_least_disruption_moves_a_service_off_a_host_that_does_not_define_it() -
         )
         assert _host_of(GPUS, result)["svc"] == "host-1", strategy
         assert result.disruption is not None
-        assert "svc" in result.disruption.moved
+        reasons = dict(zip(result.disruption.moved, result.disruption.reasons, strict=True))
+        assert reasons["svc"] == "GPU 0 is on the local host, which does not define it"
 
 
 def test_hosts_and_the_vendor_rule_together() -> None:
