@@ -1,5 +1,6 @@
 #!/bin/sh
-# The image's entrypoint: `web` (gunicorn), `worker` (Celery worker with its beat), or any
+# The image's entrypoint: `web` (gunicorn), `worker` (Celery worker with its beat), `agent`
+# (a GPU host's agent, docker-compose.agent.yml: no database, no migrations), or any
 # manage.py command (`manage.py export_gpu_config`, ...).
 # podman-compose ignores `depends_on: condition: service_healthy` on podman 4.3, so each
 # process waits for PostgreSQL itself; only the web process migrates, the worker waits for it.
@@ -48,6 +49,11 @@ case "${1:-web}" in
     exec celery -A config worker -B --loglevel "${GPUCONFIG_LOG_LEVEL:-INFO}" \
       --concurrency "${GPUCONFIG_WORKER_CONCURRENCY:-2}" \
       --schedule /var/lib/gpuconfig/data/celerybeat-schedule
+    ;;
+  agent)
+    # Joins GPU Config once, reports, then becomes the Celery worker of this host's queue
+    # (orchestration/agent/). It reads no database: nothing to wait for or prepare.
+    exec python manage.py run_agent
     ;;
   manage.py)
     shift
