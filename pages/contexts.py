@@ -15,6 +15,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from common.parsers import version_number
+from devices.models import LOCAL_HOST_NAME
 from gpuconfig import selectors
 from gpuconfig.changes import config_changes
 from gpuconfig.domain import STRATEGY_LABELS, StrategyName
@@ -25,6 +26,14 @@ from gpuconfig.services import Draft, gpu_config_draft
 from orchestration import selectors as run_selectors
 from orchestration.models import RunKind, RunStatus, StepStatus
 from pages.forms import RefusedFields, SystemSettingsForm
+from pages.hosts import (
+    GpuPlaces,
+    gpu_places,
+    gpu_places_for,
+    host_rows,
+    places_of,
+    remember_gpu_places,
+)
 from pages.measured_vram import measured_text_by_service
 from pages.plan_restarts import plan_restarts, restarting
 from pages.presenters import (
@@ -55,19 +64,22 @@ def draft_or_error(**kwargs: Any) -> Draft | str:
 def full_context(
     request: HttpRequest, draft: Draft | str | None = None, **config: Any
 ) -> dict[str, Any]:
+    hosts = hosts_context(request)  # first: it reads the hosts' GPUs for the request
     return {
         "tab": "gpu",
-        **cards_context(),
+        **cards_context(gpu_places_for(request)),
         **config_context(request, draft_or_error() if draft is None else draft, **config),
         **status_context(request),
         **history_context(request),
+        **hosts,
     }
 
 
-def cards_context() -> dict[str, Any]:
-    """The GPU cards: live readings from the shared sample (never NVML per request)."""
+def cards_context(places: GpuPlaces | None = None) -> dict[str, Any]:
+    """The GPU cards: live readings from the shared sample (never NVML per request).
+    ``places``: the remote hosts' GPUs, when the caller has read them."""
     inventory = gpu_inventory_view()
-    cards = gpu_cards(inventory["gpus"])
+    cards = gpu_cards(inventory["gpus"], gpu_places() if places is None else places)
     return {
         "inventory": inventory,
         "cards": cards,
@@ -98,6 +110,7 @@ def config_context(
         }
     no_gpus = not any(g.present for g in draft.gpus)
     saved = selectors.latest_version()
+    places = gpu_places_for(request)
     running = run_selectors.running_services_view()
     return {
         "draft": draft,
@@ -109,13 +122,15 @@ def config_context(
             selectors.recommended_strategy(draft.gpus, draft.requests, reserve_mb=draft.reserve_mb),
         ),
         "strategy_label": STRATEGY_LABELS[draft.strategy],
-        "rows": assignment_rows(draft, refused=refused),
+        "rows": assignment_rows(draft, refused=refused, places=places, local_host=LOCAL_HOST_NAME),
+        # The Host column: only once some GPU is on another host (one host reads as before).
+        "hosts_column": bool(places),
         "measured": measured_text_by_service(),  # the table's "Measured" column
         # The table's "Running on" column: what podman says each container really got
         # (the shared read the Services region uses), beside the GPU planned.
         "running": running["containers"],
         "running_available": running["available"],
-        "planned": planned_per_gpu(draft),
+        "planned": planned_per_gpu(draft, places),
         "headroom_line": headroom_line(draft),
         "warnings": [(w, warning_note(w)) for w in draft.warnings],
         "form_version": draft.saved_version if form_version is None else form_version,
@@ -222,6 +237,30 @@ def history_context(request: HttpRequest) -> dict[str, Any]:
         "compare": compare,
         "compare_error": f"There is no version {raw}." if raw and compare is None else "",
         "compare_changes": changes,
+        "can_edit": can_edit(request),
+    }
+
+
+def hosts_context(
+    request: HttpRequest,
+    *,
+    joining: dict[str, str] | None = None,
+    notices: list[tuple[str, str]] | None = None,
+    errors: dict[str, str] | None = None,
+    typed_name: str = "",
+) -> dict[str, Any]:
+    """The Hosts section. ``joining``: the host just added (or given a new join token), its
+    token and the agent's command, shown this once; ``errors``: the add form's refused
+    fields, with ``typed_name`` kept in the field."""
+    rows = host_rows()
+    remember_gpu_places(request, places_of(rows))
+    return {
+        "hosts": rows,
+        "host_joining": joining,
+        "host_notices": notices or [],
+        "host_errors": errors or {},
+        "host_typed_name": typed_name,
+        "join_token_hours": settings.GPUCONFIG_JOIN_TOKEN_HOURS,
         "can_edit": can_edit(request),
     }
 

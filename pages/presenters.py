@@ -22,6 +22,7 @@ from gpuconfig.domain import (
 from gpuconfig.headroom import GpuHeadroom, headroom, outside_mb_by_index
 from gpuconfig.services import Draft
 from pages.forms import OFF, RefusedFields
+from pages.hosts import GpuPlaces, gpu_host, gpu_label
 from pages.measured_vram import gpu_card_memory
 
 # --- what the page renders -----------------------------------------------------------------
@@ -75,6 +76,7 @@ class AssignmentRow:
     warnings: list[PlanWarning]
     change_text: str  # "GPU 0 → GPU 1" when the row differs from the saved version
     enabled: bool
+    host: str = ""  # the host of the GPU it is assigned to ("" for none)
     # Why the GPU or budget field was refused ("" when it was not); the field then shows
     # what was typed (budget_value) and is marked invalid.
     gpu_error: str = ""
@@ -106,8 +108,11 @@ def short_gpu_name(name: str) -> str:
     return name.removeprefix("NVIDIA ").strip() or name
 
 
-def _gpu_label(gpu: Gpu) -> str:
-    label = f"GPU {gpu.index} · {short_gpu_name(gpu.name)} ({format_vram(gpu.vram_total_mb)})"
+def _gpu_label(gpu: Gpu, places: GpuPlaces) -> str:
+    label = (
+        f"{gpu_label(gpu.index, places)} · {short_gpu_name(gpu.name)} "
+        f"({format_vram(gpu.vram_total_mb)})"
+    )
     return label if gpu.present else f"{label}, not detected"
 
 
@@ -115,12 +120,21 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def assignment_rows(draft: Draft, *, refused: RefusedFields | None = None) -> list[AssignmentRow]:
+def assignment_rows(
+    draft: Draft,
+    *,
+    refused: RefusedFields | None = None,
+    places: GpuPlaces | None = None,
+    local_host: str = "",
+) -> list[AssignmentRow]:
     """The table: one row per registry service with its GPU choices, budget and warnings.
 
     ``refused``: the fields the last post could not use, by form field name: each is marked
-    with its message, and a budget field shows back what was typed in it.
+    with its message, and a budget field shows back what was typed in it. ``places``: the
+    remote hosts' GPUs (``pages.hosts.gpu_places``), named with their host; ``local_host``
+    names the host of every other GPU.
     """
+    places = places or {}
     errors = refused.errors if refused else {}
     typed = refused.typed if refused else {}
     manual = draft.strategy == StrategyName.MANUAL
@@ -144,15 +158,25 @@ def assignment_rows(draft: Draft, *, refused: RefusedFields | None = None) -> li
             for gpu in draft.gpus:
                 options.append(
                     GpuOption(
-                        str(gpu.index), _gpu_label(gpu), request.enabled and chosen == gpu.index
+                        str(gpu.index),
+                        _gpu_label(gpu, places),
+                        request.enabled and chosen == gpu.index,
                     )
                 )
         else:
-            auto_label = "Auto" if gpu_now is None or pin is not None else f"Auto (GPU {gpu_now})"
+            auto_label = (
+                "Auto"
+                if gpu_now is None or pin is not None
+                else f"Auto ({gpu_label(gpu_now, places)})"
+            )
             options.append(GpuOption("", auto_label, request.enabled and pin is None))
             for gpu in draft.gpus:
                 options.append(
-                    GpuOption(str(gpu.index), _gpu_label(gpu), request.enabled and pin == gpu.index)
+                    GpuOption(
+                        str(gpu.index),
+                        _gpu_label(gpu, places),
+                        request.enabled and pin == gpu.index,
+                    )
                 )
         options.append(GpuOption(OFF, "Off (no GPU)", not request.enabled))
         adjustable = service.budget_env is not None
@@ -176,6 +200,7 @@ def assignment_rows(draft: Draft, *, refused: RefusedFields | None = None) -> li
                 warnings=warnings_by_service.get(service.name, []),
                 change_text=change_detail(changes[service.name]) if service.name in changes else "",
                 enabled=request.enabled,
+                host=gpu_host(gpu_now if request.enabled else None, places, local_host),
                 gpu_error=errors.get(f"gpu-{service.name}", ""),
                 budget_error=errors.get(budget_name, ""),
             )
@@ -186,6 +211,7 @@ def assignment_rows(draft: Draft, *, refused: RefusedFields | None = None) -> li
 @dataclass(frozen=True)
 class PlannedGpu:
     index: int
+    label: str  # "GPU 1", or "gpu-box-2 / GPU 1" on a remote host
     name: str
     capacity: str
     planned: str
@@ -196,8 +222,9 @@ class PlannedGpu:
     free: str = ""  # headroom: VRAM still free for new services under this plan
 
 
-def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
+def planned_per_gpu(draft: Draft, places: GpuPlaces | None = None) -> list[PlannedGpu]:
     """VRAM the managed services would take on each GPU after the change."""
+    places = places or {}
     planned = draft.evaluation.planned_vram_mb if draft.evaluation else {}
     room = headroom(draft.gpus, planned, outside_mb_by_index(draft.gpus, draft.registry.names()))
     free = {g.index: g for g in room.gpus}
@@ -208,6 +235,7 @@ def planned_per_gpu(draft: Draft) -> list[PlannedGpu]:
         out.append(
             PlannedGpu(
                 index=gpu.index,
+                label=gpu_label(gpu.index, places),
                 name=short_gpu_name(gpu.name),
                 capacity=format_vram(total) if total else "unknown size",
                 planned=format_vram(mb),
@@ -264,8 +292,9 @@ def maintenance_text(maintenance: dict[str, Any] | None) -> str:
     )
 
 
-def gpu_cards(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def gpu_cards(gpus: list[dict[str, Any]], places: GpuPlaces | None = None) -> list[dict[str, Any]]:
     """The GPU cards from the shared sample's readings (never NVML per request)."""
+    places = places or {}
     cards = []
     for gpu in gpus:
         total, used = gpu["vram_total_mb"], gpu["vram_used_mb"]
@@ -273,6 +302,7 @@ def gpu_cards(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cards.append(
             {
                 **gpu,
+                "label": gpu_label(gpu["index"], places),
                 "capacity": format_vram(total) if total else "unknown size",
                 "used_text": format_vram(used).removesuffix(" GiB") if used is not None else "?",
                 "total_text": format_vram(total) if total else "?",

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from pages import backup_views, maintenance_views, views
+from pages import backup_views, host_views, maintenance_views, views
 
 app_name = "pages"
 urlpatterns = [
@@ -19,6 +19,13 @@ urlpatterns = [
         maintenance_views.gpu_maintenance,
         name="gpu-maintenance",
     ),
+    path("gpu/hosts/", host_views.host_add_view, name="host-add"),
+    path(
+        "gpu/hosts/<slug:name>/join-token/",
+        host_views.host_join_token_view,
+        name="host-join-token",
+    ),
+    path("gpu/hosts/<slug:name>/revoke/", host_views.host_revoke_view, name="host-revoke"),
     path("system/", views.system_settings, name="system"),
     path("system/backup/", backup_views.backup_download, name="backup-download"),
     path("system/backup/import/", backup_views.backup_import, name="backup-import"),

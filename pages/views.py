@@ -66,7 +66,14 @@ from pages.responses import (
 
 logger = logging.getLogger(__name__)
 
-GPU_FRAGMENTS = ("gpu-cards", "config-form", "apply-status", "history", "version-diff")
+GPU_FRAGMENTS = (
+    "gpu-cards",
+    "config-form",
+    "apply-status",
+    "history",
+    "version-diff",
+    "hosts",
+)
 
 
 @require_GET
@@ -115,6 +122,8 @@ def gpu_settings(request: HtmxHttpRequest) -> HttpResponse:
     elif part == "apply-status":
         was_active = request.GET.get("was_active") == "1"
         context = contexts.status_context(request, was_active=was_active)
+    elif part == "hosts":
+        context = contexts.hosts_context(request)
     else:
         context = contexts.history_context(request)
     oob: list[str] = []

@@ -651,8 +651,10 @@ def test_the_page_and_each_fragment_take_the_same_queries_for_5_and_60_services(
     sixty = _query_counts(staff, 60)
     assert five == sixty
     # 25 before issue 16; the form's "Running on" column and the status region read the
-    # latest run and the applied version to key the shared container read: +2.
-    assert max(five.values()) <= 27, five
+    # latest run and the applied version to key the shared container read: +2. GPU hosts
+    # (issue 20): 28; the Hosts section reads the hosts and their GPUs once for the page
+    # (the cards and the form name remote GPUs from the same read): +2.
+    assert max(five.values()) <= 30, five
 
 
 def test_the_plan_says_the_largest_service_that_still_fits_without_moving_anything(staff):
