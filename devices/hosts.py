@@ -126,6 +126,8 @@ def host_add(name: str) -> tuple[Host, str]:
 
 def host_new_join_token(host: Host) -> str:
     """A fresh join token for a host whose agent has not joined (the old one stops working)."""
+    if host.status == HostStatus.REVOKED:
+        raise HostRefused(f"Host {host.name} is revoked: add it again under a new name.")
     if host.is_local or host.joined_at is not None:
         raise HostRefused(f"Host {host.name} has already joined; revoke it and add it again.")
     token = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -179,11 +179,11 @@ def _heartbeat(run_id: Any) -> Iterator[None]:
 
 
 def _forward(context: ApplyContext) -> None:
-    # Hosts that services arrive on first, then this host, then those they leave: a service
-    # that moves between hosts starts on the new one and is verified before the old one stops.
+    # This host first, then the other hosts' recreates, then every stop of a service that
+    # left a host: a service that moves between hosts starts on the new one and is verified
+    # before the old one stops it.
     from orchestration import host_steps  # built from this module's steps, like handover
 
-    host_steps.forward(context, arriving=True)
     write_override(context)
     if context.services:
         # Imported here: the handover's steps are built from this module's.
@@ -195,6 +195,7 @@ def _forward(context: ApplyContext) -> None:
             recreate_and_verify(context, restarting)
         for service in context.handovers.handing_over(context.services):
             handover.move(context, service)
+    host_steps.forward(context, arriving=True)
     host_steps.forward(context, arriving=False)
     _succeed(context)
 

@@ -7,9 +7,9 @@ it always has. Each other host touched gets its part as a Celery task routed to 
 override, recreate exactly those services, verify each container's GPU), answering through
 Celery's result backend. A host with no change gets nothing.
 
-Order: the hosts services arrive on first, then the local host, then the hosts services
-leave (stopped there), so a service moving from host A to host B starts on B, is verified,
-and only then stops on A. If any step fails, every host touched is put back to the previous
+Order: the local host first, then the other hosts' recreates, then every stop of a service
+that left a host, so a service moving from host A to host B starts on B, is verified, and
+only then stops on A. If any step fails, every host touched is put back to the previous
 version (`roll_back_hosts`), and the run's error names the host that failed and why.
 
 A redelivered task (Redis re-queues an unacknowledged task after its visibility timeout)

@@ -1,9 +1,9 @@
 """A run's steps on the other GPU hosts (issue 20), from the worker that runs it.
 
 `orchestration.fanout` says which host does what and carries each host's part to its agent;
-this module moves the run's rows forward as the hosts answer, in the executor's order: the
-hosts services arrive on before this host (`forward(arriving=True)`), those they leave after
-it (`forward(arriving=False)`), and on failure every host touched back (`back`).
+this module moves the run's rows forward as the hosts answer, in the executor's order: after
+this host's own part, the hosts services arrive on (`forward(arriving=True)`), then those
+they leave (`forward(arriving=False)`), and on failure every host touched back (`back`).
 """
 
 from __future__ import annotations

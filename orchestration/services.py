@@ -456,12 +456,13 @@ def apply_run_start(
             raise ApplyRefused("Nothing to apply: save a configuration first.", 400)
         _refuse_wrong_vendor(target)
         _refuse_onto_cordoned(target)
-        _refuse_unreachable_hosts(target, config_selectors.latest_applied_version())
+        previous = config_selectors.latest_applied_version()
+        _refuse_unreachable_hosts(target, previous)
         _preflight_images(tool)
         return _start_run(
             kind=RunKind.APPLY,
             target=target,
-            previous=config_selectors.latest_applied_version(),
+            previous=previous,
             user=user,
             enqueue=enqueue,
             running=_running(tool),

@@ -164,6 +164,15 @@ def test_an_expired_join_token_is_refused_and_a_new_one_works(staff_api: APIClie
     assert staff_api.post("/api/hosts/gpu-box-2/join-token").status_code == 400
 
 
+def test_a_revoked_host_gets_no_new_join_token(staff_api: APIClient) -> None:
+    token = _add(staff_api)["join_token"]
+    assert staff_api.post("/api/hosts/gpu-box-2/revoke").status_code == 200
+    refused = staff_api.post("/api/hosts/gpu-box-2/join-token")
+    assert refused.status_code == 400
+    assert "revoked" in refused.json()["error"]
+    assert _join(token).status_code == 401  # nor does its old token work
+
+
 def test_a_silent_agent_reads_offline_since_it_was_last_heard(staff_api: APIClient) -> None:
     _join(_add(staff_api)["join_token"])
     heard = timezone.now() - timedelta(seconds=31)
