@@ -38,14 +38,17 @@ HX = {"HX-Request": "true"}
 # Each configuration write takes its turn (gpuconfig.services.configuration_write_turn): two
 # queries, the advisory lock and its release; a rollback also checks for an active run in it.
 MAX_QUERIES = {
-    "api_put": 18 + 2 + 1,
+    # Several hosts (issue 20): a save reads the services the hosts' agents reported: +1.
+    "api_put": 18 + 2 + 1 + 1,
     # The page's answers also read whether the newest version was rolled back automatically
     # (issue 11, item 6): a fixed few more queries, still the same for 5 and 40 services.
-    "htmx_save": 32 + 2 + 3 + 2 + 2 + 1,
+    # Several hosts (issue 20): the page's answers list the hosts with their GPUs (+2), and
+    # a save reads the services the agents reported (+1); the same for 1 host or 50.
+    "htmx_save": 32 + 2 + 3 + 2 + 2 + 1 + 3,
     "api_apply": 10 + 2 + 2,
     "api_rollback": 21 + 3,
-    "htmx_apply": 43 + 4 + 1 + 2 + 2 + 3,  # a save, then the apply: two turns
-    "htmx_rollback": 39 + 3 + 1 + 1 + 2,
+    "htmx_apply": 43 + 4 + 1 + 2 + 2 + 3 + 3,  # a save, then the apply: two turns
+    "htmx_rollback": 39 + 3 + 1 + 1 + 2 + 2,
 }
 # The status region also reads the applied version (drift is judged against it) and ends
 # runs whose worker died (one query, issue 16): +1 to +2 on the page's answers; the form's
