@@ -2,8 +2,9 @@
 Config over HTTP, report, and become Celery workers on their own queues of a real Redis;
 the central check (``orchestration.check_hosts``) pings them with Celery's remote control.
 
-What is faked is only what cannot exist here: each agent's GPUs (a simulated GPU file). The
-agents get a database URL that answers nothing, so any database access of theirs fails.
+What is faked is only what cannot exist here: each agent's GPUs (a simulated GPU file). An
+agent has no database, and any access would fail: it gets a PostgreSQL URL where nothing
+listens, or (as in its container) the SQLite default, whose file is never created.
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ def agents(live_server: Any, broker_url: str, tmp_path: Path) -> Iterator[Callab
     """Makes agents (not started) for hosts added in GPU Config; stops them all afterwards."""
     made: list[Agent] = []
 
-    def make(name: str, *, gpus: int, services: dict[str, int]) -> Agent:
+    def make(
+        name: str, *, gpus: int, services: dict[str, int], database: str | None = None
+    ) -> Agent:
         folder = tmp_path / name
         folder.mkdir()
         env = {
@@ -160,7 +163,6 @@ def agents(live_server: Any, broker_url: str, tmp_path: Path) -> Iterator[Callab
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "config.settings",
-                "DATABASE_URL": NO_DATABASE,
                 "CELERY_BROKER_URL": broker_url,
                 "GPUCONFIG_URL": live_server.url,
                 "GPUCONFIG_HOST_NAME": name,
@@ -170,6 +172,8 @@ def agents(live_server: Any, broker_url: str, tmp_path: Path) -> Iterator[Callab
                 "GPUCONFIG_COMPOSE_FILE": str(_compose_file(folder / "compose.yml", services)),
             }
         )
+        if database is not None:  # else the SQLite default in its data folder, never made
+            env["DATABASE_URL"] = database
         agent = Agent(name, folder, env)
         made.append(agent)
         return agent
@@ -199,7 +203,7 @@ def test_two_agents_report_a_dead_one_goes_offline_and_comes_back(
     agents: Callable[..., Agent], staff_api: APIClient, member_api: APIClient, short_offline: int
 ) -> None:
     a_name, b_name = _name("a"), _name("b")
-    a = agents(a_name, gpus=2, services={"ai-llm": 8000, "ai-clip": 1200})
+    a = agents(a_name, gpus=2, services={"ai-llm": 8000, "ai-clip": 1200}, database=NO_DATABASE)
     b = agents(b_name, gpus=1, services={"ai-yolo": 650})
     a_token, b_token = _add_host(staff_api, a_name), _add_host(staff_api, b_name)
     started = time.monotonic()
@@ -256,6 +260,9 @@ def test_two_agents_report_a_dead_one_goes_offline_and_comes_back(
     assert hosts[b_name]["since"] is None
     assert hosts[b_name]["gpus"] == [200, 201]
     assert "Joined GPU Config" not in b.output()  # no second join: the stored credential
+    # Neither agent ever had a database to open.
+    assert not (b.folder / "data" / "gpuconfig.sqlite3").exists()
+    assert "OperationalError" not in a.output() + b.output()
     checked = check_hosts_task()
     assert sorted(checked["answered"]) == sorted([a_name, b_name])
 
