@@ -442,6 +442,9 @@ GPUCONFIG_HEALTH_TIMEOUT_SECONDS = envint("GPUCONFIG_HEALTH_TIMEOUT_SECONDS", 12
 # this long is offline; a join token works once, for this many hours.
 GPUCONFIG_HOST_OFFLINE_SECONDS = envint("GPUCONFIG_HOST_OFFLINE_SECONDS", 30, minimum=4)
 GPUCONFIG_JOIN_TOKEN_HOURS = envint("GPUCONFIG_JOIN_TOKEN_HOURS", 24, minimum=1)
+# How old an online agent's report of its containers may get before the host check asks for
+# a fresh one (what runs there, drift included, is never older than this plus one check).
+GPUCONFIG_HOST_REPORT_SECONDS = envint("GPUCONFIG_HOST_REPORT_SECONDS", 60, minimum=0)
 # The broker's address as the other hosts reach it (shown in the agent's start command).
 GPUCONFIG_AGENT_BROKER_URL = envstr("GPUCONFIG_AGENT_BROKER_URL", "")
 # A running apply whose heartbeat is older than this is considered interrupted.

@@ -29,6 +29,7 @@ from devices.hosts import (
     host_report_record,
     host_revoke,
     host_state,
+    report_containers,
     report_parse,
 )
 from devices.models import Host
@@ -191,5 +192,6 @@ class HostReportApi(APIView):
         host = request.auth
         assert isinstance(host, Host)  # IsHostAgent
         gpus, services, version = report_parse(request.data)
-        host_report_record(host, gpus, services, agent_version=version)
+        containers = report_containers(request.data, services)
+        host_report_record(host, gpus, services, agent_version=version, containers=containers)
         return Response(HostSerializer(_hosts().get(pk=host.pk)).data)

@@ -259,12 +259,59 @@ class ReportedGpu:
     vendor: str
 
 
+_CONTAINER_TEXT = {"id": 128, "name": 256, "status": 32, "created": 64}
+_CONTAINER_FIELDS = {*_CONTAINER_TEXT, "running", "health", "cdi_devices", "device_nodes", "env"}
+
+
+def _container(raw: Any, where: str) -> dict[str, Any] | None:
+    """A reported container (checked for shape and size; its meaning is judged where drift
+    is, in orchestration.observed), or None for a service without one."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - _CONTAINER_FIELDS:
+        raise _refuse(where, f"must be an object with only {', '.join(sorted(_CONTAINER_FIELDS))}")
+    out: dict[str, Any] = {}
+    for key, limit in _CONTAINER_TEXT.items():
+        value = raw.get(key, "")
+        if not isinstance(value, str) or len(value) > limit:
+            raise _refuse(f"{where}.{key}", f"must be text of at most {limit} characters")
+        out[key] = value
+    if not isinstance(raw.get("running"), bool):
+        raise _refuse(f"{where}.running", "must be true or false")
+    out["running"] = raw["running"]
+    health = raw.get("health")
+    if health is not None and (not isinstance(health, str) or len(health) > 32):
+        raise _refuse(f"{where}.health", "must be null or a short text")
+    out["health"] = health
+    for key in ("cdi_devices", "device_nodes"):
+        value = raw.get(key, [])
+        if (
+            not isinstance(value, list)
+            or len(value) > 16
+            or not all(isinstance(v, str) and len(v) <= 128 for v in value)
+        ):
+            raise _refuse(f"{where}.{key}", "must be a list of at most 16 short texts")
+        out[key] = list(value)
+    env = raw.get("env", {})
+    if (
+        not isinstance(env, Mapping)
+        or len(env) > 32
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 128 and len(v) <= 256
+            for k, v in env.items()
+        )
+    ):
+        raise _refuse(f"{where}.env", "must map at most 32 variable names to short texts")
+    out["env"] = dict(env)
+    return out
+
+
 def report_parse(body: Any) -> tuple[list[ReportedGpu], dict[str, dict[str, str]], str]:
     """An agent's report (GPUs, services, agent version) checked whole; refused with the
-    first bad field's path."""
+    first bad field's path. Its ``containers`` are read by `report_containers`."""
     if not isinstance(body, Mapping):
         raise _refuse("body", "must be a JSON object")
-    unknown = set(body) - {"gpus", "services", "agent_version"}
+    unknown = set(body) - {"gpus", "services", "agent_version", "containers"}
     if unknown:
         raise _refuse(sorted(unknown)[0], "unknown field")
     raw_gpus = body.get("gpus")
@@ -315,12 +362,24 @@ def report_parse(body: Any) -> tuple[list[ReportedGpu], dict[str, dict[str, str]
     return gpus, services, version
 
 
+def report_containers(body: Any, services: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The report's containers by service (each checked; None: no container), or None when
+    the agent sent none (it could not read podman): then what was stored stays."""
+    raw = body.get("containers") if isinstance(body, Mapping) else None
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not set(raw) <= set(services):
+        raise _refuse("containers", "must be an object keyed by the reported services")
+    return {str(name): _container(value, f"containers.{name}") for name, value in raw.items()}
+
+
 def host_report_record(
     host: Host,
     gpus: Sequence[ReportedGpu],
     services: Mapping[str, Mapping[str, str]],
     *,
     agent_version: str,
+    containers: Mapping[str, Any] | None = None,
 ) -> None:
     """Store what the host's agent reported, for that host only, in one transaction: its GPUs
     (global index = the host's base + the index there; a GPU no longer reported is marked not
@@ -355,11 +414,11 @@ def host_report_record(
         GpuDevice.objects.filter(host=locked).exclude(gpu_index__in=seen).update(present=False)
         HostService.objects.filter(host=locked).exclude(service_name__in=list(services)).delete()
         for name, labels in services.items():
-            HostService.objects.update_or_create(
-                host=locked,
-                service_name=name,
-                defaults={"labels": dict(labels), "reported_at": now},
-            )
+            defaults: dict[str, Any] = {"labels": dict(labels), "reported_at": now}
+            if containers is not None:
+                defaults["container"] = containers.get(name)
+            HostService.objects.update_or_create(host=locked, service_name=name, defaults=defaults)
+        Host.objects.filter(pk=locked.pk).update(reported_at=now)
         host_heartbeat(locked, agent_version=agent_version or None)
 
 
@@ -375,10 +434,13 @@ def agent_command(host: Host, token: str, url: str) -> str:
     agent's settings in an env file (the join token is read once, then replaced by the
     credential in the agent's volume) and the compose command that starts it."""
     broker = settings.GPUCONFIG_AGENT_BROKER_URL or "redis://<this server's address>:6379/0"
+    # An unquoted here-document: $(pwd), the AI system's folder the command is run in, is
+    # written out as an absolute path (the token and the URL hold no shell characters).
     return "\n".join(
         [
-            "cat > gpuconfig-agent.env <<'EOF'",
+            "cat > gpuconfig-agent.env <<EOF",
             f"GPUCONFIG_URL={url}",
+            "GPUCONFIG_HOST_PROJECT_DIR=$(pwd)",
             f"GPUCONFIG_HOST_NAME={host.name}",
             f"GPUCONFIG_JOIN_TOKEN={token}",
             f"CELERY_BROKER_URL={broker}",

@@ -55,6 +55,9 @@ class Host(models.Model):
     credential_hash = models.CharField(max_length=64, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     compose_project = models.CharField(max_length=64, blank=True)
+    reported_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its agent last reported GPUs and containers."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -92,6 +95,11 @@ class Host(models.Model):
 def local_host_pk() -> uuid.UUID:
     """The local host's key (created on first use): the default host of a GPU row, so that
     a one-host install and every existing caller need not know hosts exist."""
+    # Only the key is read: migrations call this (the host column's default, when existing
+    # GPU rows are filled in) while later columns of the table do not exist yet.
+    found = Host.objects.filter(is_local=True).values_list("pk", flat=True).first()
+    if found is not None:
+        return found
     host, _ = Host.objects.get_or_create(
         is_local=True,
         defaults={"name": LOCAL_HOST_NAME, "number": 0, "status": HostStatus.ONLINE},
@@ -106,6 +114,9 @@ class HostService(models.Model):
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="services")
     service_name = models.CharField(max_length=64)
     labels = models.JSONField(default=dict, help_text="Its gpuconfig.* labels, as reported.")
+    # Its container as the agent last saw it (state, health, CDI devices, the GPU variables
+    # of its environment); None: no container, or the agent could not read podman.
+    container = models.JSONField(null=True, blank=True)
     reported_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

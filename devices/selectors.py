@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from devices.detection.health import NO_HEALTH
+from devices.hosts import host_state
 from devices.maintenance import gpu_maintenance_states
-from devices.models import GpuDevice
+from devices.models import LOCAL_HOST_NAME, GpuDevice
 from devices.runtime import same_gpu
 from devices.services import Sample, gpu_sample
 
 
 def gpu_inventory_readings(sample: Sample | None = None) -> dict[str, Any]:
-    """The live sample in the design's ``{"gpus": [...]}`` shape, plus GPUs that disappeared.
+    """The live sample in the design's ``{"gpus": [...]}`` shape, plus GPUs that disappeared
+    and the other hosts' GPUs; each names its ``host`` and that host's ``host_state``.
 
     Readings only: who holds each GPU's memory beside the estimates (``memory_use``) and the
     over-estimate ``warnings`` are added a layer up (``gpuconfig.measured.gpu_inventory_view``).
@@ -24,16 +26,28 @@ def gpu_inventory_readings(sample: Sample | None = None) -> dict[str, Any]:
         {**r.as_api_dict(), "vram_free_mb": r.vram_free_mb, "present": True}
         for r in sample.readings
     ]
-    # One query for both: the absent GPUs and every GPU's maintenance state.
-    devices = list(GpuDevice.objects.all())
-    for device in (d for d in devices if not d.present and d.gpu_index not in live):
+    # One query for all: the absent GPUs, the other hosts' GPUs (as their agents last
+    # reported them) and every GPU's maintenance state.
+    devices = list(GpuDevice.objects.select_related("host"))
+    local_name = next((d.host.name for d in devices if d.host.is_local), LOCAL_HOST_NAME)
+    for gpu in gpus:
+        gpu["host"], gpu["host_state"] = local_name, "online"
+    for device in devices:
+        if device.host.is_local and (device.present or device.gpu_index in live):
+            continue
+        state = host_state(device.host)
+        used = (
+            None
+            if device.vram_total_mb is None or device.vram_available_mb is None
+            else device.vram_total_mb - device.vram_available_mb
+        )
         gpus.append(
             {
                 "index": device.gpu_index,
                 "uuid": device.uuid,
                 "name": device.name,
                 "vram_total_mb": device.vram_total_mb,
-                "vram_used_mb": None,
+                "vram_used_mb": None if device.host.is_local else used,
                 "compute_capability": device.compute_capability or None,
                 "utilization_percent": None,
                 "temperature_c": None,
@@ -44,8 +58,11 @@ def gpu_inventory_readings(sample: Sample | None = None) -> dict[str, Any]:
                 "render_node": device.render_node or None,
                 "pci_bus": None,
                 "integrated": device.integrated,
-                "vram_free_mb": None,
-                "present": False,
+                "vram_free_mb": None if device.host.is_local else device.vram_available_mb,
+                "present": device.present and state.label != "revoked",
+                "host": device.host.name,
+                # Another host's GPU reads as its agent last reported it; offline: since when.
+                "host_state": state.label,
             }
         )
     gpus.sort(key=lambda g: g["index"])

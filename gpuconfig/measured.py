@@ -260,8 +260,11 @@ def gpu_inventory_view() -> dict[str, Any]:
     body = gpu_inventory_readings(sample)
     uses = gpu_memory_uses(sample)
     gone = GpuMemoryUse(measured=False, note="Not measured: the GPU is no longer detected.")
+    elsewhere = GpuMemoryUse(
+        measured=False, note="Not measured here: the GPU is on another host (its agent's report)."
+    )
     for gpu in body["gpus"]:
-        use = uses[gpu["uuid"]] if gpu["present"] else gone
+        use = (uses.get(gpu["uuid"]) or elsewhere) if gpu["present"] else gone
         gpu["memory_use"] = use.as_dict()
     body["warnings"] = [
         w.as_dict() for w in over_estimate_warnings(uses, sample.readings, margin_percent())

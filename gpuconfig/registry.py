@@ -132,6 +132,22 @@ def _labels(compose_file: Path, name: str, definition: Any) -> dict[str, str]:
     raise RegistryError(f"{where}: 'labels' must be a mapping or a list of key=value")
 
 
+def managed_labels(registry: Registry) -> dict[str, dict[str, str]]:
+    """Each managed service of a parsed compose file with its gpuconfig.* labels (what a host's
+    agent reports, and `service_from_labels` reads back)."""
+    definitions = {str(name): value for name, value in registry.compose["services"].items()}
+    return {
+        service.name: {
+            key: value
+            for key, value in _labels(
+                registry.compose_file, service.name, definitions[service.name]
+            ).items()
+            if key.startswith(LABEL_PREFIX)
+        }
+        for service in registry.services
+    }
+
+
 def service_from_labels(where: Path, name: str, labels: dict[str, str]) -> Service:
     """A managed service from its name and gpuconfig.* labels (a compose file's, or a host
     agent's report); `where` names the source in errors."""

@@ -296,8 +296,18 @@ def _gpu_problem_here(state: Any, want: ResolvedAssignment) -> str | None:
 
 @shared_task(name=APPLY_SLICE_TASK, ignore_result=False, acks_late=True)
 def agent_apply_slice_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """Runs on an agent, from its host's queue only (the central worker never consumes it)."""
-    return apply_slice_here(payload)
+    """Runs on an agent, from its host's queue only (the central worker never consumes it).
+    Reports the host's containers right after, before answering: when the run reads the
+    answer, GPU Config already shows what runs there now."""
+    answer = apply_slice_here(payload)
+    from orchestration.agent.client import report_now
+    from orchestration.agent.environment import AgentError, agent_environment
+
+    try:
+        report_now(agent_environment())
+    except AgentError as exc:
+        logger.warning("the report after run %s failed: %s", payload.get("run_id"), exc)
+    return answer
 
 
 def services_elsewhere(target: Configuration, previous: Configuration | None) -> set[str]:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from devices.hosts import host_heartbeat, host_state, hosts_mark_silent_offline
 from devices.models import Host, HostStatus
@@ -31,10 +35,16 @@ REPORT_EXPIRES_S = 120
 class HostCheck:
     answered: list[str] = field(default_factory=list)
     back: list[str] = field(default_factory=list)  # were offline, answered: asked to report
+    refreshed: list[str] = field(default_factory=list)  # online, last report old: asked again
     offline: list[str] = field(default_factory=list)  # written offline by this check
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {"answered": self.answered, "back": self.back, "offline": self.offline}
+        return {
+            "answered": self.answered,
+            "back": self.back,
+            "refreshed": self.refreshed,
+            "offline": self.offline,
+        }
 
 
 def pinged_agents(host_names: list[str], *, timeout_s: float = PING_TIMEOUT_S) -> set[str]:
@@ -59,6 +69,8 @@ def hosts_check(*, timeout_s: float = PING_TIMEOUT_S) -> HostCheck:
     )
     answered = pinged_agents([host.name for host in hosts], timeout_s=timeout_s)
     check = HostCheck()
+    now = timezone.now()
+    report_every = timedelta(seconds=settings.GPUCONFIG_HOST_REPORT_SECONDS)
     for host in hosts:
         if host.name not in answered:
             continue
@@ -67,6 +79,11 @@ def hosts_check(*, timeout_s: float = PING_TIMEOUT_S) -> HostCheck:
         check.answered.append(host.name)
         if was_offline:
             check.back.append(host.name)
+            agent_report_task.apply_async(queue=host.queue, expires=REPORT_EXPIRES_S)
+        elif host.reported_at is None or now - host.reported_at >= report_every:
+            # What runs there changes outside GPU Config too (a plain `up -d` on that host):
+            # a fresh report every GPUCONFIG_HOST_REPORT_SECONDS keeps the status view true.
+            check.refreshed.append(host.name)
             agent_report_task.apply_async(queue=host.queue, expires=REPORT_EXPIRES_S)
     check.offline = hosts_mark_silent_offline()
     if check.back or check.offline:

@@ -18,7 +18,7 @@ from gpuconfig import selectors as config_selectors
 from gpuconfig.domain import Configuration
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
-from orchestration import podman
+from orchestration import hosts_observed, podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
     ApplyCommand,
@@ -102,9 +102,16 @@ def container_health() -> dict[str, Any]:
         return _unavailable(str(exc), f"Container status unavailable: {exc}")
     applied = _applied_configuration()
     uuids = {r.index: r.uuid for r in gpu_sample().readings}
+    # Services applied to another host are judged by that host's report, not by their
+    # (stopped) container here.
+    elsewhere = hosts_observed.placed_elsewhere(applied)
     containers = {
-        name: observed_service(name, states.get(name), applied, uuids) for name in managed
+        name: observed_service(name, states.get(name), applied, uuids)
+        for name in managed
+        if name not in elsewhere
     }
+    if elsewhere and applied is not None:
+        containers.update(hosts_observed.observed_elsewhere(applied, elsewhere))
     return {
         "available": True,
         "unavailable_reason": "",
@@ -128,7 +135,9 @@ def _summary(containers: dict[str, dict[str, Any]], *, applied_known: bool) -> s
     """One line: all is well only when every service runs and none drifted."""
     problems = []
     for name, c in containers.items():
-        if c["drifted"]:
+        if c.get("host_state", "online") != "online":
+            problems.append(f"{name}: {c['drift_reason']}")
+        elif c["drifted"]:
             problems.append(f"{name} drifted: {c['drift_reason']}")
         elif c["state"] == "missing":
             problems.append(f"{name} has no container")

@@ -39,7 +39,7 @@ from gpuconfig.services import (
     saving_user,
 )
 from gpuconfig.validation import accelerator_mismatch
-from orchestration import fanout, podman
+from orchestration import fanout, hosts_observed, podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
     ApplyRun,
@@ -138,6 +138,18 @@ def _steps(
         for c in config_changes(before, configuration)
         if c.service in elsewhere
     ]
+    # ...and those whose host reported them drifted or not running: Apply repairs them there.
+    placed = hosts_observed.placed_elsewhere(configuration)
+    if placed:
+        stepped = {step.service for step in remote}
+        observed = hosts_observed.observed_elsewhere(configuration, placed)
+        remote += [
+            _Step(name, seen["gpu"], seen["planned_gpu"], seen["drift_reason"] or seen["state"])
+            for name, seen in observed.items()
+            if name not in stepped
+            and seen["host_state"] == "online"
+            and (seen["drifted"] or seen["state"] != "running")
+        ]
     if running is None:
         changes = config_changes(before, configuration)
         return [

@@ -84,6 +84,16 @@ def test_a_host_joins_once_and_reports_its_gpus_and_services(staff_api: APIClien
     listed = {h["name"]: h for h in staff_api.get("/api/hosts").json()}
     assert listed["gpu-box-2"]["gpus"] == [100, 101]
     assert listed["local"]["local"] is True
+    # The GPUs API lists them beside this host's, each with its host.
+    shown = {g["index"]: g for g in staff_api.get("/api/system/gpus").json()["gpus"]}
+    assert [(i, g["host"], g["host_state"]) for i, g in sorted(shown.items())] == [
+        (0, "local", "online"),
+        (1, "local", "online"),
+        (100, "gpu-box-2", "online"),
+        (101, "gpu-box-2", "online"),
+    ]
+    assert shown[101]["name"] == "NVIDIA L4"
+    assert shown[101]["vram_used_mb"] == 1034
 
     # A GPU no longer reported stays known but absent; a service no longer defined goes.
     smaller = {**REPORT, "gpus": REPORT["gpus"][:1], "services": {"ai-clip": {}}}

@@ -21,9 +21,11 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
+from devices.models import Host
 from devices.services import gpu_inventory_rescan
 from orchestration import podman
 from orchestration.executor import apply_run_execute
+from orchestration.host_checks import hosts_check
 from orchestration.services import apply_run_start, forget_probe
 from orchestration.tests.containers import ComposeProject, new_project_name, standin_compose
 
@@ -205,7 +207,11 @@ def _containers(project: ComposeProject) -> dict[str, podman.ContainerState]:
 
 
 def test_a_service_moves_to_host_b_and_a_failure_there_rolls_back_both_hosts(
-    local_host: ComposeProject, host_b: ComposeProject, agent_b: Agent, staff_api: APIClient
+    local_host: ComposeProject,
+    host_b: ComposeProject,
+    agent_b: Agent,
+    staff_api: APIClient,
+    settings: Any,
 ) -> None:
     hosts = {h["name"]: h for h in staff_api.get("/api/hosts").json()}
     assert hosts[HOST_B]["state"] == "online"
@@ -238,6 +244,38 @@ def test_a_service_moves_to_host_b_and_a_failure_there_rolls_back_both_hosts(
         assert here[name].id == local_before[name].id, f"{name} was recreated"
     commands = [c["argv"] for c in moved["commands"]]
     assert any(argv[0] == f"[{HOST_B}]" and "up" in argv for argv in commands), commands
+    # The status shows ai-clip where it runs, from B's report (not its stopped container here).
+    status = staff_api.get("/api/system/gpu-config/status").json()
+    clip = status["containers"]["ai-clip"]
+    assert (clip["host"], clip["state"], clip["gpu"], clip["drifted"]) == (
+        HOST_B,
+        "running",
+        101,
+        False,
+    )
+    assert clip["gpu_uuid"] == B_UUIDS[1]
+    assert status["summary"] == "All services running as applied"
+
+    # Someone runs a plain `up -d` on host B: ai-clip comes back without its GPU there. B's
+    # next report shows the drift, and Apply repairs it on B.
+    host_b.compose("up", "-d", "--force-recreate", "ai-clip")
+    settings.GPUCONFIG_HOST_REPORT_SECONDS = 0
+    reported = Host.objects.get(name=HOST_B).reported_at
+    assert hosts_check().refreshed == [HOST_B]
+    deadline = time.monotonic() + 30
+    while Host.objects.get(name=HOST_B).reported_at == reported:
+        assert time.monotonic() < deadline, agent_b.log[-3000:]
+        time.sleep(0.2)
+    clip = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"]
+    assert clip["drifted"], clip
+    assert clip["gpu"] is None
+    repaired = _apply(staff_api)
+    assert repaired["status"] == "succeeded", repaired
+    assert [s["service"] for s in repaired["steps"]] == ["ai-clip"]
+    assert _containers(host_b)["ai-clip"].cdi_devices == ("nvidia.com/gpu=1",)
+    assert not staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"][
+        "drifted"
+    ]
 
     # A step that fails on host B (its GPU 2, which CDI cannot resolve there) rolls back this
     # host as well: ai-enrichment, moved here first, goes back to GPU 1.
