@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -161,21 +162,48 @@ def slice_timeout_s() -> float:
     )
 
 
+def send_slices(
+    parts: Sequence[tuple[Host, Mapping[str, Any]]],
+) -> list[tuple[Host, dict[str, Any] | HostStepFailed]]:
+    """Send each host its part at once, then wait for every answer (one deadline for all):
+    the hosts recreate side by side, so a run takes about the slowest host's time, not the
+    sum. Each answer, or the failure (no answer in time, or the task's own error)."""
+    sent = [
+        (host, agent_apply_slice_task.apply_async(args=[dict(payload)], queue=host.queue))
+        for host, payload in parts
+    ]
+    deadline = time.monotonic() + slice_timeout_s()
+    out: list[tuple[Host, dict[str, Any] | HostStepFailed]] = []
+    for host, result in sent:
+        try:
+            answer = result.get(
+                timeout=max(0.1, deadline - time.monotonic()), disable_sync_subtasks=False
+            )
+        except Exception as exc:  # a timeout, or the task's own exception re-raised here
+            out.append(
+                (
+                    host,
+                    HostStepFailed(
+                        f"host {host.name} did not complete its part "
+                        f"({type(exc).__name__}: {exc}); is its agent running?"
+                    ),
+                )
+            )
+            continue
+        finally:
+            result.forget()
+        if not isinstance(answer, dict):
+            out.append((host, HostStepFailed(f"host {host.name} answered {answer!r}")))
+        else:
+            out.append((host, answer))
+    return out
+
+
 def send_slice(host: Host, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Send a host its part and wait for the answer; raise HostStepFailed when it failed,
-    or did not answer in time."""
-    result = agent_apply_slice_task.apply_async(args=[dict(payload)], queue=host.queue)
-    try:
-        answer = result.get(timeout=slice_timeout_s(), disable_sync_subtasks=False)
-    except Exception as exc:  # a timeout, or the task's own exception re-raised here
-        raise HostStepFailed(
-            f"host {host.name} did not complete its part ({type(exc).__name__}: {exc}); "
-            "is its agent running?"
-        ) from None
-    finally:
-        result.forget()
-    if not isinstance(answer, dict):
-        raise HostStepFailed(f"host {host.name} answered {answer!r}, not a result")
+    """One host's part, waited for; raises HostStepFailed when it failed."""
+    ((_, answer),) = send_slices([(host, payload)])
+    if isinstance(answer, HostStepFailed):
+        raise answer
     return answer
 
 

@@ -29,11 +29,13 @@ def forward(context: ApplyContext, *, arriving: bool) -> None:
         return
     if not arriving and split.local_stop:
         _stop_here(context, split.local_stop)
-    for number in split.touched_numbers():
-        part = split.remote[number]
-        services = part.recreate if arriving else part.stop
-        if services:
-            _host_part(context, context.whole_target, number, services, arriving=arriving)
+    parts = [
+        (number, split.remote[number].recreate if arriving else split.remote[number].stop)
+        for number in split.touched_numbers()
+    ]
+    parts = [(number, services) for number, services in parts if services]
+    if parts:
+        _host_parts(context, context.whole_target, parts, arriving=arriving)
 
 
 def _stop_here(context: ApplyContext, services: list[str]) -> None:
@@ -54,34 +56,60 @@ def _stop_here(context: ApplyContext, services: list[str]) -> None:
         raise RunFailed(f"this host could not stop {', '.join(services)}")
 
 
-def _host_part(
+def _host_parts(
     context: ApplyContext,
     target: Configuration,
-    number: int,
-    services: list[str],
+    parts: list[tuple[int, list[str]]],
     *,
     arriving: bool,
 ) -> None:
-    host = Host.objects.get(number=number)
-    if number not in context.hosts_done:
-        context.hosts_done.append(number)
-    if arriving:
-        context.set_steps(services, StepStatus.RECREATING)
-    payload = fanout.slice_payload(
-        run_id=str(context.run.pk),
-        phase="arrive" if arriving else "leave",
-        version=context.run.version.number,
-        config=fanout.host_part(target, number),
-        recreate=services if arriving else [],
-        stop=[] if arriving else services,
-    )
-    context.say(f"host {host.name}: {'recreating' if arriving else 'stopping'} {services}")
-    try:
-        answer = fanout.send_slice(host, payload)
-    except fanout.HostStepFailed as exc:
+    """Send each host its part at once and wait for all (fanout.send_slices); then move the
+    steps forward from each answer, and raise RunFailed naming the first host that failed."""
+    hosts = {h.number: h for h in Host.objects.filter(number__in=[n for n, _ in parts])}
+    payloads = []
+    for number, services in parts:
+        if number not in context.hosts_done:
+            context.hosts_done.append(number)
+        if arriving:
+            context.set_steps(services, StepStatus.RECREATING)
+        context.say(
+            f"host {hosts[number].name}: {'recreating' if arriving else 'stopping'} {services}"
+        )
+        payloads.append(
+            (
+                hosts[number],
+                fanout.slice_payload(
+                    run_id=str(context.run.pk),
+                    phase="arrive" if arriving else "leave",
+                    version=context.run.version.number,
+                    config=fanout.host_part(target, number),
+                    recreate=services if arriving else [],
+                    stop=[] if arriving else services,
+                ),
+            )
+        )
+    failures = []
+    for (host, answer), (_, services) in zip(fanout.send_slices(payloads), parts, strict=True):
+        problem = _host_answer(context, host, services, answer, arriving=arriving)
+        if problem:
+            failures.append(problem)
+    if failures:
+        raise RunFailed("; ".join(failures))
+
+
+def _host_answer(
+    context: ApplyContext,
+    host: Host,
+    services: list[str],
+    answer: dict[str, Any] | fanout.HostStepFailed,
+    *,
+    arriving: bool,
+) -> str:
+    """Move the steps of one host's part forward; the failure's sentence, or ""."""
+    if isinstance(answer, fanout.HostStepFailed):
         for name in services:
-            context.set_step(name, StepStatus.FAILED, str(exc))
-        raise RunFailed(str(exc)) from None
+            context.set_step(name, StepStatus.FAILED, str(answer))
+        return str(answer)
     _record_host_commands(context.run, host.name, answer)
     problems = fanout.problems_of(host, answer)
     for name in services:
@@ -92,11 +120,11 @@ def _host_part(
         else:
             # Left that host for another: the step's state stays the arrival's (healthy).
             context.say(f"{name}: stopped on host {host.name}")
-    if problems:
-        raise RunFailed(
-            f"host {host.name} failed: "
-            + "; ".join(f"{name}: {why}" for name, why in problems.items())
-        )
+    if not problems:
+        return ""
+    return f"host {host.name} failed: " + "; ".join(
+        f"{name}: {why}" for name, why in problems.items()
+    )
 
 
 def _record_host_commands(run: ApplyRun, host: str, answer: dict[str, Any]) -> None:
@@ -125,24 +153,32 @@ def back(context: ApplyContext) -> None:
         if not result.ok:
             errors.append(f"this host: {', '.join(split.local_stop)} did not start again")
     before = context.whole_previous
+    hosts = {h.number: h for h in Host.objects.filter(number__in=context.hosts_done)}
+    payloads = []
     for number in context.hosts_done:
         part = split.remote[number]
-        host = Host.objects.get(number=number)
         names = part.recreate + part.stop
         placed_before = fanout.host_part(before, number) if before is not None else None
         was_here = [n for n in names if placed_before is not None and placed_before.get(n)]
-        payload = fanout.slice_payload(
-            run_id=str(context.run.pk),
-            phase="back",
-            version=context.run.previous_version.number if context.run.previous_version else 0,
-            config=placed_before or Configuration(()),
-            recreate=was_here,
-            stop=[n for n in names if n not in was_here],
+        payloads.append(
+            (
+                hosts[number],
+                fanout.slice_payload(
+                    run_id=str(context.run.pk),
+                    phase="back",
+                    version=context.run.previous_version.number
+                    if context.run.previous_version
+                    else 0,
+                    config=placed_before or Configuration(()),
+                    recreate=was_here,
+                    stop=[n for n in names if n not in was_here],
+                ),
+            )
         )
-        try:
-            answer = fanout.send_slice(host, payload)
-        except fanout.HostStepFailed as exc:
-            errors.append(str(exc))
+    # Every host at once, as forward does.
+    for host, answer in fanout.send_slices(payloads) if payloads else []:
+        if isinstance(answer, fanout.HostStepFailed):
+            errors.append(str(answer))
             continue
         _record_host_commands(context.run, host.name, answer)
         problems = fanout.problems_of(host, answer)
