@@ -2,10 +2,11 @@
 
 A run's services split by the host of their GPU (a global index: host number x 100 + the
 index there; number 0 is the local host). The local host's part goes through the executor as
-it always has. Each other host touched gets its part as a Celery task routed to its own queue
-(``host.<name>``), which its agent carries out there (`agent_apply_slice`: write that host's
-override, recreate exactly those services, verify each container's GPU), answering through
-Celery's result backend. A host with no change gets nothing.
+it always has. Each other host touched gets its part as a Celery task routed to its own
+queue (``host.<name>``), all hosts at once (`send_slices`), which its agent carries out there
+(`apply_slice_here`: write that host's override, recreate exactly those services, verify
+each container's GPU), answering through Celery's result backend. A host with no change gets
+nothing.
 
 Order: the local host first, then the other hosts' recreates, then every stop of a service
 that left a host, so a service moving from host A to host B starts on B, is verified, and
