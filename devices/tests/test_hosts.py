@@ -213,3 +213,41 @@ def test_existing_gpus_are_on_the_local_host() -> None:
     assert gpu.host.is_local
     assert gpu.host.name == "local"
     assert gpu.host.index_base == 0
+
+
+def test_a_report_carries_each_service_container_checked(staff_api: APIClient) -> None:
+    credential = _join(_add(staff_api)["join_token"]).json()["credential"]
+    clip = {
+        "id": "abc123",
+        "name": "ai_ai-clip_1",
+        "status": "running",
+        "running": True,
+        "health": "healthy",
+        "cdi_devices": ["nvidia.com/gpu=1"],
+        "device_nodes": [],
+        "created": "2026-12-03T10:00:00+00:00",
+        "env": {"GPUCONFIG_GPU_UUID": "GPU-b1", "GPUCONFIG_GPU_INDEX": "1"},
+    }
+    body = {**REPORT, "containers": {"ai-clip": clip, "ai-llm": None}}
+    assert _agent(credential).post("/api/hosts/report", body, format="json").status_code == 200
+    stored = {s.service_name: s.container for s in HostService.objects.all()}
+    assert stored == {"ai-clip": clip, "ai-llm": None}
+    # A report without containers (the agent could not read podman) keeps what was stored.
+    assert _agent(credential).post("/api/hosts/report", REPORT, format="json").status_code == 200
+    assert HostService.objects.get(service_name="ai-clip").container == clip
+    for bad, field in [
+        ({"ai-unknown": None}, "containers"),
+        ({"ai-clip": {**clip, "running": "yes"}}, "containers.ai-clip.running"),
+        ({"ai-clip": {**clip, "secret": "x"}}, "containers.ai-clip"),
+        ({"ai-clip": {**clip, "env": {f"V{i}": "x" for i in range(40)}}}, "containers.ai-clip.env"),
+        (
+            {"ai-clip": {**clip, "cdi_devices": "nvidia.com/gpu=1"}},
+            "containers.ai-clip.cdi_devices",
+        ),
+    ]:
+        answer = _agent(credential).post(
+            "/api/hosts/report", {**REPORT, "containers": bad}, format="json"
+        )
+        assert answer.status_code == 400, bad
+        assert field in answer.json()["errors"], answer.json()
+    assert HostService.objects.get(service_name="ai-clip").container == clip

@@ -14,13 +14,20 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from devices.hosts import host_add, host_join, host_report_record, report_parse
+from devices.hosts import (
+    host_add,
+    host_join,
+    host_report_record,
+    report_containers,
+    report_parse,
+)
 from devices.models import Host
 from devices.services import gpu_inventory_rescan
 from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.models import ConfigVersion
 from orchestration.fanout import host_part, local_part, split_services
 from orchestration.models import ApplyRun
+from orchestration.selectors import reset_container_health_cache
 from orchestration.services import forget_probe
 
 
@@ -128,3 +135,62 @@ def test_an_apply_that_touches_an_offline_host_is_refused_naming_it(
     assert "this apply would change ai-clip there. Nothing was changed." in error
     assert ApplyRun.objects.count() == 0
     assert not (Path(settings.GPUCONFIG_OUTPUT_DIR) / "docker-compose.gpu-override.yml").exists()
+
+
+@pytest.mark.django_db
+def test_the_status_judges_a_service_on_another_host_by_its_report(
+    staff_api: APIClient, fake_compose: None, settings: Any
+) -> None:
+    """ai-clip applied to host gpu-box-2's GPU 0 (global 100): the status reads it from that
+    host's report, drift included, and says "unknown" once the host is offline."""
+    host, token = host_add("gpu-box-2")
+    host, _ = host_join(token, agent_version="1.0")
+    body = {
+        **REPORT,
+        "containers": {
+            "ai-clip": {
+                "id": "c1", "name": "ai_ai-clip_1", "status": "running", "running": True,
+                "health": None, "cdi_devices": ["nvidia.com/gpu=0"], "device_nodes": [],
+                "created": "", "env": {"GPUCONFIG_GPU_UUID": "GPU-b0", "GPUCONFIG_GPU_INDEX": "0"},
+            }
+        },
+    }  # fmt: skip
+    gpus, services, version = report_parse(body)
+    host_report_record(
+        host, gpus, services, agent_version=version, containers=report_containers(body, services)
+    )
+    ConfigVersion.objects.create(
+        number=1,
+        strategy="manual",
+        applied_at=timezone.now(),
+        assignments={
+            "ai-clip": {"gpu_index": 100, "gpu_uuid": "GPU-b0", "gpu_device_index": 0},
+        },
+    )
+    seen = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"]
+    assert (seen["host"], seen["state"], seen["gpu"], seen["planned_gpu"]) == (
+        "gpu-box-2",
+        "running",
+        100,
+        100,
+    )
+    assert not seen["drifted"], seen
+
+    # The host reports ai-clip running on its GPU 1 instead: drift, named as GPU Config does.
+    body["containers"]["ai-clip"]["cdi_devices"] = ["nvidia.com/gpu=1"]
+    body["gpus"] = [*body["gpus"], {**body["gpus"][0], "index": 1, "uuid": "GPU-b1"}]
+    gpus, services, version = report_parse(body)
+    host_report_record(
+        host, gpus, services, agent_version=version, containers=report_containers(body, services)
+    )
+    reset_container_health_cache()  # the status is shared for a second: a new read
+    seen = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"]
+    assert seen["drifted"] and seen["gpu"] == 101, seen
+
+    Host.objects.filter(pk=host.pk).update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
+    reset_container_health_cache()
+    status = staff_api.get("/api/system/gpu-config/status").json()
+    seen = status["containers"]["ai-clip"]
+    assert (seen["state"], seen["host_state"], seen["drifted"]) == ("unknown", "offline", False)
+    assert "ai-clip: host gpu-box-2 is offline since " in status["summary"]
+    assert status["summary"].endswith("what runs there is not known now")
