@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
-from devices.models import GpuDevice, ServiceVramPeak
+from devices.models import GpuDevice, Host, ServiceVramPeak
 from devices.services import gpu_sample
 
 
@@ -53,3 +54,55 @@ class ServiceVramPeakAdmin(admin.ModelAdmin):
     list_display = ("service", "peak_mb", "gpu_uuid", "measured_at")
     search_fields = ("service",)
     ordering = ("service",)
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    """GPU hosts for raw edits: maintenance (no plan places services on its GPUs) and the
+    compose project name; joining, revoking and tokens go through Settings or the API, which
+    show the one-time secrets (only their hashes are stored, and never shown here)."""
+
+    list_display = (
+        "name",
+        "number",
+        "is_local",
+        "status",
+        "maintenance",
+        "agent_version",
+        "last_heartbeat_at",
+        "offline_since",
+        "reported_at",
+    )
+    list_filter = ("status", "maintenance")
+    list_editable = ("maintenance",)
+    search_fields = ("name",)
+    fields = (
+        "name",
+        "number",
+        "status",
+        "maintenance",
+        "compose_project",
+        "agent_version",
+        "last_heartbeat_at",
+        "offline_since",
+        "reported_at",
+        "joined_at",
+        "revoked_at",
+        "created_at",
+    )
+    readonly_fields = (
+        "number",
+        "status",
+        "agent_version",
+        "last_heartbeat_at",
+        "offline_since",
+        "reported_at",
+        "joined_at",
+        "revoked_at",
+        "created_at",
+    )
+    ordering = ("number",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Host | None = None) -> bool:
+        # Its GPUs (and the versions that name them) keep their rows: revoke instead.
+        return False

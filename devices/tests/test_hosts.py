@@ -251,3 +251,24 @@ def test_a_report_carries_each_service_container_checked(staff_api: APIClient) -
         assert answer.status_code == 400, bad
         assert field in answer.json()["errors"], answer.json()
     assert HostService.objects.get(service_name="ai-clip").container == clip
+
+
+def test_the_admin_lists_hosts_and_puts_one_in_maintenance(
+    staff_api: APIClient, admin_client: Any
+) -> None:
+    _join(_add(staff_api)["join_token"])
+    host = Host.objects.get(name="gpu-box-2")
+    page = admin_client.get("/admin/devices/host/")
+    assert page.status_code == 200
+    assert b"gpu-box-2" in page.content
+    assert b"join_token_hash" not in page.content
+    form = admin_client.get(f"/admin/devices/host/{host.pk}/change/")
+    assert b"credential" not in form.content.lower()
+    changed = admin_client.post(
+        f"/admin/devices/host/{host.pk}/change/",
+        {"name": "gpu-box-2", "maintenance": "on", "compose_project": ""},
+    )
+    assert changed.status_code == 302, changed.content[:2000]
+    listed = {h["name"]: h for h in staff_api.get("/api/hosts").json()}
+    assert listed["gpu-box-2"]["state"] == "maintenance"
+    assert admin_client.post(f"/admin/devices/host/{host.pk}/delete/").status_code == 403
