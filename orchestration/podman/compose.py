@@ -95,15 +95,8 @@ def compose_up(
     if not services:
         # podman-compose would take an empty list to mean every service.
         raise ValueError("compose_up needs at least one service")
-    _check_project_name(project_name)
-    files = ["-f", str(base)]
-    if override is not None:
-        files += ["-f", str(override)]
     argv = (
-        *tool.argv,
-        "-p",
-        project_name,
-        *files,
+        *_project_argv(tool, project_name, base, override),
         "up",
         "-d",
         "--force-recreate",
@@ -111,6 +104,17 @@ def compose_up(
         *services,
     )
     return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
+
+
+def _project_argv(
+    tool: ComposeTool, project_name: str, base: Path, override: Path | None
+) -> tuple[str, ...]:
+    """podman-compose, the project's name and its files: what every command here starts with."""
+    _check_project_name(project_name)
+    files = ["-f", str(base)]
+    if override is not None:
+        files += ["-f", str(override)]
+    return (*tool.argv, "-p", project_name, *files)
 
 
 def compose_stop(
@@ -128,11 +132,7 @@ def compose_stop(
     so a rollback starts it again with ``compose_up``."""
     if not services:
         raise ValueError("compose_stop needs at least one service")
-    _check_project_name(project_name)
-    files = ["-f", str(base)]
-    if override is not None:
-        files += ["-f", str(override)]
-    argv = (*tool.argv, "-p", project_name, *files, "stop", *services)
+    argv = (*_project_argv(tool, project_name, base, override), "stop", *services)
     return _run(argv, cwd=cwd, env=_environment(env), timeout_s=timeout_s)
 
 
