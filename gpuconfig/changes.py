@@ -3,10 +3,11 @@ history and the apply run, so that all three agree on what "changed" means."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from gpuconfig.domain import Configuration, ResolvedAssignment
+from gpuconfig.domain import Configuration, ResolvedAssignment, gpu_label
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,9 @@ class ServiceChange:
     before: ResolvedAssignment
     after: ResolvedAssignment
     new: bool = False  # the earlier configuration does not know the service
+    # How `describe` names a GPU (`domain.gpu_labels`: "gpu-box-2 / GPU 1" for another host's);
+    # a GPU not in it is "GPU 101", as it was before GPUs had hosts.
+    gpu_labels: Mapping[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def moves(self) -> bool:
@@ -42,12 +46,19 @@ class ServiceChange:
         if from_enabled != to_enabled and not (self.new and self.placed_first):
             parts.append("enabled" if to_enabled else "disabled (no GPU reservation)")
         if self.placed_first and (self.new or from_enabled == to_enabled):
-            parts.append(f"placed on {_gpu(to_gpu)} for the first time")
+            parts.append(f"placed on {self._gpu(to_gpu)} for the first time")
         elif from_gpu != to_gpu and to_enabled:
-            parts.append(f"{_gpu(from_gpu)} → {_gpu(to_gpu)}")
+            parts.append(f"{self._gpu(from_gpu)} → {self._gpu(to_gpu)}")
         if from_budget != to_budget and to_enabled:
             parts.append(f"budget {_budget(from_budget)} → {_budget(to_budget)}")
         return f"{self.service}: " + "; ".join(parts)
+
+    def gpu_name(self, index: int) -> str:
+        """GPU ``index`` as this change's lines name it ("GPU 1", "gpu-box-2 / GPU 1")."""
+        return self.gpu_labels.get(index) or gpu_label(index)
+
+    def _gpu(self, index: int | None) -> str:
+        return "unassigned" if index is None else self.gpu_name(index)
 
     def as_dict(self) -> dict[str, Any]:
         """The API's form (documented names: from_gpu/to_gpu, from_budget/to_budget, ...)."""
@@ -68,10 +79,6 @@ class ServiceChange:
         }
 
 
-def _gpu(index: int | None) -> str:
-    return "unassigned" if index is None else f"GPU {index}"
-
-
 def _budget(value: float | None) -> str:
     return "default" if value is None else f"{value:g} GiB"
 
@@ -81,16 +88,25 @@ def _absent(service: str) -> ResolvedAssignment:
     return ResolvedAssignment(service, None, enabled=False)
 
 
-def config_changes(before: Configuration | None, after: Configuration) -> list[ServiceChange]:
+def config_changes(
+    before: Configuration | None,
+    after: Configuration,
+    gpu_labels: Mapping[int, str] | None = None,
+) -> list[ServiceChange]:
     """Services whose GPU, budget or enabled flag differ, in name order.
 
-    With no ``before`` (nothing applied yet) every service counts as changed.
+    With no ``before`` (nothing applied yet) every service counts as changed. ``gpu_labels``
+    (`domain.gpu_labels` of the GPUs known) names other hosts' GPUs in the changes' lines;
+    without it every GPU reads "GPU <index>".
     """
+    labels = gpu_labels or {}
     base = before or Configuration(())
     changes: list[ServiceChange] = []
     for service in sorted(set(base.by_service) | set(after.by_service)):
         old = base.get(service) or _absent(service)
         new = after.get(service) or _absent(service)
         if before is None or old.change_key() != new.change_key():
-            changes.append(ServiceChange(service, old, new, new=base.get(service) is None))
+            changes.append(
+                ServiceChange(service, old, new, new=base.get(service) is None, gpu_labels=labels)
+            )
     return changes

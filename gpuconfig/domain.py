@@ -11,7 +11,7 @@ Units: VRAM is counted in MiB, as the driver reports it (nvidia-smi's "24564MiB"
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from fractions import Fraction
@@ -91,6 +91,29 @@ class Gpu:
     # The GPU host it is on, by name; "": the local host (or a host not named). Its index is
     # global: host number x 100 + its index on the host.
     host: str = ""
+
+
+# A GPU's global index is its host's number x this + its index on that host: the local host
+# (number 0) has 0..99. The same stride as devices.models.HOST_INDEX_STRIDE (this module
+# imports no Django).
+HOST_INDEX_STRIDE = 100
+
+
+def gpu_label(index: int, host: str = "") -> str:
+    """A GPU as sentences name it: "GPU 3" on the local host, "gpu-box-2 / GPU 1" for GPU 101
+    on host gpu-box-2, as its operator knows it there.
+
+    With no host name (one host, or a caller that does not know it) even an index of 100 or
+    more stays "GPU 101": a host is never guessed.
+    """
+    if index < HOST_INDEX_STRIDE or not host:
+        return f"GPU {index}"
+    return f"{host} / GPU {index % HOST_INDEX_STRIDE}"
+
+
+def gpu_labels(gpus: Iterable[Gpu]) -> dict[int, str]:
+    """Index -> `gpu_label` for every GPU given, built once for a batch of sentences."""
+    return {gpu.index: gpu_label(gpu.index, gpu.host) for gpu in gpus}
 
 
 @dataclass(frozen=True)

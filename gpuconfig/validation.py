@@ -25,6 +25,8 @@ from gpuconfig.domain import (
     adjustable,
     demand_mb,
     format_vram,
+    gpu_label,
+    gpu_labels,
     least_budget_mb,
     least_budget_tenths,
     runs_on,
@@ -82,6 +84,9 @@ def evaluate(
     Messages print VRAM with `format_vram` (GiB with one decimal) and budgets in GiB.
     """
     present = {g.index: g for g in gpus if g.present}
+    # How the sentences name each GPU ("gpu-box-2 / GPU 1" for another host's), including
+    # the ones that disappeared, which the GPU_MISSING warning still names by their host.
+    labels = gpu_labels(gpus)
     chosen = [
         (r, assignments[r.service.name])
         for r in requests
@@ -116,7 +121,8 @@ def evaluate(
             warnings.append(
                 PlanWarning(
                     WarningCode.GPU_MISSING,
-                    f"{name} is assigned to GPU {index}, which is not detected",
+                    f"{name} is assigned to {labels.get(index) or gpu_label(index)}, "
+                    "which is not detected",
                     name,
                     index,
                 )
@@ -138,7 +144,7 @@ def evaluate(
                 PlanWarning(
                     WarningCode.NOT_PLACED_WITHIN_CAPACITY,
                     f"{name} could not be placed within any GPU's capacity; "
-                    f"it is assigned to GPU {index} anyway",
+                    f"it is assigned to {labels[index]} anyway",
                     name,
                     index,
                 )
@@ -156,8 +162,8 @@ def evaluate(
         warnings.append(
             PlanWarning(
                 WarningCode.SINGLE_GPU_ISOLATION,
-                f"{STRATEGY_LABELS[strategy]} needs two GPUs, but only GPU {only} is detected: "
-                "the LLM shares it with every other service",
+                f"{STRATEGY_LABELS[strategy]} needs two GPUs, but only {labels[only]} is "
+                "detected: the LLM shares it with every other service",
                 None,
                 only,
             )
@@ -181,11 +187,12 @@ def _gpu_warnings(
     found: list[PlanWarning] = []
     for index, sharing in sorted(on_gpu.items()):
         gpu = present[index]
+        label = gpu_label(gpu.index, gpu.host)
         if len(sharing) > 1 and planned[index] > gpu.vram_total_mb:
             found.append(
                 PlanWarning(
                     WarningCode.COMBINED_EXCEEDS_GPU,
-                    f"Combined VRAM (~{format_vram(planned[index])}) exceeds GPU {index} "
+                    f"Combined VRAM (~{format_vram(planned[index])}) exceeds {label} "
                     f"capacity ({format_vram(gpu.vram_total_mb)})",
                     None,
                     index,
@@ -199,7 +206,7 @@ def _gpu_warnings(
             found.append(
                 PlanWarning(
                     WarningCode.EXTERNAL_VRAM_USE,
-                    f"GPU {index} has {format_vram(external)} in use by processes outside the "
+                    f"{label} has {format_vram(external)} in use by processes outside the "
                     f"managed services; real free VRAM is {format_vram(real_free)}",
                     None,
                     index,
@@ -208,11 +215,14 @@ def _gpu_warnings(
     return found
 
 
-def accelerator_mismatch(service: str, accelerator: str, gpu_index: int, vendor: str) -> str:
-    """The sentence for a service assigned to a GPU it cannot run on (also Apply's refusal)."""
+def accelerator_mismatch(
+    service: str, accelerator: str, gpu_index: int, vendor: str, host: str = ""
+) -> str:
+    """The sentence for a service assigned to a GPU it cannot run on (also Apply's refusal);
+    ``host``: the GPU's host's name, when it is known (`domain.gpu_label`)."""
     return (
         f"{service} runs on {ACCELERATOR_LABELS.get(accelerator, accelerator)} "
-        f"(gpuconfig.accelerator: {accelerator}) but GPU {gpu_index} is an "
+        f"(gpuconfig.accelerator: {accelerator}) but {gpu_label(gpu_index, host)} is an "
         f"{VENDOR_LABELS.get(vendor, vendor)} GPU; pin it to "
         # "an NVIDIA", "an AMD": both names are read letter by letter or start with a vowel.
         f"an {VENDOR_LABELS.get(ACCELERATOR_VENDOR.get(accelerator, ''), 'matching')} GPU"
@@ -234,7 +244,7 @@ def _accelerator_warnings(
             warnings.append(
                 PlanWarning(
                     WarningCode.ACCELERATOR_MISMATCH,
-                    accelerator_mismatch(name, accelerator, gpu.index, gpu.vendor),
+                    accelerator_mismatch(name, accelerator, gpu.index, gpu.vendor, gpu.host),
                     name,
                     gpu.index,
                 )
@@ -261,6 +271,7 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
     """Decide the budget and planned MB of every service on one present GPU."""
     total = gpu.vram_total_mb
     capacity = format_vram(total)
+    label = gpu_label(gpu.index, gpu.host)
     # Services whose demand is set (no budget variable, or an explicit override) are
     # fixed; the adjustable ones share whatever room the fixed ones and the reserve leave.
     flexible = [r for r in sharing if adjustable(r)]
@@ -294,9 +305,9 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
                 assert share is not None
                 budget_gb = share / 10
                 if estimate > total:
-                    reason = f"exceeds GPU {gpu.index} ({capacity})"
+                    reason = f"exceeds {label} ({capacity})"
                 else:
-                    reason = f"exceeds the {_room(room)} left on GPU {gpu.index} ({capacity})"
+                    reason = f"exceeds the {_room(room)} left on {label} ({capacity})"
                 warning = PlanWarning(
                     WarningCode.BUDGET_ADJUSTED,
                     f"{name} VRAM budget ({format_vram(estimate)}) {reason}. "
@@ -319,7 +330,7 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
             )
             warning = PlanWarning(
                 WarningCode.BUDGET_BELOW_MINIMUM,
-                f"{name} will not fit on GPU {gpu.index} ({capacity}): it needs a VRAM budget "
+                f"{name} will not fit on {label} ({capacity}): it needs a VRAM budget "
                 f"of at least {format_vram(least)} ({where}), but only {_room(room)} is "
                 f"left after the other services and the {format_vram(reserve_mb)} reserve.",
                 name,
@@ -338,7 +349,7 @@ def _budgets(gpu: Gpu, sharing: list[ServiceRequest], reserve_mb: int) -> dict[s
                 too_large = PlanWarning(
                     WarningCode.BUDGET_OVERRIDE_TOO_LARGE,
                     f"{name} VRAM budget override ({override:.1f} GiB) exceeds the "
-                    f"{_room(left)} left on GPU {gpu.index} ({capacity})",
+                    f"{_room(left)} left on {label} ({capacity})",
                     name,
                     gpu.index,
                 )
@@ -390,13 +401,12 @@ def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
     demand = demand_mb(request)
     if demand <= gpu.vram_total_mb:
         return []
-    capacity = format_vram(gpu.vram_total_mb)
+    capacity, label = format_vram(gpu.vram_total_mb), gpu_label(gpu.index, gpu.host)
     if service.role == "llm":
         return [
             PlanWarning(
                 WarningCode.LLM_ON_SMALL_GPU,
-                f"{service.model} requires ~{format_vram(demand)}, "
-                f"GPU {gpu.index} only has {capacity}",
+                f"{service.model} requires ~{format_vram(demand)}, {label} only has {capacity}",
                 service.name,
                 gpu.index,
             )
@@ -404,7 +414,7 @@ def _size_warnings(request: ServiceRequest, gpu: Gpu) -> list[PlanWarning]:
     return [
         PlanWarning(
             WarningCode.SERVICE_EXCEEDS_GPU,
-            f"{service.name} needs ~{format_vram(demand)}, exceeds GPU {gpu.index} ({capacity})",
+            f"{service.name} needs ~{format_vram(demand)}, exceeds {label} ({capacity})",
             service.name,
             gpu.index,
         )

@@ -138,7 +138,7 @@ def config_context(
         "saved_strategy_label": STRATEGY_LABELS[StrategyName(saved.strategy)] if saved else "",
         "show_diff": show_diff,
         "confirm_apply": confirm_apply,
-        "diff": described(draft.changes),
+        "diff": described(draft.changes, places),
         # What Apply would restart, and this plan beside the re-plan from scratch (issue 19).
         "plan_restarts": plan_restarts(
             draft,

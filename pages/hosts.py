@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from devices.hosts import host_state
 from devices.models import HOST_INDEX_STRIDE, GpuDevice, Host, HostStatus
+from gpuconfig.domain import gpu_label as domain_gpu_label
 
 # --- where a GPU is ----------------------------------------------------------------------------
 
@@ -62,9 +63,10 @@ def remember_gpu_places(request: HttpRequest, places: GpuPlaces) -> None:
 
 
 def gpu_label(index: int, places: GpuPlaces) -> str:
-    """ "GPU 1" for a local GPU, "gpu-box-2 / GPU 1" for a remote host's."""
+    """ "GPU 1" for a local GPU, "gpu-box-2 / GPU 1" for a remote host's (the words every
+    sentence uses: `gpuconfig.domain.gpu_label`)."""
     place = places.get(index)
-    return f"GPU {index}" if place is None else f"{place.host} / GPU {place.index}"
+    return domain_gpu_label(index, "" if place is None else place.host)
 
 
 def gpu_host(index: int | None, places: GpuPlaces, local_name: str) -> str:

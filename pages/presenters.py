@@ -4,7 +4,7 @@ and what each GPU will hold, ready for the templates (no form parsing here: page
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpuconfig.changes import ServiceChange
@@ -87,12 +87,17 @@ class AssignmentRow:
         return [e for e in (self.gpu_error, self.budget_error) if e]
 
 
-def change_detail(change: ServiceChange) -> str:
-    """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GiB"."""
+def change_detail(change: ServiceChange, places: GpuPlaces | None = None) -> str:
+    """What changes for one service, without its name: "GPU 0 → GPU 1; budget 6.8 → 3.5 GiB".
+
+    ``places``: the remote hosts' GPUs, which it then names by their host ("GPU 0 →
+    gpu-box-2 / GPU 1"); without them a GPU reads "GPU <index>"."""
+    if places:
+        change = replace(change, gpu_labels={i: gpu_label(i, places) for i in places})
     before, after = change.before, change.after
     if not before.enabled and before.gpu_index is None and after.enabled:
         # Nothing saved for it yet: say where it goes, not "enabled; unassigned → GPU 0".
-        where = "no GPU" if after.gpu_index is None else f"GPU {after.gpu_index}"
+        where = "no GPU" if after.gpu_index is None else change.gpu_name(after.gpu_index)
         budget = (
             f", budget {after.vram_budget_gb:g} GiB" if after.vram_budget_gb is not None else ""
         )
@@ -100,8 +105,10 @@ def change_detail(change: ServiceChange) -> str:
     return change.describe().removeprefix(f"{change.service}: ")
 
 
-def described(changes: Sequence[ServiceChange]) -> list[dict[str, str]]:
-    return [{"service": c.service, "text": change_detail(c)} for c in changes]
+def described(
+    changes: Sequence[ServiceChange], places: GpuPlaces | None = None
+) -> list[dict[str, str]]:
+    return [{"service": c.service, "text": change_detail(c, places)} for c in changes]
 
 
 def short_gpu_name(name: str) -> str:
@@ -198,7 +205,9 @@ def assignment_rows(
                 budget_auto="" if override is not None else _number(effective),
                 auto_adjusted=entry.budget_auto_adjusted,
                 warnings=warnings_by_service.get(service.name, []),
-                change_text=change_detail(changes[service.name]) if service.name in changes else "",
+                change_text=change_detail(changes[service.name], places)
+                if service.name in changes
+                else "",
                 enabled=request.enabled,
                 host=gpu_host(gpu_now if request.enabled else None, places, local_host),
                 gpu_error=errors.get(f"gpu-{service.name}", ""),

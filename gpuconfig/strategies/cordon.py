@@ -13,7 +13,15 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from gpuconfig.domain import Gpu, Plan, PlanWarning, ServiceRequest, StrategyName, WarningCode
+from gpuconfig.domain import (
+    Gpu,
+    Plan,
+    PlanWarning,
+    ServiceRequest,
+    StrategyName,
+    WarningCode,
+    gpu_labels,
+)
 from gpuconfig.strategies import planner
 from gpuconfig.strategies.inventory import StrategyError
 
@@ -102,8 +110,9 @@ def _plan(
         reserve_mb=reserve_mb,
         **options,
     )
+    labels = gpu_labels(gpus)
     notes = tuple(
-        f"GPU {index} is in maintenance: it takes no new services"
+        f"{labels[index]} is in maintenance: it takes no new services"
         + ("; the services on it are moved (drain)" if index in drain else "")
         for index in sorted(cordoned)
     )
@@ -123,6 +132,7 @@ def maintenance_warnings(
     warning (`plan` keeps them until the drain)."""
     cordoned = cordoned_indexes(gpus)
     draining = {g.index for g in gpus if g.draining}
+    labels = gpu_labels(gpus)
     warnings = []
     for request in requests:
         name = request.service.name
@@ -131,12 +141,12 @@ def maintenance_warnings(
             continue
         if (applied or {}).get(name) != index:
             message = (
-                f"{name} is pinned to GPU {index}, which is in maintenance: it takes no new "
+                f"{name} is pinned to {labels[index]}, which is in maintenance: it takes no new "
                 "services, and Apply refuses this pin"
             )
         elif index in draining:
             message = (
-                f"{name} stays on GPU {index}, which is being drained: it is pinned there; "
+                f"{name} stays on {labels[index]}, which is being drained: it is pinned there; "
                 "pin it to another GPU"
             )
         else:

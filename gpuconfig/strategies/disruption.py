@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from gpuconfig.domain import Disruption, format_vram
+from gpuconfig.domain import Disruption, format_vram, gpu_label
 from gpuconfig.strategies.budget import Budget, BudgetExhausted, Cap
 from gpuconfig.strategies.inventory import Inventory, Item
 from gpuconfig.strategies.packing import may_fit, pack
@@ -393,31 +393,34 @@ def _why(problem: _Problem, k: int, choice: Sequence[int]) -> str:
     p = now[k]
     if p < 0:
         return "the GPU it ran on is gone"
-    gpu = inventory.gpus[p].index
+    at = inventory.gpus[p]
+    gpu = gpu_label(at.index, at.host)  # "GPU 1"; another host's: "gpu-box-2 / GPU 1"
     if fixed[p] > caps[p]:
-        return f"pinned services alone overload GPU {gpu}"
-    hosts, host = items[k].hosts, inventory.gpus[p].host
+        return f"pinned services alone overload {gpu}"
+    hosts, host = items[k].hosts, at.host
     if hosts is not None and host not in hosts:
-        return f"GPU {gpu} is on {host or 'the local host'}, which does not define it"
+        if gpu != gpu_label(at.index):  # the label names its host already
+            return f"{gpu} is on a host that does not define it"
+        return f"{gpu} is on {host or 'the local host'}, which does not define it"
     if p not in allowed[k]:
-        return f"the strategy's rule keeps it off GPU {gpu}"
+        return f"the strategy's rule keeps it off {gpu}"
     comers = list(arrivals.get(p, [])) + [
         items[j].name for j in range(len(items)) if choice[j] == p and now[j] != p
     ]
     staying = fixed[p] + sum(sizes[j] for j in range(len(items)) if now[j] == p and p in allowed[j])
     if staying > caps[p]:
         reason = (
-            f"with every service staying GPU {gpu} would hold {format_vram(staying)} "
+            f"with every service staying {gpu} would hold {format_vram(staying)} "
             f"of its {format_vram(caps[p])}"
         )
     elif staying > limits[p] and balanced and scratch_value is not None:
         reason = (
-            f"with every service staying GPU {gpu} would be "
+            f"with every service staying {gpu} would be "
             f"{_percent(Fraction(staying, caps[p]))} full, above the balanced optimum "
             f"({_percent(scratch_value)}) plus the {_percent(tolerance)} tolerance"
         )
     else:
-        reason = f"it makes room on GPU {gpu}"
+        reason = f"it makes room on {gpu}"
     if comers:
         reason += f" (for {', '.join(comers)})"
     return reason

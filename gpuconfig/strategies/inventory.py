@@ -15,6 +15,7 @@ from gpuconfig.domain import (
     adjustable,
     defined_on,
     demand_mb,
+    gpu_label,
     least_demand_mb,
 )
 
@@ -115,7 +116,7 @@ def check_gpus(gpus: Sequence[Gpu]) -> list[Gpu]:
             raise StrategyError(f"GPU index {gpu.index} is reported twice")
     for gpu in present:
         if gpu.vram_total_mb <= 0:
-            raise StrategyError(f"GPU {gpu.index} reports no VRAM")
+            raise StrategyError(f"{gpu_label(gpu.index, gpu.host)} reports no VRAM")
     return present
 
 

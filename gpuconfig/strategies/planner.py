@@ -18,6 +18,8 @@ from gpuconfig.domain import (
     StrategyName,
     defined_on,
     demand_mb,
+    gpu_label,
+    gpu_labels,
     restart_cost_ms,
     runs_on,
 )
@@ -192,9 +194,10 @@ def _least_disruption(
     position = {gpu.index: p for p, gpu in enumerate(inventory.gpus)}
     arrivals: dict[int, list[str]] = {}
     pinned_moves: list[tuple[str, str]] = []
+    labels = gpu_labels(inventory.gpus)
     for name, pin in pins.items():
         if name in current.placements and current.placements[name] != pin:
-            pinned_moves.append((name, f"pinned to GPU {pin}"))
+            pinned_moves.append((name, f"pinned to {labels.get(pin) or gpu_label(pin)}"))
             if pin in position:
                 arrivals.setdefault(position[pin], []).append(f"{name}, pinned there")
     least = keep_in_place(
@@ -288,9 +291,15 @@ def _pins_off_their_hosts(gpus: Sequence[Gpu], enabled: Sequence[ServiceRequest]
         hosts = request.service.hosts
         if gpu is None or hosts is None or defined_on(request.service, gpu):
             continue
+        label = gpu_label(gpu.index, gpu.host)
+        # A local GPU's label does not name its host: say it.
+        where = (
+            label
+            if label != gpu_label(gpu.index)
+            else f"{label} on {_host_names(frozenset({gpu.host}))}"
+        )
         notes.append(
-            f"{request.service.name} is pinned to GPU {gpu.index} on "
-            f"{_host_names(frozenset({gpu.host}))}, which does not define it (it is "
+            f"{request.service.name} is pinned to {where}, which does not define it (it is "
             f"defined on {_host_names(hosts)}): the pin stands."
         )
     return notes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from gpuconfig.domain import Gpu, ServiceRequest
+from gpuconfig.domain import Gpu, ServiceRequest, gpu_label
 from gpuconfig.strategies.budget import Budget, BudgetExhausted, Cap
 from gpuconfig.strategies.inventory import Inventory, Item, by_size, is_flexible, shrinkable
 from gpuconfig.strategies.packing import may_fit, pack
@@ -72,8 +72,9 @@ def latency_items(
     the GPUs of their hosts, those GPUs as the fallback."""
     fast_all = _pick(inventory, fastest_gpu, list(inventory.positions))
     if len(inventory.gpus) == 1:
+        only = inventory.gpus[fast_all]
         notes.append(
-            f"Only one GPU detected: every service runs on GPU {inventory.gpus[fast_all].index}."
+            f"Only one GPU detected: every service runs on {gpu_label(only.index, only.host)}."
         )
     critical = [r for r in movable if r.service.role in ("llm", "critical")]
     rest = [r for r in movable if r.service.role not in ("llm", "critical")]
@@ -112,7 +113,8 @@ def isolation_items(
     rest = [r for r in movable if r.service.role != "llm"]
     if len(gpus) == 1:
         notes.append(
-            f"Only one GPU detected: the LLM cannot be isolated and shares GPU {gpus[0].index} "
+            "Only one GPU detected: the LLM cannot be isolated and shares "
+            f"{gpu_label(gpus[0].index, gpus[0].host)} "
             "with every other service."
         )
         return [
@@ -146,7 +148,8 @@ def isolation_items(
             and len(shared) < len(gpus)
         ):
             notes.append(
-                f"{request.service.name} is pinned to GPU {request.pinned_gpu}, "
+                f"{request.service.name} is pinned to "
+                f"{gpu_label(request.pinned_gpu, gpus[position[request.pinned_gpu]].host)}, "
                 "which it shares with the LLM."
             )
 
@@ -247,7 +250,7 @@ def _repair(
             better = None
     if better is None:
         return None
-    pinned_over = [inventory.gpus[p].index for p in inventory.positions if fixed[p] > caps[p]]
+    pinned_over = [inventory.gpus[p] for p in inventory.positions if fixed[p] > caps[p]]
     how = (
         "in the rule's order of preference"
         if in_rule_order
@@ -256,7 +259,7 @@ def _repair(
     if pinned_over:
         result = (
             "so that every service the strategy placed fits; "
-            f"GPU {', '.join(map(str, pinned_over))} stays over capacity from pinned "
+            f"{_gpu_list(pinned_over)} stays over capacity from pinned "
             "services alone"
         )
     else:
@@ -268,6 +271,15 @@ def _repair(
         )
     notes.append(f"The plain rule overloaded a GPU; services were rearranged, {how}, {result}.")
     return better
+
+
+def _gpu_list(gpus: Sequence[Gpu]) -> str:
+    """ "GPU 0, 1" for local GPUs (as ever); each by its `gpu_label` once one is another
+    host's ("GPU 0, gpu-box-2 / GPU 1")."""
+    labels = [gpu_label(gpu.index, gpu.host) for gpu in gpus]
+    if all(label == gpu_label(gpu.index) for label, gpu in zip(labels, gpus, strict=True)):
+        return f"GPU {', '.join(str(gpu.index) for gpu in gpus)}"
+    return ", ".join(labels)
 
 
 def _search_fit(
