@@ -21,6 +21,7 @@ reports a third GPU that CDI cannot resolve, as with a GPU that fell off the bus
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from ruamel.yaml import YAML
 
 from tests.stack.stack import (
@@ -229,28 +231,60 @@ class AgentHost:
         self.stack.podman("network", "rm", "-f", f"{self.ai_project}_default", check=False)
 
 
+# The guide's local override (docs/development/multi-gpu.md, "Several hosts"): GPU Config's
+# Redis with a password, published on the private address the agents reach.
+LOCAL_OVERRIDE = """\
+services:
+  gpuconfig-redis:
+    command:
+      - redis-server
+      - --requirepass
+      - ${GPUCONFIG_REDIS_PASSWORD:?set GPUCONFIG_REDIS_PASSWORD in .env}
+      - --save
+      - ""
+      - --appendonly
+      - "no"
+    environment:
+      REDISCLI_AUTH: ${GPUCONFIG_REDIS_PASSWORD}
+    ports:
+      - "ADDRESS:PORT:6379"
+  gpuconfig-web:
+    environment: &broker
+      CELERY_BROKER_URL: redis://:${GPUCONFIG_REDIS_PASSWORD}@gpuconfig-redis:6379/0
+      GPUCONFIG_CACHE_URL: redis://:${GPUCONFIG_REDIS_PASSWORD}@gpuconfig-redis:6379/1
+  gpuconfig-worker:
+    environment: *broker
+"""
+
+
+@dataclass
+class Broker:
+    address: str
+    port: int
+    password: str
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    """The production stack, with the agents' broker reachable: Redis published on this
-    machine's address by a local override (the guide's way), the command's broker URL and a
-    short offline limit in .env, and the proxy on that address too."""
-    address = _address()
-    redis_port = free_port()
-    override = (
-        "# Redis for the agents, on the private address they reach (the guide).\n"
-        "services:\n"
-        "  gpuconfig-redis:\n"
-        "    ports:\n"
-        f'      - "{address}:{redis_port}:6379"\n'
-    )
+def broker() -> Broker:
+    return Broker(_address(), free_port(), secrets.token_hex(16))
+
+
+@pytest.fixture(scope="module")
+def stack(broker: Broker) -> Iterator[Stack]:
+    """The production stack as the guide sets it up for added hosts: Redis with a password,
+    published on this machine's address by the local override; in .env, the broker URL the
+    agent's command shows and a short offline limit; the proxy on that address too."""
+    override = LOCAL_OVERRIDE.replace("ADDRESS", broker.address).replace("PORT", str(broker.port))
     with production_stack(
         extra_env=[
-            f"GPUCONFIG_AGENT_BROKER_URL=redis://{address}:{redis_port}/0",
+            f"GPUCONFIG_REDIS_PASSWORD={broker.password}",
+            "GPUCONFIG_AGENT_BROKER_URL="
+            f"redis://:{broker.password}@{broker.address}:{broker.port}/0",
             f"GPUCONFIG_HOST_OFFLINE_SECONDS={OFFLINE_SECONDS}",
-            f"DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1,{address}",
+            f"DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1,{broker.address}",
         ],
         local_override=override,
-        address=address,
+        address=broker.address,
     ) as running:
         yield running
 
@@ -312,9 +346,12 @@ def _failed(run: dict[str, Any], *hosts: AgentHost) -> str:
 
 
 def test_a_service_moves_between_two_agent_hosts_over_http(
-    stack: Stack, hosts: dict[str, AgentHost]
+    stack: Stack, hosts: dict[str, AgentHost], broker: Broker
 ) -> None:
     a, b = hosts[HOST_A], hosts[HOST_B]
+    # The broker the agents reach answers only with its password (the boundary between hosts).
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=broker.address, port=broker.port, socket_connect_timeout=5).ping()
     browser = Browser(stack.base_url())
     browser.login("admin", stack.admin_password)
 
