@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from devices.models import Host, HostStatus
 from orchestration.tasks import check_hosts_task
+from orchestration.tests.agents import Agent, agent_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,58 +92,6 @@ def _compose_file(path: Path, services: dict[str, int]) -> Path:
     return path
 
 
-@dataclass
-class Agent:
-    name: str
-    folder: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "agent.log"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def start(self, *, join_token: str = "", timeout_s: float = 60) -> None:
-        env = {**self.env, "GPUCONFIG_JOIN_TOKEN": join_token}
-        self.log.unlink(missing_ok=True)  # this start's output only
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "run_agent"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill() reaches all of it
-            )
-        ready = f"agent@{self.name} ready."
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if ready in self.output():
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent {self.name} exited:\n{self.output()[-3000:]}")
-            time.sleep(0.1)
-        self.kill()
-        raise AssertionError(f"agent {self.name} never became ready:\n{self.output()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: the host's power cut, as GPU Config sees it."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
 def agents(live_server: Any, broker_url: str, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     """Makes agents (not started) for hosts added in GPU Config; stops them all afterwards."""
@@ -155,22 +102,13 @@ def agents(live_server: Any, broker_url: str, tmp_path: Path) -> Iterator[Callab
     ) -> Agent:
         folder = tmp_path / name
         folder.mkdir()
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("GPUCONFIG_", "DJANGO_", "CELERY_", "DATABASE_"))
-        }
-        env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "config.settings",
-                "CELERY_BROKER_URL": broker_url,
-                "GPUCONFIG_URL": live_server.url,
-                "GPUCONFIG_HOST_NAME": name,
-                "GPUCONFIG_DATA_DIR": str(folder / "data"),
-                "GPUCONFIG_AGENT_STATE_DIR": str(folder / "state"),
-                "GPUCONFIG_SIMULATED_GPUS": str(_gpu_file(folder / "gpus.json", name, gpus)),
-                "GPUCONFIG_COMPOSE_FILE": str(_compose_file(folder / "compose.yml", services)),
-            }
+        env = agent_env(
+            name,
+            folder,
+            url=live_server.url,
+            broker=broker_url,
+            GPUCONFIG_SIMULATED_GPUS=str(_gpu_file(folder / "gpus.json", name, gpus)),
+            GPUCONFIG_COMPOSE_FILE=str(_compose_file(folder / "compose.yml", services)),
         )
         if database is not None:  # else the SQLite default in its data folder, never made
             env["DATABASE_URL"] = database
@@ -255,6 +193,10 @@ def test_two_agents_report_a_dead_one_goes_offline_and_comes_back(
     restarted = time.monotonic()
     b.start(join_token="")
     print(f"agent B restarted with its credential, ready in {time.monotonic() - restarted:.1f} s")
+    # Alive is what answers the ping (a slow start on a loaded machine can take longer than
+    # the offline limit between its report and its worker being ready).
+    checked = check_hosts_task()
+    assert sorted(checked["answered"]) == sorted([a_name, b_name])
     hosts = _hosts(member_api)
     assert hosts[b_name]["state"] == "online"
     assert hosts[b_name]["since"] is None
@@ -277,6 +219,8 @@ def test_a_host_that_answers_again_is_asked_for_a_fresh_report_on_its_queue(
     bystander = agents(other, gpus=1, services={"ai-ocr": 900})
     agent.start(join_token=_add_host(staff_api, name))
     bystander.start(join_token=_add_host(staff_api, other))
+    # Both alive as GPU Config sees it (a slow start may outlast the offline limit).
+    assert sorted(check_hosts_task()["answered"]) == sorted([name, other])
     # While it was cut off, the host's compose file gained a service...
     _compose_file(agent.folder / "compose.yml", {"ai-clip": 1200, "ai-florence": 1500})
     # ... and GPU Config wrote it offline (what the check does to a silent host).

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from orchestration import podman
 from orchestration.executor import apply_run_execute
 from orchestration.host_checks import hosts_check
 from orchestration.services import apply_run_start, forget_probe
+from orchestration.tests.agents import Agent, agent_env
 from orchestration.tests.containers import ComposeProject, new_project_name, standin_compose
 
 pytestmark = [pytest.mark.containers, pytest.mark.django_db(transaction=True)]
@@ -104,41 +103,6 @@ def host_b(
         project.remove()
 
 
-class Agent:
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.folder, self.env = folder, env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> str:
-        path = self.folder / "agent.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self, token: str) -> None:
-        with (self.folder / "agent.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "run_agent"],
-                cwd=ROOT,
-                env={**self.env, "GPUCONFIG_JOIN_TOKEN": token},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while f"agent@{HOST_B} ready." not in self.log:
-            assert self.process.poll() is None, f"the agent exited:\n{self.log[-3000:]}"
-            assert time.monotonic() < deadline, f"the agent never got ready:\n{self.log[-3000:]}"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-
-
 @pytest.fixture
 def agent_b(
     live_server: Any, broker: str, host_b: ComposeProject, staff_api: APIClient, tmp_path: Path
@@ -152,33 +116,24 @@ def agent_b(
     folder = tmp_path / "agent-b"
     folder.mkdir()
     (folder / "gpus.json").write_text(json.dumps({"gpus": gpus}))
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GPUCONFIG_", "DJANGO_", "CELERY_", "DATABASE_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": "postgres://the-agent-has-no-database@127.0.0.1:1/none",
-            "CELERY_BROKER_URL": broker,
-            "CONTAINERS_CONF": host_b.env["CONTAINERS_CONF"],
-            "GPUCONFIG_URL": live_server.url,
-            "GPUCONFIG_HOST_NAME": HOST_B,
-            "GPUCONFIG_DATA_DIR": str(folder / "data"),
-            "GPUCONFIG_AGENT_STATE_DIR": str(folder / "state"),
-            "GPUCONFIG_SIMULATED_GPUS": str(folder / "gpus.json"),
-            "GPUCONFIG_COMPOSE_FILE": str(host_b.base),
-            "GPUCONFIG_OUTPUT_DIR": str(host_b.directory / "config"),
-            "GPUCONFIG_COMPOSE_PROJECT": host_b.name,
-            "GPUCONFIG_COMPOSE_COMMAND": ",".join(host_b.compose_command),
-            "GPUCONFIG_HEALTH_TIMEOUT_SECONDS": "20",
-        }
+    env = agent_env(
+        HOST_B,
+        folder,
+        url=live_server.url,
+        broker=broker,
+        DATABASE_URL="postgres://the-agent-has-no-database@127.0.0.1:1/none",
+        CONTAINERS_CONF=host_b.env["CONTAINERS_CONF"],
+        GPUCONFIG_SIMULATED_GPUS=str(folder / "gpus.json"),
+        GPUCONFIG_COMPOSE_FILE=str(host_b.base),
+        GPUCONFIG_OUTPUT_DIR=str(host_b.directory / "config"),
+        GPUCONFIG_COMPOSE_PROJECT=host_b.name,
+        GPUCONFIG_COMPOSE_COMMAND=",".join(host_b.compose_command),
+        GPUCONFIG_HEALTH_TIMEOUT_SECONDS="20",
     )
     added = staff_api.post("/api/hosts", {"name": HOST_B}, format="json")
     assert added.status_code == 201, added.json()
-    agent = Agent(folder, env)
-    agent.start(added.json()["join_token"])
+    agent = Agent(HOST_B, folder, env)
+    agent.start(join_token=added.json()["join_token"])
     yield agent
     agent.stop()
 
@@ -228,7 +183,7 @@ def test_a_service_moves_to_host_b_and_a_failure_there_rolls_back_both_hosts(
     local_before = _containers(local_host)
     moved = _apply(staff_api)
 
-    assert moved["status"] == "succeeded", json.dumps(moved, indent=1) + agent_b.log[-3000:]
+    assert moved["status"] == "succeeded", json.dumps(moved, indent=1) + agent_b.output()[-3000:]
     steps = {s["service"]: s for s in moved["steps"]}
     assert set(steps) == {"ai-clip"}
     assert steps["ai-clip"]["message"] == f"running on host {HOST_B}"
@@ -264,7 +219,7 @@ def test_a_service_moves_to_host_b_and_a_failure_there_rolls_back_both_hosts(
     assert hosts_check().refreshed == [HOST_B]
     deadline = time.monotonic() + 30
     while Host.objects.get(name=HOST_B).reported_at == reported:
-        assert time.monotonic() < deadline, agent_b.log[-3000:]
+        assert time.monotonic() < deadline, agent_b.output()[-3000:]
         time.sleep(0.2)
     clip = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"]
     assert clip["drifted"], clip

@@ -1,0 +1,88 @@
+"""A GPU host's agent as the tests run it: ``manage.py run_agent`` in a process of its own
+(its own process group), with an environment of its own and no database of GPU Config's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def agent_env(name: str, folder: Path, *, url: str, broker: str, **settings: str) -> dict[str, str]:
+    """The agent's environment: this one's, less GPU Config's own settings, plus the agent's
+    (GPU Config's URL, the broker, its host name and state folder, and ``settings``)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GPUCONFIG_", "DJANGO_", "CELERY_", "DATABASE_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "CELERY_BROKER_URL": broker,
+            "GPUCONFIG_URL": url,
+            "GPUCONFIG_HOST_NAME": name,
+            "GPUCONFIG_DATA_DIR": str(folder / "data"),
+            "GPUCONFIG_AGENT_STATE_DIR": str(folder / "state"),
+            **settings,
+        }
+    )
+    return env
+
+
+@dataclass
+class Agent:
+    name: str
+    folder: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "agent.log"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def start(self, *, join_token: str = "", timeout_s: float = 60) -> None:
+        env = {**self.env, "GPUCONFIG_JOIN_TOKEN": join_token}
+        self.log.unlink(missing_ok=True)  # this start's output only
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), "run_agent"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: kill() reaches all of it
+            )
+        ready = f"agent@{self.name} ready."
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ready in self.output():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"agent {self.name} exited:\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+        self.kill()
+        raise AssertionError(f"agent {self.name} never became ready:\n{self.output()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: the host's power cut, as GPU Config sees it."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
