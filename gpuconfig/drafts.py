@@ -27,6 +27,7 @@ from gpuconfig.domain import (
     ServiceRequest,
     StrategyName,
     WarningCode,
+    gpu_labels,
 )
 from gpuconfig.fleet import system_registry
 from gpuconfig.measured import measured_vram_warnings
@@ -234,7 +235,7 @@ def gpu_config_draft(
         reserve_mb=config.vram_reserve_mb,
         error=error,
         saved_version=latest.number if latest else 0,
-        changes=config_changes(saved, configuration),
+        changes=config_changes(saved, configuration, gpu_labels(gpus)),
         from_scratch=from_scratch,
     )
 
