@@ -445,6 +445,9 @@ GPUCONFIG_JOIN_TOKEN_HOURS = envint("GPUCONFIG_JOIN_TOKEN_HOURS", 24, minimum=1)
 # How old an online agent's report of its containers may get before the host check asks for
 # a fresh one (what runs there, drift included, is never older than this plus one check).
 GPUCONFIG_HOST_REPORT_SECONDS = envint("GPUCONFIG_HOST_REPORT_SECONDS", 60, minimum=0)
+# How long past its compose and health timeouts GPU Config waits for a host's answer to its
+# part of a run before it counts the host as gone (the broker's round trips).
+GPUCONFIG_HOST_ANSWER_MARGIN_SECONDS = envint("GPUCONFIG_HOST_ANSWER_MARGIN_SECONDS", 30, minimum=1)
 # The broker's address as the other hosts reach it (shown in the agent's start command).
 GPUCONFIG_AGENT_BROKER_URL = envstr("GPUCONFIG_AGENT_BROKER_URL", "")
 # A running apply whose heartbeat is older than this is considered interrupted.

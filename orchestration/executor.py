@@ -78,6 +78,7 @@ class ApplyContext:
     whole_target: Configuration | None = None
     whole_previous: Configuration | None = None
     hosts_done: list[int] = field(default_factory=list)
+    hosts_silent: list[int] = field(default_factory=list)  # sent a part, never answered
 
     def set_step(self, service: str, status: StepStatus, message: str = "") -> None:
         ServiceStep.objects.filter(run=self.run, service_name=service).update(

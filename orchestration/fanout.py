@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.conf import settings
 from django.utils import timezone
 
@@ -46,7 +47,12 @@ APPLY_SLICE_TASK = "agent.apply_slice"
 
 
 class HostStepFailed(Exception):
-    """A host's part of a run failed; the message names the host and the cause."""
+    """A host's part of a run failed; the message names the host and the cause.
+    ``answered=False``: its agent never answered, so what it did is not known."""
+
+    def __init__(self, message: str, *, answered: bool = True) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 def host_number(gpu_index: int) -> int:
@@ -159,7 +165,9 @@ def slice_timeout_s() -> float:
     its health checks, and a margin for the broker. An agent that died mid-run is then
     reported as failed within this bound, never waited on forever."""
     return float(
-        settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS + settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS + 30
+        settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS
+        + settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS
+        + settings.GPUCONFIG_HOST_ANSWER_MARGIN_SECONDS
     )
 
 
@@ -169,11 +177,19 @@ def send_slices(
     """Send each host its part at once, then wait for every answer (one deadline for all):
     the hosts recreate side by side, so a run takes about the slowest host's time, not the
     sum. Each answer, or the failure (no answer in time, or the task's own error)."""
+    # A part no agent has taken by the deadline is dropped by the agent that finally receives
+    # it (Celery's expires): an agent back from the dead never carries out a stale part.
+    timeout_s = slice_timeout_s()
     sent = [
-        (host, agent_apply_slice_task.apply_async(args=[dict(payload)], queue=host.queue))
+        (
+            host,
+            agent_apply_slice_task.apply_async(
+                args=[dict(payload)], queue=host.queue, expires=timeout_s
+            ),
+        )
         for host, payload in parts
     ]
-    deadline = time.monotonic() + slice_timeout_s()
+    deadline = time.monotonic() + timeout_s
     out: list[tuple[Host, dict[str, Any] | HostStepFailed]] = []
     for host, result in sent:
         try:
@@ -186,7 +202,8 @@ def send_slices(
                     host,
                     HostStepFailed(
                         f"host {host.name} did not complete its part "
-                        f"({type(exc).__name__}: {exc}); is its agent running?"
+                        f"({type(exc).__name__}: {exc}); is its agent running?",
+                        answered=not isinstance(exc, CeleryTimeoutError),
                     ),
                 )
             )

@@ -68,8 +68,6 @@ def _host_parts(
     hosts = {h.number: h for h in Host.objects.filter(number__in=[n for n, _ in parts])}
     payloads = []
     for number, services in parts:
-        if number not in context.hosts_done:
-            context.hosts_done.append(number)
         if arriving:
             context.set_steps(services, StepStatus.RECREATING)
         context.say(
@@ -89,7 +87,13 @@ def _host_parts(
             )
         )
     failures = []
-    for (host, answer), (_, services) in zip(fanout.send_slices(payloads), parts, strict=True):
+    for (host, answer), (number, services) in zip(fanout.send_slices(payloads), parts, strict=True):
+        # Only a host that answered is put back on failure: one that never answered (its
+        # agent died) may not have run it at all; when it returns, its report says what runs.
+        if isinstance(answer, fanout.HostStepFailed) and not answer.answered:
+            context.hosts_silent.append(number)
+        elif number not in context.hosts_done:
+            context.hosts_done.append(number)
         problem = _host_answer(context, host, services, answer, arriving=arriving)
         if problem:
             failures.append(problem)

@@ -161,7 +161,7 @@ def _containers(project: ComposeProject) -> dict[str, podman.ContainerState]:
     return podman.inspect_services(project.name, env=project.env)
 
 
-def test_a_service_moves_to_host_b_and_a_failure_there_rolls_back_both_hosts(
+def test_moves_drift_failures_and_a_dead_agent_across_two_hosts(
     local_host: ComposeProject,
     host_b: ComposeProject,
     agent_b: Agent,
@@ -247,3 +247,29 @@ def test_a_service_moves_to_host_b_and_a_failure_there_rolls_back_both_hosts(
     on_b_after = _containers(host_b)["ai-clip"]
     assert on_b_after.running
     assert on_b_after.cdi_devices == ("nvidia.com/gpu=1",), "B's ai-clip is back on its GPU 1"
+
+    # Host B's agent dies (its heartbeat is still fresh: GPU Config does not know yet) and an
+    # apply touches B: the run waits for B's answer at most compose + health timeouts + the
+    # margin, then ends rolled back, naming the host; it never hangs.
+    settings.GPUCONFIG_COMPOSE_TIMEOUT_SECONDS = 5
+    settings.GPUCONFIG_HEALTH_TIMEOUT_SECONDS = 5
+    settings.GPUCONFIG_HOST_ANSWER_MARGIN_SECONDS = 2
+    agent_b.kill()
+    clip_before = _containers(host_b)["ai-clip"]
+    _save(staff_api, {**LOCAL, "ai-clip": 100})
+    started = time.monotonic()
+    lost = _apply(staff_api)
+    waited = time.monotonic() - started
+    print(f"apply with host B's agent dead: {lost['status']} after {waited:.1f} s")
+    assert lost["status"] == "rolled_back", lost
+    assert f"host {HOST_B} did not complete its part" in lost["error"]
+    assert waited < 12 + 15
+    # Back from the dead, B drops the stale part (it expired) instead of carrying it out, and
+    # its report shows ai-clip still where the applied version has it.
+    agent_b.start(join_token="")
+    time.sleep(3)
+    assert _containers(host_b)["ai-clip"].id == clip_before.id
+    # (Celery logs an expired task as revoked.)
+    assert "Discarding revoked task: agent.apply_slice" in agent_b.output(), agent_b.output()[
+        -2000:
+    ]
