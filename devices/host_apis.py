@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -146,6 +148,20 @@ class HostCredentialAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="gpuconfig-host"'
+
+
+class HostCredentialScheme(OpenApiAuthenticationExtension):
+    """The schema's name for a host's credential (registered when this module is imported)."""
+
+    target_class = HostCredentialAuthentication
+    name = "hostCredential"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return build_bearer_security_scheme_object(
+            header_name="Authorization",
+            token_prefix="Bearer",  # noqa: S106 (the scheme's word, not a secret)
+            bearer_format="gch_...",
+        )
 
 
 class IsHostAgent(BasePermission):
