@@ -16,8 +16,10 @@ each defined on 1-3 random hosts (seeded); the local ones in a compose file. A c
 is saved with PUT /api/system/gpu-config (strategy balanced).
 
 (1) SQL queries of the settings page (GET /settings/gpu/, staff), GET /api/system/gpus and
-    GET /api/hosts. Target: the same count at every size; where it grows, the repeated SQL
-    shapes are printed (literals replaced by ?), with their count per size.
+    GET /api/hosts, after a warm-up request (GPUCONFIG_SAMPLE_SECONDS=3600, so both read the
+    same shared GPU sample and container read). Target: the same count at every size; where
+    it differs, the SQL shapes (literals as ?) are printed with their count per size and the
+    product code that ran them.
 (2) Agent death to offline: N-1 real Celery worker processes as the agents
     (`celery -A config worker -Q host.<name> -n agent@<name> --pool solo`, no mingle or
     gossip, as `manage.py run_agent` starts them), joined as hosts; one is killed (SIGKILL) at
@@ -37,6 +39,7 @@ is saved with PUT /api/system/gpu-config (strategy balanced).
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import random
@@ -47,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -113,6 +117,10 @@ os.environ.update(_AGENT_ENV)
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
 os.environ["DATABASE_URL"] = NO_DATABASE if STANDIN else DATABASE_URL
 os.environ["GPUCONFIG_SIMULATED_GPUS"] = str(_SIMULATED)
+# The GPU sample and the container read are shared for this long (default 1 s): longer than
+# any request here, so the measured request reads what its warm-up took at every size,
+# instead of re-reading only where the page is slow (a count that would measure time).
+os.environ["GPUCONFIG_SAMPLE_SECONDS"] = "3600"
 if not STANDIN:
     _fresh_database()
 
@@ -239,7 +247,7 @@ def build(hosts: int, rng: random.Random) -> Client:
 # --- (1) queries -------------------------------------------------------------------------
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
-_IN_LIST = re.compile(r"IN \((?:\?, )*\?\)")
+_IN_LIST = re.compile(r"IN \([^()]*\)")
 
 
 _COLUMNS = re.compile(r"^SELECT .+? FROM ", re.DOTALL)
@@ -251,18 +259,48 @@ def shape(sql: str) -> str:
     return _COLUMNS.sub("SELECT * FROM ", _IN_LIST.sub("IN (...)", _LITERAL.sub("?", sql)))
 
 
-def measure_queries(client: Client) -> dict[str, tuple[int, Counter[str], float]]:
+def call_site() -> str:
+    """The innermost two frames of the product's own code that ran a query."""
+    frames = [
+        f"{Path(frame.filename).relative_to(ROOT)}:{frame.lineno} {frame.name}"
+        for frame in traceback.extract_stack()
+        if frame.filename.startswith(str(ROOT))
+        and not frame.filename.startswith(str(ROOT / ".venv"))
+        and not frame.filename.startswith(str(ROOT / "bench"))
+    ]
+    return " <- ".join(reversed(frames[-2:])) or "?"
+
+
+Queries = Counter[tuple[str, str]]  # (shape, call site) -> how many
+
+
+def _record_site(
+    sites: list[str], execute: Any, sql: str, params: Any, many: bool, context: Any
+) -> Any:
+    sites.append(call_site())
+    return execute(sql, params, many, context)
+
+
+def of_shape(found: Queries, sql: str) -> int:
+    return sum(count for (query, _), count in found.items() if query == sql)
+
+
+def measure_queries(client: Client) -> dict[str, tuple[int, Queries, float]]:
     out = {}
     for label, url in PAGES.items():
         client.get(url)  # warm: registry parse, GPU sample
-        with CaptureQueriesContext(connection) as queries:
+        sites: list[str] = []
+        where = functools.partial(_record_site, sites)
+        with CaptureQueriesContext(connection) as queries, connection.execute_wrapper(where):
             started = time.perf_counter()
             response = client.get(url)
             elapsed = time.perf_counter() - started
         if response.status_code != 200:
             raise SystemExit(f"{label} answered {response.status_code}")
-        shapes = Counter(shape(q["sql"]) for q in queries.captured_queries)
-        out[label] = (len(queries), shapes, elapsed * 1000)
+        found = Counter(
+            (shape(q["sql"]), site) for q, site in zip(queries.captured_queries, sites, strict=True)
+        )
+        out[label] = (len(queries), found, elapsed * 1000)
     return out
 
 
@@ -466,7 +504,7 @@ def main() -> int:
         f"{SERVICES} services on 1-3 hosts each, {GPUS_PER_HOST} GPUs per host (the local "
         f"host and N-1 agents), PostgreSQL {DATABASE_URL.rsplit('/', 1)[1]}, Redis {REDIS_URL}"
     )
-    queries: dict[int, dict[str, tuple[int, Counter[str], float]]] = {}
+    queries: dict[int, dict[str, tuple[int, Queries, float]]] = {}
     fanouts: dict[int, tuple[int, float, float, float] | None] = {}
     for hosts in HOST_COUNTS:
         started = time.perf_counter()
@@ -488,12 +526,16 @@ def main() -> int:
         counts = [queries[n][label][0] for n in HOST_COUNTS]
         if len(set(counts)) != 1:
             failures.append(f"{label}: {counts} queries")
-            print("    repeated SQL shapes whose count changes with the hosts:")
-            shapes = set().union(*(queries[n][label][1] for n in HOST_COUNTS))
-            for sql in sorted(shapes):
-                per = [queries[n][label][1][sql] for n in HOST_COUNTS]
-                if len(set(per)) != 1:
-                    print(f"      {' / '.join(map(str, per))} x  {sql[:400]}")
+            print("    queries whose count changes with the hosts (per size, shape, called from):")
+            found = set().union(*(queries[n][label][1] for n in HOST_COUNTS))
+            for sql in sorted({sql for sql, _ in found}):
+                per = [of_shape(queries[n][label][1], sql) for n in HOST_COUNTS]
+                if len(set(per)) == 1:
+                    continue
+                print(f"      {' / '.join(map(str, per))} x  {sql[:300]}")
+                for site in sorted({site for q, site in found if q == sql}):
+                    per = [queries[n][label][1][(sql, site)] for n in HOST_COUNTS]
+                    print(f"        {' / '.join(map(str, per))}  from {site}")
 
     cadence = offline_s // 2
     print(
