@@ -31,7 +31,7 @@ from gpuconfig import selectors as config_selectors
 from gpuconfig.config_files import AMD_CDI_KIND, render_override
 from gpuconfig.domain import Configuration, ResolvedAssignment
 from gpuconfig.models import ConfigVersion
-from orchestration import fanout, podman, probe
+from orchestration import fanout, hosts_observed, podman, probe
 from orchestration.fanout import Split
 from orchestration.handover_rule import HandoverState
 from orchestration.models import ApplyCommand, ApplyRun, RunStatus, ServiceStep, StepStatus
@@ -135,16 +135,29 @@ def _context(run_id: Any, say: Callable[[str], None]) -> ApplyContext:
         env=dict(os.environ),
         say=say,
     )
-    if fanout.services_elsewhere(target, before):
+    running_on = hosts_observed.running_on_hosts(services)
+    if fanout.services_elsewhere(target, before) or running_on:
         # Several hosts: the local override and the executor's steps hold the local host's
-        # part; the other hosts' parts go to their agents (orchestration.fanout).
-        split = fanout.split_services(services, target, before)
+        # part; the other hosts' parts go to their agents (orchestration.fanout). A service
+        # placed elsewhere whose container runs here is stopped here too.
+        for name, state in _local_running(services).items():
+            if state.running:
+                running_on.setdefault(name, set()).add(0)
+        split = fanout.split_services(services, target, before, running_on)
         context.split = split
         context.whole_target, context.whole_previous = target, before
         context.target = fanout.local_part(target)
         context.previous = fanout.local_part(before) if before is not None else None
         context.services = split.local
     return context
+
+
+def _local_running(services: list[str]) -> dict[str, podman.ContainerState]:
+    try:
+        return podman.inspect_services(settings.GPUCONFIG_COMPOSE_PROJECT, services)
+    except podman.PodmanCommandError as exc:
+        logger.warning("cannot read this host's containers before a run: %s", exc)
+        return {}
 
 
 @contextmanager

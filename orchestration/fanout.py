@@ -59,6 +59,17 @@ def host_number(gpu_index: int) -> int:
     return gpu_index // HOST_INDEX_STRIDE
 
 
+def placed_host_number(entry: ResolvedAssignment) -> int | None:
+    """The number of the host a service is placed on (0: this one), None: not placed."""
+    return _placed_host(entry)
+
+
+def hosts_phrase(numbers: set[int]) -> str:
+    """ "this host" / "host 2" (by number: the run's sentences name hosts by name later)."""
+    names = {h.number: h.name for h in Host.objects.filter(number__in=numbers)}
+    return ", ".join("this host" if n == 0 else f"host {names.get(n, n)}" for n in sorted(numbers))
+
+
 def _placed_host(entry: ResolvedAssignment | None) -> int | None:
     if entry is None or not entry.enabled or entry.gpu_index is None:
         return None
@@ -91,13 +102,18 @@ class Split:
 
 
 def split_services(
-    services: Sequence[str], target: Configuration, previous: Configuration | None
+    services: Sequence[str],
+    target: Configuration,
+    previous: Configuration | None,
+    running_on: Mapping[str, set[int]] | None = None,
 ) -> Split:
     """Which host does what for each service of a run (pure).
 
     A service runs afterwards on its target GPU's host; a service switched off (or with no
     GPU) is recreated where it ran. A service whose host changes is also stopped on the host
-    it leaves."""
+    it leaves, and on any other host where it runs now (``running_on``: the hosts whose
+    containers of it run, as observed; a service defined on several hosts may have been
+    started on each before GPU Config placed it on one)."""
     local: list[str] = []
     local_stop: list[str] = []
     remote: dict[int, HostSlice] = {}
@@ -109,11 +125,13 @@ def split_services(
             local.append(name)
         else:
             remote.setdefault(runs_on, HostSlice(runs_on)).recreate.append(name)
-        if was is not None and was != runs_on:
-            if was == 0:
+        leaves = {was} if was is not None else set()
+        leaves |= set((running_on or {}).get(name, ()))
+        for number in sorted(leaves - {runs_on}):
+            if number == 0:
                 local_stop.append(name)
             else:
-                remote.setdefault(was, HostSlice(was)).stop.append(name)
+                remote.setdefault(number, HostSlice(number)).stop.append(name)
     return Split(local=local, local_stop=local_stop, remote=remote)
 
 

@@ -92,3 +92,16 @@ def _state(service: str, container: dict[str, Any] | None) -> podman.ContainerSt
         created=datetime.fromisoformat(created) if created else None,
         device_nodes=tuple(container.get("device_nodes") or ()),
     )
+
+
+def running_on_hosts(services: list[str]) -> dict[str, set[int]]:
+    """The other hosts (by number) whose last report shows a running container of each
+    service (one query)."""
+    out: dict[str, set[int]] = {}
+    rows = HostService.objects.filter(
+        service_name__in=services, host__is_local=False, container__isnull=False
+    ).select_related("host")
+    for row in rows:
+        if isinstance(row.container, dict) and row.container.get("running"):
+            out.setdefault(row.service_name, set()).add(row.host.number)
+    return out

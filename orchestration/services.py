@@ -138,6 +138,30 @@ def _steps(
         for c in config_changes(before, configuration)
         if c.service in elsewhere
     ]
+    # ...those that run on a host where they are not placed (a service defined on several
+    # hosts, started on each before GPU Config placed it on one): Apply stops them there...
+    elsewhere_running = hosts_observed.running_on_hosts(
+        [a.service for a in configuration.assignments]
+    )
+    if running is not None:
+        for name in elsewhere:
+            state = running.get(name)
+            if state is not None and state.running:
+                elsewhere_running.setdefault(name, set()).add(0)
+    stepped = {step.service for step in remote}
+    for entry in configuration.assignments:
+        target_host = fanout.placed_host_number(entry)
+        extra = elsewhere_running.get(entry.service, set()) - {target_host}
+        if extra and entry.service not in stepped:
+            remote.append(
+                _Step(
+                    entry.service,
+                    None,
+                    entry.container_gpu,
+                    f"also running on {fanout.hosts_phrase(extra)}",
+                )
+            )
+            stepped.add(entry.service)
     # ...and those whose host reported them drifted or not running: Apply repairs them there.
     placed = hosts_observed.placed_elsewhere(configuration)
     if placed:
@@ -150,12 +174,13 @@ def _steps(
             and seen["host_state"] == "online"
             and (seen["drifted"] or seen["state"] != "running")
         ]
+    stepped = {step.service for step in remote}
     if running is None:
         changes = config_changes(before, configuration)
         return [
             _Step(c.service, c.before.container_gpu, c.after.container_gpu, "")
             for c in changes
-            if c.service not in elsewhere
+            if c.service not in elsewhere and c.service not in stepped
         ] + remote
     return [
         _Step(
@@ -165,7 +190,7 @@ def _steps(
             why.reason,
         )
         for service, why in services_to_recreate(configuration, running).items()
-        if service not in elsewhere
+        if service not in elsewhere and service not in stepped
     ] + remote
 
 

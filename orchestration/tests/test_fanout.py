@@ -70,6 +70,15 @@ def test_a_host_gets_its_part_with_its_own_gpu_indexes() -> None:
     assert [a.service for a in local_part(config).assignments] == ["llm"]
 
 
+def test_a_service_running_on_other_hosts_is_stopped_there() -> None:
+    after = _config(clip=101, det=0)
+    split = split_services(["clip", "det"], after, None, {"clip": {0, 1, 2}, "det": {0, 2}})
+    assert split.remote[1].recreate == ["clip"]
+    assert split.local_stop == ["clip"]
+    assert split.remote[2].stop == ["clip", "det"]
+    assert split.local == ["det"]
+
+
 def test_one_host_runs_split_nothing() -> None:
     before = _config(llm=0, clip=1)
     after = _config(llm=1, clip=1)

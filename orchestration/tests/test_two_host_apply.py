@@ -176,7 +176,11 @@ def test_moves_drift_failures_and_a_dead_agent_across_two_hosts(
     _save(staff_api, LOCAL)
     first = _apply(staff_api)
     assert first["status"] == "succeeded", first
+    # ai-clip was started on both hosts before GPU Config placed it here: it now runs here
+    # only (B stopped its copy), so no service runs twice.
     b_before = _containers(host_b)["ai-clip"]
+    assert not b_before.running, "B's stray ai-clip was stopped"
+    assert _containers(local_host)["ai-clip"].running
 
     # ai-clip moves from this host's GPU 0 to host B's GPU 1 (global 101).
     _save(staff_api, {**LOCAL, "ai-clip": 101})

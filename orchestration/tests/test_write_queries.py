@@ -45,10 +45,12 @@ MAX_QUERIES = {
     # Several hosts (issue 20): the page's answers list the hosts with their GPUs (+2), and
     # a save reads the services the agents reported (+1); the same for 1 host or 50.
     "htmx_save": 32 + 2 + 3 + 2 + 2 + 1 + 3,
-    "api_apply": 10 + 2 + 2,
-    "api_rollback": 21 + 3,
-    "htmx_apply": 43 + 4 + 1 + 2 + 2 + 3 + 3,  # a save, then the apply: two turns
-    "htmx_rollback": 39 + 3 + 1 + 1 + 2 + 2,
+    # An apply or a rollback also reads which other hosts report its services running (+1:
+    # a service runs on one host only, so it is stopped where it is not placed).
+    "api_apply": 10 + 2 + 2 + 1,
+    "api_rollback": 21 + 3 + 1,
+    "htmx_apply": 43 + 4 + 1 + 2 + 2 + 3 + 3 + 1,  # a save, then the apply: two turns
+    "htmx_rollback": 39 + 3 + 1 + 1 + 2 + 2 + 1,
 }
 # The status region also reads the applied version (drift is judged against it) and ends
 # runs whose worker died (one query, issue 16): +1 to +2 on the page's answers; the form's
