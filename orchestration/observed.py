@@ -32,6 +32,8 @@ class Mismatch(StrEnum):
     OTHER_GPU = "other_gpu"
     UNEXPECTED_GPU = "unexpected_gpu"
     SETTINGS = "settings"
+    # Several hosts: it also runs on a host where the applied version does not place it.
+    RUNNING_ELSEWHERE = "running_elsewhere"
 
 
 @dataclass(frozen=True)

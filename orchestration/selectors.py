@@ -18,7 +18,7 @@ from gpuconfig import selectors as config_selectors
 from gpuconfig.domain import Configuration
 from gpuconfig.models import ConfigVersion
 from gpuconfig.registry import RegistryError, load_registry
-from orchestration import hosts_observed, podman
+from orchestration import fanout, hosts_observed, podman
 from orchestration.models import (
     ACTIVE_RUN_STATUSES,
     ApplyCommand,
@@ -27,7 +27,7 @@ from orchestration.models import (
     RunStatus,
     StepStatus,
 )
-from orchestration.observed import observed_service
+from orchestration.observed import Mismatch, observed_service
 from orchestration.probe import compose_tool
 from orchestration.stale_runs import reap_stale_runs_on_read, stalled_run_notice
 
@@ -112,6 +112,8 @@ def container_health() -> dict[str, Any]:
     }
     if elsewhere and applied is not None:
         containers.update(hosts_observed.observed_elsewhere(applied, elsewhere))
+    if applied is not None:
+        _flag_running_elsewhere(containers, applied, states)
     return {
         "available": True,
         "unavailable_reason": "",
@@ -119,6 +121,34 @@ def container_health() -> dict[str, Any]:
         "drifted": [name for name, c in containers.items() if c["drifted"]],
         "summary": _summary(containers, applied_known=applied is not None),
     }
+
+
+def _flag_running_elsewhere(
+    containers: dict[str, dict[str, Any]],
+    applied: Configuration,
+    states: dict[str, podman.ContainerState],
+) -> None:
+    """A service also running on a host where the applied version does not place it (another
+    host's report, or its container here when it is placed elsewhere) has drifted: two copies
+    run, and Apply stops the stray one."""
+    running = hosts_observed.running_on_hosts(list(containers))
+    for name, entry in containers.items():
+        want = applied.get(name)
+        placed = fanout.placed_host_number(want) if want is not None else None
+        if placed is None:  # not placed by the applied version: no host is wrong for it
+            continue
+        hosts = set(running.get(name, ()))
+        here = states.get(name)
+        if here is not None and here.running and placed != 0:
+            hosts.add(0)
+        extra = hosts - {placed}
+        if not extra:
+            continue
+        where = f"also running on {fanout.hosts_phrase(extra)}"
+        if entry["drifted"]:  # drifted where it is placed too: both said
+            entry["drift_reason"] = f"{entry['drift_reason']}; {where}"
+        else:
+            entry.update(drifted=True, drift=Mismatch.RUNNING_ELSEWHERE.value, drift_reason=where)
 
 
 def _unavailable(reason: str, summary: str) -> dict[str, Any]:

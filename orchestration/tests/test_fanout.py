@@ -196,6 +196,26 @@ def test_the_status_judges_a_service_on_another_host_by_its_report(
     seen = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"]
     assert seen["drifted"] and seen["gpu"] == 101, seen
 
+    # Host gpu-box-2 also runs ai-llm, which the applied version places on this host: two
+    # copies run, and the status says where the stray one is.
+    ConfigVersion.objects.filter(number=1).update(
+        assignments={
+            "ai-clip": {"gpu_index": 100, "gpu_uuid": "GPU-b0", "gpu_device_index": 0},
+            "ai-llm": {"gpu_index": 0},
+        }
+    )
+    body["services"]["ai-llm"] = {"gpuconfig.vram_estimate_mb": "8000"}
+    body["containers"]["ai-llm"] = {**body["containers"]["ai-clip"], "id": "l1", "env": {}}
+    gpus, services, version = report_parse(body)
+    host_report_record(
+        host, gpus, services, agent_version=version, containers=report_containers(body, services)
+    )
+    reset_container_health_cache()
+    llm = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-llm"]
+    # (No container of it here either, in this test: both are said.)
+    assert llm["drifted"], llm
+    assert llm["drift_reason"].endswith("; also running on host gpu-box-2"), llm
+
     Host.objects.filter(pk=host.pk).update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
     reset_container_health_cache()
     status = staff_api.get("/api/system/gpu-config/status").json()
