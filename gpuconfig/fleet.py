@@ -21,6 +21,8 @@ from gpuconfig.registry import Registry, RegistryError, load_registry, service_f
 
 logger = logging.getLogger(__name__)
 
+LOCAL_HOST = ""  # the local host's name in the planner's terms
+
 
 def has_remote_hosts() -> bool:
     """Whether any host besides the local one is known (joined or not, not revoked)."""
@@ -43,9 +45,10 @@ def system_registry() -> Registry:
     )
     if not rows:
         return local
-    local_name = Host.objects.filter(is_local=True).values_list("name", flat=True).first()
     services: dict[str, Service] = {s.name: s for s in local.services}
-    hosts: dict[str, set[str]] = {s.name: {local_name or "local"} for s in local.services}
+    # The local host is "" in the planner's terms (gpuconfig.domain.Gpu.host), whatever its
+    # row is named: no query for it, and the same number of queries at 1 host or 50.
+    hosts: dict[str, set[str]] = {s.name: {LOCAL_HOST} for s in local.services}
     for row in rows:
         if row.service_name not in services:
             try:

@@ -101,7 +101,8 @@ def planning_gpus() -> tuple[Gpu, ...]:
                 vendor=d.vendor,
                 device_index=d.device_index,
                 render_node=d.render_node,
-                host=d.host.name if states is not None else "",
+                # The local host is "" to the planner (gpuconfig.fleet.LOCAL_HOST).
+                host="",
             )
         )
     return tuple(gpus)

@@ -8,10 +8,37 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.celery import app as celery_app
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def celery_on(url: str, *, results: bool = False) -> Iterator[None]:
+    """This process's Celery app on the broker at ``url`` (and its result backend, with
+    ``results``) for the duration. Besides the connection pool (``close``), the producer pool
+    that remote control (ping) publishes through is dropped: it stays bound to the first
+    broker any earlier test used (the filesystem one), and a ping would reach no agent."""
+    previous = celery_app.conf.broker_url, celery_app.conf.result_backend
+
+    def reset() -> None:
+        celery_app.close()
+        celery_app.amqp._producer_pool = None
+
+    celery_app.conf.broker_url = url
+    if results:
+        celery_app.conf.result_backend = url
+    reset()
+    try:
+        yield
+    finally:
+        celery_app.conf.broker_url, celery_app.conf.result_backend = previous
+        reset()
 
 
 def agent_env(name: str, folder: Path, *, url: str, broker: str, **settings: str) -> dict[str, str]:

@@ -23,10 +23,9 @@ import pytest
 import redis
 from rest_framework.test import APIClient
 
-from config.celery import app as celery_app
 from devices.models import Host, HostStatus
 from orchestration.tasks import check_hosts_task
-from orchestration.tests.agents import Agent, agent_env
+from orchestration.tests.agents import Agent, agent_env, celery_on
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,12 +45,8 @@ def broker_url() -> Iterator[str]:
     except redis.RedisError as exc:
         pytest.skip(f"Redis is not reachable at {url} ({exc}); start redis-server")
     client.flushdb()
-    previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = url
-    celery_app.close()  # drop pooled connections to the old broker
-    yield url
-    celery_app.conf.broker_url = previous
-    celery_app.close()
+    with celery_on(url):
+        yield url
 
 
 @pytest.fixture

@@ -18,14 +18,13 @@ import redis
 from django.db import connection
 from rest_framework.test import APIClient
 
-from config.celery import app as celery_app
 from devices.models import Host
 from devices.services import gpu_inventory_rescan
 from orchestration import podman
 from orchestration.executor import apply_run_execute
 from orchestration.host_checks import hosts_check
 from orchestration.services import apply_run_start, forget_probe
-from orchestration.tests.agents import Agent, agent_env
+from orchestration.tests.agents import Agent, agent_env, celery_on
 from orchestration.tests.containers import ComposeProject, new_project_name, standin_compose
 
 pytestmark = [pytest.mark.containers, pytest.mark.django_db(transaction=True)]
@@ -49,13 +48,8 @@ def broker(settings: Any) -> Iterator[str]:
     except redis.RedisError as exc:
         pytest.skip(f"Redis is not reachable at {url} ({exc}); start redis-server")
     client.flushdb()
-    previous = celery_app.conf.broker_url, celery_app.conf.result_backend
-    celery_app.conf.broker_url = url
-    celery_app.conf.result_backend = url
-    celery_app.close()
-    yield url
-    celery_app.conf.broker_url, celery_app.conf.result_backend = previous
-    celery_app.close()
+    with celery_on(url, results=True):
+        yield url
 
 
 @pytest.fixture
