@@ -246,3 +246,24 @@ def test_a_remote_gpu_is_named_with_its_host_in_the_select_and_the_host_column(s
     clip = re.search(r'<td data-label="Host" class="host" id="host-ai-clip">([^<]*)</td>', html)
     llm = re.search(r'<td data-label="Host" class="host" id="host-ai-llm">([^<]*)</td>', html)
     assert clip and llm and (clip.group(1), llm.group(1)) == ("gpu-box-2", "local")
+
+
+def test_a_row_offers_the_gpus_of_the_hosts_that_define_its_service(staff: Client):
+    host = _joined_box()
+    gpu = ReportedGpu(
+        index=1, uuid="GPU-l4-remote", name="NVIDIA L4", vram_total_mb=23034,
+        vram_used_mb=300, vendor="nvidia",
+    )  # fmt: skip
+    host_report_record(
+        host, [gpu], {"ai-clip": {"gpuconfig.vram_estimate_mb": "1200"}}, agent_version="0.9.1"
+    )
+    html = staff.get(URL).content.decode()
+
+    def offered(service: str) -> list[str]:
+        select = re.search(rf'<select id="gpu-{service}".*?</select>', html, re.S)
+        assert select, service
+        return re.findall(r'<option value="(\d+)"', select.group(0))
+
+    # ai-clip is defined here and on gpu-box-2: both hosts' GPUs; ai-llm only here: not 101.
+    assert offered("ai-clip") == ["0", "1", "101"]
+    assert offered("ai-llm") == ["0", "1"]
