@@ -1,5 +1,5 @@
 # Shortcuts; the README's two commands (bin/run, bin/test) need no make.
-.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler bench-health bench-load
+.PHONY: run demo test lint bench bench-strategies bench-apply bench-pages bench-sampler bench-health bench-load bench-hosts bench-hosts-planning
 
 run:
 	bin/run
@@ -15,7 +15,7 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
 
-bench: bench-strategies bench-pages bench-apply bench-sampler bench-health bench-load
+bench: bench-strategies bench-pages bench-apply bench-sampler bench-health bench-load bench-hosts bench-hosts-planning
 
 bench-strategies:
 	.venv/bin/python -m bench.bench_strategies
@@ -34,3 +34,9 @@ bench-health:
 
 bench-load:
 	.venv/bin/python -m bench.bench_load
+
+bench-hosts:
+	.venv/bin/python -m bench.bench_hosts
+
+bench-hosts-planning:
+	.venv/bin/python -m bench.bench_hosts_planning
