@@ -150,7 +150,8 @@ class HostCredentialAuthentication(BaseAuthentication):
         return 'Bearer realm="gpuconfig-host"'
 
 
-class HostCredentialScheme(OpenApiAuthenticationExtension):
+# drf-spectacular registers extensions in an untyped __init_subclass__.
+class HostCredentialScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """The schema's name for a host's credential (registered when this module is imported)."""
 
     target_class = HostCredentialAuthentication
