@@ -21,14 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 @contextmanager
 def celery_on(url: str, *, results: bool = False) -> Iterator[None]:
     """This process's Celery app on the broker at ``url`` (and its result backend, with
-    ``results``) for the duration. Besides the connection pool (``close``), the producer pool
-    that remote control (ping) publishes through is dropped: it stays bound to the first
-    broker any earlier test used (the filesystem one), and a ping would reach no agent."""
+    ``results``) for the duration. Besides the connection pool (``close``), what Celery builds
+    once and keeps is dropped: the producer pool that remote control (ping) publishes through,
+    and the result backend. Both stay bound to what an earlier test used first (the
+    filesystem broker, no backend), and a ping would reach no agent, an answer never come."""
     previous = celery_app.conf.broker_url, celery_app.conf.result_backend
 
     def reset() -> None:
         celery_app.close()
         celery_app.amqp._producer_pool = None
+        # The result backend is built once, from the URL in force then (a disabled one, if an
+        # earlier test touched it first): drop it, so the next use builds it from ``url``.
+        celery_app._backend_cache = None
+        vars(celery_app._local).pop("backend", None)
 
     celery_app.conf.broker_url = url
     if results:
