@@ -18,7 +18,7 @@ from devices.attribution import AttributedProcess, Owner, ProcessAttributor
 from devices.detection import Detection, DetectionError, GpuReading, GpuVendor
 from devices.detection.health import GpuHealth
 from devices.gpu_health import cordon_critical, health_by_uuid
-from devices.models import GpuDevice, ServiceVramPeak
+from devices.models import GpuDevice, ServiceVramPeak, local_host_pk
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ def _readings_from_inventory() -> tuple[GpuReading, ...]:
             compute_capability=d.compute_capability or None,
             vram_reserved_mb=d.vram_reserved_mb,
         )
-        for d in GpuDevice.objects.filter(present=True)
+        # This host's GPUs only: the other hosts' are their agents' reports, not readings here.
+        for d in GpuDevice.objects.filter(present=True, host_id=local_host_pk())
     )
 
 
@@ -230,7 +231,12 @@ def gpu_inventory_rescan() -> RescanResult:
     added: list[int] = []
     updated: list[int] = []
     with transaction.atomic():
-        existing = {d.gpu_index: d for d in GpuDevice.objects.select_for_update()}
+        # This host's rows only: another host's GPUs are not detected here, and marking them
+        # disappeared would take them out of every plan until their agent reports again.
+        existing = {
+            d.gpu_index: d
+            for d in GpuDevice.objects.select_for_update().filter(host_id=local_host_pk())
+        }
         for index, reading in seen.items():
             fields = {
                 "uuid": reading.uuid,

@@ -87,6 +87,9 @@ class Gpu:
     # In maintenance (devices.maintenance): no new services in any plan; the ones on it stay
     # until it is drained (gpuconfig.strategies.cordon).
     cordoned: bool = False
+    # Several hosts: why its host takes nothing now ("host gpu-box-2 is offline since ...");
+    # "" when it is online. Such a GPU is cordoned too.
+    unavailable: str = ""
     draining: bool = False  # cordoned and drained: the services on it move elsewhere too
     # The GPU host it is on, by name; "": the local host (or a host not named). Its index is
     # global: host number x 100 + its index on the host.
@@ -310,6 +313,9 @@ class WarningCode(StrEnum):
     NO_MATCHING_GPU = "no_matching_gpu"
     # A service pinned onto a GPU in maintenance (it takes no new services; Apply refuses).
     GPU_IN_MAINTENANCE = "gpu_in_maintenance"
+    # Several hosts: a service on a GPU of a host that is offline, joining or in maintenance
+    # (it stays there; Apply cannot change that host until its agent is back).
+    HOST_UNAVAILABLE = "host_unavailable"
 
 
 @dataclass(frozen=True)

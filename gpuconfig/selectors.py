@@ -108,6 +108,14 @@ def planning_gpus() -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
+def _unavailable(name: str, state: HostState) -> str:
+    """Why another host's GPU takes nothing now, for the warnings ("" when online)."""
+    if state.plannable:
+        return ""
+    since = f" since {state.since:%Y-%m-%d %H:%M} UTC" if state.since else ""
+    return f"host {name} is {state.label}{since}"
+
+
 def _several_hosts(devices: Sequence[GpuDevice]) -> bool:
     return any(not d.host.is_local for d in devices)
 
@@ -128,6 +136,7 @@ def _remote_gpu(d: GpuDevice, state: HostState) -> Gpu:
         present=d.present and state.label != "revoked",
         uuid=d.uuid,
         cordoned=d.maintenance or not state.plannable,
+        unavailable=_unavailable(d.host.name, state),
         draining=d.maintenance and d.maintenance_drain,
         vendor=d.vendor,
         device_index=d.device_index,

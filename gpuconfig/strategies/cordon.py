@@ -134,9 +134,22 @@ def maintenance_warnings(
     draining = {g.index for g in gpus if g.draining}
     labels = gpu_labels(gpus)
     warnings = []
+    unavailable = {g.index: g.unavailable for g in gpus if g.unavailable}
     for request in requests:
         name = request.service.name
         index = assignments.get(name)
+        if request.enabled and index in unavailable:
+            # Its host, not the GPU, is out: said as such, whether pinned or held there.
+            warnings.append(
+                PlanWarning(
+                    WarningCode.HOST_UNAVAILABLE,
+                    f"{name} is on {labels[index]}, but {unavailable[index]}: it stays there, "
+                    "and Apply cannot change that host until its agent is back",
+                    name,
+                    index,
+                )
+            )
+            continue
         if not request.enabled or index not in cordoned or request.pinned_gpu != index:
             continue
         if (applied or {}).get(name) != index:
