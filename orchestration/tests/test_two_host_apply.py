@@ -23,9 +23,11 @@ from devices.services import gpu_inventory_rescan
 from orchestration import podman
 from orchestration.executor import apply_run_execute
 from orchestration.host_checks import hosts_check
+from orchestration.selectors import reset_container_health_cache
 from orchestration.services import apply_run_start, forget_probe
 from orchestration.tests.agents import Agent, agent_env, celery_on
 from orchestration.tests.containers import ComposeProject, new_project_name, standin_compose
+from orchestration.tests.containers import podman as run_podman
 
 pytestmark = [pytest.mark.containers, pytest.mark.django_db(transaction=True)]
 
@@ -229,6 +231,23 @@ def test_moves_drift_failures_and_a_dead_agent_across_two_hosts(
     assert not staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"][
         "drifted"
     ]
+
+    # Someone removes B's ai-clip container by hand: B's next report says it has none, the
+    # status shows it missing on B (not "running"), and Apply creates it again there.
+    run_podman("rm", "-f", _containers(host_b)["ai-clip"].id, env=host_b.env)
+    reported = Host.objects.get(name=HOST_B).reported_at
+    assert hosts_check().refreshed == [HOST_B]
+    deadline = time.monotonic() + 30
+    while Host.objects.get(name=HOST_B).reported_at == reported:
+        assert time.monotonic() < deadline, agent_b.output()[-3000:]
+        time.sleep(0.2)
+    reset_container_health_cache()
+    clip = staff_api.get("/api/system/gpu-config/status").json()["containers"]["ai-clip"]
+    assert (clip["host"], clip["state"], clip["drifted"]) == (HOST_B, "missing", True), clip
+    recreated = _apply(staff_api)
+    assert recreated["status"] == "succeeded", recreated
+    assert [s["service"] for s in recreated["steps"]] == ["ai-clip"]
+    assert _containers(host_b)["ai-clip"].cdi_devices == ("nvidia.com/gpu=1",)
 
     # A step that fails on host B (its GPU 2, which CDI cannot resolve there) rolls back this
     # host as well: ai-enrichment, moved here first, goes back to GPU 1.
