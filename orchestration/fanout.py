@@ -64,9 +64,14 @@ def placed_host_number(entry: ResolvedAssignment) -> int | None:
     return _placed_host(entry)
 
 
-def hosts_phrase(numbers: set[int]) -> str:
-    """ "this host" / "host 2" (by number: the run's sentences name hosts by name later)."""
-    names = {h.number: h.name for h in Host.objects.filter(number__in=numbers)}
+def host_names(numbers: set[int]) -> dict[int, str]:
+    """The hosts' names by number (one query)."""
+    return dict(Host.objects.filter(number__in=numbers).values_list("number", "name"))
+
+
+def hosts_phrase(numbers: set[int], names: dict[int, str] | None = None) -> str:
+    """ "this host, host gpu-box-2" (``names``: by number; read when not given)."""
+    names = host_names(numbers) if names is None else names
     return ", ".join("this host" if n == 0 else f"host {names.get(n, n)}" for n in sorted(numbers))
 
 

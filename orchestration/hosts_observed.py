@@ -57,10 +57,11 @@ def observed_elsewhere(applied: Configuration, placed: dict[str, int]) -> dict[s
                 entry[key] += base
         entry["host"] = host.name if host is not None else f"host {number}"
         entry["reported_at"] = row.reported_at.isoformat() if row is not None else None
-        live = host_state(host).label if host is not None else "unknown"
+        now = host_state(host) if host is not None else None
+        live = now.label if now is not None else "unknown"
         entry["host_state"] = live
         if live != "online":
-            since = host_state(host).since if host is not None else None
+            since = now.since if now is not None else None
             entry.update(
                 state="unknown",
                 health=None,

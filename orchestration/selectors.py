@@ -132,7 +132,8 @@ def _flag_running_elsewhere(
     host's report, or its container here when it is placed elsewhere) has drifted: two copies
     run, and Apply stops the stray one."""
     running = hosts_observed.running_on_hosts(list(containers))
-    for name, entry in containers.items():
+    strays: dict[str, set[int]] = {}
+    for name in containers:
         want = applied.get(name)
         placed = fanout.placed_host_number(want) if want is not None else None
         if placed is None:  # not placed by the applied version: no host is wrong for it
@@ -141,10 +142,15 @@ def _flag_running_elsewhere(
         here = states.get(name)
         if here is not None and here.running and placed != 0:
             hosts.add(0)
-        extra = hosts - {placed}
-        if not extra:
-            continue
-        where = f"also running on {fanout.hosts_phrase(extra)}"
+        if extra := hosts - {placed}:
+            strays[name] = extra
+    if not strays:
+        return
+    # One read of the hosts' names for all of them.
+    names = fanout.host_names(set().union(*strays.values()))
+    for name, extra in strays.items():
+        entry = containers[name]
+        where = f"also running on {fanout.hosts_phrase(extra, names)}"
         if entry["drifted"]:  # drifted where it is placed too: both said
             entry["drift_reason"] = f"{entry['drift_reason']}; {where}"
         else:

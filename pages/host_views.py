@@ -15,14 +15,13 @@ from django.views.decorators.http import require_POST
 
 from common.errors import FieldsRefusal, Refusal
 from devices.hosts import (
-    HostRefused,
     agent_command,
     host_add,
     host_by_name,
     host_new_join_token,
     host_revoke,
 )
-from devices.models import Host, HostStatus
+from devices.models import Host
 from pages import contexts
 from pages.errors import refusal
 from pages.responses import (
@@ -78,10 +77,7 @@ def host_join_token_view(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """A new join token for a host still joining (the old one stops working)."""
     try:
         host = host_by_name(name)
-        if host.status == HostStatus.REVOKED:
-            # host_new_join_token would let a revoked host that never joined join after all.
-            raise HostRefused(f"Host {host.name} is revoked: add it again under a new name.")
-        token = host_new_join_token(host)
+        token = host_new_join_token(host)  # refuses a revoked or joined host
     except Refusal as exc:
         return _refused(request, exc)
     notice = f"New join token for {host.name}: the previous one no longer works."
